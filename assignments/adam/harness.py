@@ -1,0 +1,52 @@
+"""Trusted harness tasks for `adam`: run next to the student's code in the sandbox.
+
+Each task takes the student's namespace first. The judge runs the very same task
+in its own process with `torch.optim.AdamW` in the namespace, and compares.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def train_adamw(ns, model, X, Y, groups, defaults, steps, use_closure=False, extra_frozen=False):
+    """Train `model` (an mlp spec, built here) on MSE(model(X), Y) for `steps` steps with
+    `ns["AdamW"]`. `groups`: None for `model.parameters()`, else a list of dicts with
+    "layers" (indices into the model's parameter list) and per-group options.
+    Returns the final parameters, the losses, and what step(closure) returned."""
+    AdamW = ns["AdamW"]
+    params = list(model.parameters())
+    frozen = None
+    if extra_frozen:
+        # A parameter the loss never touches: its .grad stays None and AdamW must skip it.
+        frozen = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 7, dtype=params[0].dtype))
+    if groups is None:
+        arg = params + ([frozen] if frozen is not None else [])
+    else:
+        arg = []
+        for g in groups:
+            entry = {k: (tuple(v) if k == "betas" else v) for k, v in g.items() if k != "layers"}
+            entry["params"] = [params[i] for i in g["layers"]]
+            arg.append(entry)
+        if frozen is not None:
+            arg[0]["params"].append(frozen)
+    opt = AdamW(arg, **{k: (tuple(v) if k == "betas" else v) for k, v in defaults.items()})
+    losses, returned = [], []
+    for _ in range(steps):
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(X), Y)
+            loss.backward()
+            return loss
+
+        if use_closure:
+            out = opt.step(closure)
+            returned.append(float(out) if isinstance(out, torch.Tensor) else out)
+            losses.append(float(out) if isinstance(out, torch.Tensor) else float("nan"))
+        else:
+            loss = closure()
+            opt.step()
+            losses.append(float(loss))
+    return {"params": [p.detach().clone() for p in params],
+            "frozen": frozen.detach().clone() if frozen is not None else None,
+            "losses": losses, "returned": returned}

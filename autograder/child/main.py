@@ -1,0 +1,61 @@
+"""The sandboxed child: load student code, then serve calls and harness tasks.
+
+Started by the sandbox runner as `python -I main.py`; reads requests on fd 3 and
+writes replies on fd 4; its stdout and stderr go to a log the judge reads only as
+text. Before any student code is read it applies its resource limits and, when
+started as root, drops to an unprivileged uid.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+RUNTIME = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, RUNTIME)
+
+
+
+def _apply_limits(cfg: dict) -> None:
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over-long writes fail instead of killing
+    lim = cfg.get("limits", {})
+    pairs = {
+        "cpu_seconds": resource.RLIMIT_CPU,
+        "memory_bytes": resource.RLIMIT_AS,
+        "file_bytes": resource.RLIMIT_FSIZE,
+        "open_files": resource.RLIMIT_NOFILE,
+        "processes": resource.RLIMIT_NPROC,
+    }
+    for key, which in pairs.items():
+        value = lim.get(key)
+        if value:
+            soft, hard = resource.getrlimit(which)
+            value = int(value) if hard == resource.RLIM_INFINITY else min(int(value), hard)
+            resource.setrlimit(which, (value, value))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    uid = cfg.get("uid")
+    if uid is not None and os.getuid() == 0:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+
+
+def main() -> None:
+    import json
+
+    cfg = json.loads(sys.argv[1])
+    _apply_limits(cfg)
+    os.chdir(cfg.get("workdir", "/tmp"))
+
+    import torch  # noqa: F401  (imported before student code so limits count it once)
+
+    from autograder.child.server import serve
+
+    serve(cfg["req_fd"], cfg["rep_fd"], cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The child's request loop: load the submission, answer calls and harness tasks."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import linecache
+import sys
+import time
+import traceback
+import types
+from typing import Any
+
+import torch
+
+from autograder.protocol import ProtocolError, decode, read_frame, write_frame
+from autograder.protocol import specs as spec_registry
+
+from .forbidden import ForbiddenTracer
+
+SUBMISSION_FILE = "submission.py"
+
+
+def _student_frames(tb) -> list[list]:
+    """The frames of a traceback that lie in the student's code: [line, function, text]."""
+    frames = []
+    for fs in traceback.extract_tb(tb):
+        if fs.filename == SUBMISSION_FILE:
+            frames.append([fs.lineno, fs.name, (fs.line or "").strip()])
+    return frames[-4:]
+
+
+def _error(exc: BaseException, kind: str | None = None) -> dict:
+    return {
+        "type": kind or type(exc).__name__,
+        "message": str(exc)[:2000],
+        "frames": _student_frames(exc.__traceback__),
+    }
+
+
+class Child:
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.namespace: dict[str, Any] = {}
+        self.load_error: dict | None = None
+        self.tracer = ForbiddenTracer(cfg.get("forbidden", []), SUBMISSION_FILE)
+        self.harness: types.ModuleType | None = None
+        device = cfg.get("device", "cpu")
+        self.device = device if (device == "cpu" or torch.cuda.is_available()) else "cpu"
+
+    def load(self, source: str, harness_path: str | None) -> dict:
+        self.tracer.install()
+        if harness_path:
+            spec = importlib.util.spec_from_file_location("harness", harness_path)
+            self.harness = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(self.harness)
+        module = types.ModuleType("submission")
+        module.__file__ = SUBMISSION_FILE
+        sys.modules["submission"] = module
+        self.namespace = module.__dict__
+        # Register the source so tracebacks can quote the student's own lines.
+        linecache.cache[SUBMISSION_FILE] = (len(source), None, source.splitlines(True), SUBMISSION_FILE)
+        started = time.perf_counter()
+        # Statement by statement: an import that fails here (a plotting library, say) or a
+        # top-level line that raises costs only what depends on it, not the whole file.
+        self.load_problems: list[dict] = []
+        try:
+            tree = ast.parse(source, SUBMISSION_FILE)
+        except SyntaxError as e:
+            self.load_error = {"type": "SyntaxError", "message": f"{e.msg} (line {e.lineno})",
+                               "frames": [[e.lineno or 0, "<module>", (e.text or "").strip()]]}
+            tree = ast.Module(body=[], type_ignores=[])
+        for node in tree.body:
+            try:
+                exec(compile(ast.Module(body=[node], type_ignores=[]), SUBMISSION_FILE, "exec"), self.namespace)
+            except BaseException as e:  # noqa: BLE001  (SystemExit at import is the student's bug)
+                err = _error(e)
+                err["line"] = node.lineno
+                self.load_problems.append(err)
+        names = sorted(k for k, v in self.namespace.items()
+                       if not k.startswith("__") and (callable(v) or isinstance(v, type)))
+        return {"ok": self.load_error is None, "error": self.load_error, "names": names,
+                "problems": self.load_problems[:20],
+                "seconds": time.perf_counter() - started, "forbidden": self.tracer.take()}
+
+    def specs(self, name: str, params: Any) -> Any:
+        return spec_registry.build(name, params)
+
+    def call(self, req: dict) -> dict:
+        args = list(req.get("args", []))
+        kwargs = dict(req.get("kwargs", {}))
+        if req["op"] == "call":
+            fn = self.namespace.get(req["fn"])
+            if fn is None:
+                return {"ok": False, "error": {"type": "MissingFunction",
+                        "message": f"`{req['fn']}` is not defined in your submission", "frames": []}}
+            target = fn
+        else:
+            if self.harness is None or not hasattr(self.harness, req["fn"]):
+                return {"ok": False, "error": {"type": "HarnessError",
+                        "message": f"no harness task {req['fn']!r}", "frames": []}}
+            target = getattr(self.harness, req["fn"])
+            args = [self.namespace, *args]
+        self.tracer.take()
+        started = time.perf_counter()
+        try:
+            value = target(*args, **kwargs)
+            if self.device != "cpu":
+                torch.cuda.synchronize()
+        except BaseException as e:  # noqa: BLE001  (SystemExit/KeyboardInterrupt in student code)
+            return {"ok": False, "error": _error(e), "forbidden": self.tracer.take(),
+                    "seconds": time.perf_counter() - started}
+        seconds = time.perf_counter() - started
+        reply = {"ok": True, "value": value, "seconds": seconds, "forbidden": self.tracer.take()}
+        if req.get("return_args"):
+            reply["args_after"] = list(args) if req["op"] == "call" else list(args[1:])
+        return reply
+
+
+def serve(req_fd: int, rep_fd: int, cfg: dict) -> None:
+    # Student prints go to the log (fd 1/2), never to the reply channel.
+    child = Child(cfg)
+    while True:
+        try:
+            header, payload = read_frame(req_fd)
+        except EOFError:
+            return
+        try:
+            req = decode(header, payload, device=child.device, specs=child.specs)
+            op = req.get("op") if isinstance(req, dict) else None
+            if op == "load":
+                reply = child.load(req["source"], cfg.get("harness"))
+            elif op in ("call", "task"):
+                reply = child.call(req)
+            elif op == "ping":
+                reply = {"ok": True, "value": "pong"}
+            else:
+                reply = {"ok": False, "error": {"type": "ProtocolError", "message": f"unknown op {op!r}", "frames": []}}
+        except ProtocolError as e:
+            reply = {"ok": False, "error": {"type": "ProtocolError", "message": str(e), "frames": []}}
+        try:
+            write_frame(rep_fd, reply)
+        except ProtocolError as e:
+            write_frame(rep_fd, {"ok": False, "forbidden": reply.get("forbidden", []), "error": {
+                "type": "BadReturnValue", "frames": [],
+                "message": f"your function returned something that cannot be graded: {e}"}})
+        sys.stdout.flush()
+        sys.stderr.flush()
+

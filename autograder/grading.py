@@ -1,0 +1,94 @@
+"""Grade submissions: intake, one judge process per submission, results.
+
+The engine's public entry point, used by the CLI and the server:
+`grade(assignment, path)` returns a `SubmissionResult` whatever the file holds; a
+submission that cannot be read, a judge that crashes or runs out of time all end as
+a result with `error` set, never as an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from autograder import __version__
+from autograder.assignment import Assignment
+from autograder.judge.results import SubmissionResult
+from autograder.notebook import extract
+
+JUDGE_GRACE_SECONDS = 120.0
+SUBMISSION_SUFFIXES = (".ipynb", ".py")
+
+
+def pick_device(a: Assignment, requested: str | None = None) -> tuple[str, str | None]:
+    """(device, problem): the device to grade on, and why grading cannot go ahead, if so."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if requested and requested != "auto":
+        if requested.startswith("cuda") and not cuda:
+            return "cpu", "a GPU was requested but none is available here"
+        return requested, None
+    if a.gpu == "none" or not cuda:
+        if a.gpu == "required" and not cuda:
+            return "cpu", f"{a.slug} needs a GPU and none is available here"
+        return "cpu", None
+    return "cuda", None
+
+
+def find_submissions(paths: list[str | Path]) -> list[Path]:
+    """Files named directly, and the notebooks and .py files inside folders named."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix in SUBMISSION_SUFFIXES and q.is_file()
+                          and ".ipynb_checkpoints" not in q.parts and not q.name.startswith("."))
+        else:
+            out.append(p)
+    return out
+
+
+def grade(a: Assignment, path: str | Path, *, suite: str = "hidden", device: str | None = None,
+          force_weak: bool = False, label: str | None = None, source_path: Path | None = None,
+          keyword: str | None = None) -> SubmissionResult:
+    """Grade one submission file against `suite` ("hidden": everything, "public")."""
+    path = Path(path)
+    started = time.perf_counter()
+    result = SubmissionResult(assignment=a.slug, submission=label or str(path), engine_version=__version__,
+                              suite=suite)
+    dev, problem = pick_device(a, device)
+    if problem:
+        result.error = problem
+        return result
+    extracted = extract(source_path or path, a.extraction)
+    with tempfile.TemporaryDirectory(prefix="dlopt-judge-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "extracted.json").write_text(json.dumps(extracted.as_dict()))
+        job = {"assignment_dir": str(a.root), "label": result.submission,
+               "extracted_path": str(tmp / "extracted.json"), "device": dev, "weak": force_weak,
+               "suite": suite, "out": str(tmp / "result.json"), "keyword": keyword}
+        (tmp / "job.json").write_text(json.dumps(job))
+        env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONDONTWRITEBYTECODE="1")
+        timeout = a.limits.submission_seconds + JUDGE_GRACE_SECONDS
+        try:
+            proc = subprocess.run([sys.executable, "-m", "autograder.judge.run", str(tmp / "job.json")],
+                                  capture_output=True, text=True, timeout=timeout, env=env,
+                                  stdin=subprocess.DEVNULL)
+            out = tmp / "result.json"
+            if proc.returncode == 0 and out.exists():
+                result = SubmissionResult.from_dict(json.loads(out.read_text()))
+            else:
+                result.error = "the grader failed on this submission (staff have been told)"
+                result.grader_errors.append(f"judge exit {proc.returncode}: {proc.stderr[-3000:]}{proc.stdout[-2000:]}")
+        except subprocess.TimeoutExpired:
+            result.error = f"grading did not finish within {timeout:.0f} s"
+            result.grader_errors.append("judge timeout")
+    if extracted.fatal:
+        result.error = f"your submission could not be read: {extracted.fatal}"
+    result.duration = round(time.perf_counter() - started, 3)
+    return result

@@ -1,0 +1,1 @@
+"""The judge: the pytest plugin, the proxy to student code, comparisons and results."""

@@ -1,0 +1,108 @@
+"""Comparisons for hidden suites, with feedback a student can act on.
+
+`expect_close(got, expected, call=..., what=..., rtol=..., atol=...)` checks type,
+shape, dtype, finiteness and values and, on failure, raises `GradingFailure` whose
+message says in a few lines what was called, what was expected, what came back and
+how far off (the largest error, where it is, and the tolerance).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class GradingFailure(AssertionError):
+    """A check of student output failed; the message is the student's feedback."""
+
+
+class PartialCredit(GradingFailure):
+    """Some of a test's cases passed: `fraction` of its points are earned."""
+
+    def __init__(self, fraction: float, message: str):
+        self.fraction = max(0.0, min(1.0, fraction))
+        super().__init__(message)
+
+
+def describe(value: Any) -> str:
+    """A short description of an argument: dtype[shape] for tensors, repr for the rest."""
+    if isinstance(value, torch.Tensor):
+        dt = str(value.dtype).replace("torch.", "")
+        dev = "" if value.device.type == "cpu" else f" on {value.device.type}"
+        return f"{dt}[{', '.join(map(str, value.shape))}]{dev}"
+    if isinstance(value, list | tuple):
+        inner = ", ".join(describe(v) for v in value[:4]) + (", ..." if len(value) > 4 else "")
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in list(value.items())[:6]) + "}"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def describe_call(fn: str, *args, **kwargs) -> str:
+    parts = [describe(a) for a in args] + [f"{k}={describe(v)}" for k, v in kwargs.items()]
+    return f"{fn}({', '.join(parts)})"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def tolerance_for(dtype: torch.dtype, reduction: int = 1, factor: float = 8.0) -> tuple[float, float]:
+    """(rtol, atol) from the arithmetic: `factor` ulps of `dtype`, grown with the square
+    root of the reduction length (rounding errors of a sum of n terms add up as a random
+    walk, sqrt(n) ulps typically)."""
+    eps = torch.finfo(dtype).eps
+    rtol = factor * eps * max(1.0, reduction) ** 0.5
+    return rtol, rtol
+
+
+def expect_close(got: Any, expected: torch.Tensor, *, call: str, what: str = "the result",
+                 rtol: float, atol: float, check_dtype: bool = True,
+                 why: str = "") -> None:
+    """Raise GradingFailure unless `got` is a tensor matching `expected`."""
+    head = f"{call}: {what}"
+    if not isinstance(got, torch.Tensor):
+        raise GradingFailure(f"{head}: expected a tensor {describe(expected)}, got {describe(got)}")
+    if tuple(got.shape) != tuple(expected.shape):
+        raise GradingFailure(f"{head}: expected shape {list(expected.shape)}, got {list(got.shape)}")
+    if check_dtype and got.dtype != expected.dtype:
+        raise GradingFailure(f"{head}: expected dtype {expected.dtype}, got {got.dtype} "
+                             "(outputs keep the dtype of the inputs)")
+    g = got.detach().to("cpu", torch.float64)
+    e = expected.detach().to("cpu", torch.float64)
+    bad_nonfinite = torch.isfinite(e) & ~torch.isfinite(g)
+    if bad_nonfinite.any():
+        idx = tuple(int(i) for i in bad_nonfinite.nonzero()[0])
+        raise GradingFailure(f"{head}: {int(bad_nonfinite.sum())} non-finite value(s); first at index "
+                             f"{idx}: expected {_fmt(e[idx].item())}, got {_fmt(g[idx].item())}")
+    finite = torch.isfinite(e)
+    same_special = (~finite) & ((g == e) | (torch.isnan(g) & torch.isnan(e)))
+    err = (g - e).abs().where(finite, torch.zeros_like(g))
+    allowed = atol + rtol * e.abs()
+    violations = (err > allowed.where(finite, torch.zeros_like(g))) | ((~finite) & ~same_special)
+    if violations.any():
+        ratio = (err / allowed.where(finite, torch.ones_like(g))).where(finite, torch.full_like(g, float("inf")))
+        flat = int(ratio.reshape(-1).argmax()) if ratio.numel() else 0
+        idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), e.shape)) if e.dim() else ()
+        n_bad = int(violations.sum())
+        lines = [
+            f"{head} is off at {n_bad} of {e.numel()} entries",
+            f"  largest error at index {list(idx)}: expected {_fmt(e[idx].item())}, got {_fmt(g[idx].item())} "
+            f"(|error| {_fmt(err[idx].item())}, allowed {_fmt(atol)} + {_fmt(rtol)}·|expected|)",
+        ]
+        if why:
+            lines.append(f"  hint: {why}")
+        raise GradingFailure("\n".join(lines))
+
+
+def expect_unchanged(before: torch.Tensor, after: Any, *, call: str, name: str) -> None:
+    """Inputs must not be modified unless the contract says "in place"."""
+    if isinstance(after, torch.Tensor) and (after.shape != before.shape or not torch.equal(
+            after.to(before.dtype).cpu(), before.cpu())):
+        raise GradingFailure(f"{call} modified its input `{name}` in place; the contract says the "
+                             "function returns new tensors and leaves its inputs unchanged "
+                             "(use x = x.clone() or out-of-place ops)")

@@ -1,0 +1,203 @@
+"""The pytest plugin that turns a hidden suite into a grade.
+
+Suites use three markers and two fixtures:
+- `@pytest.mark.points(n)`: what the test is worth (default 1);
+- `@pytest.mark.visibility("public" | "hidden" | "after_deadline")` (default hidden);
+- `@pytest.mark.function("adam_step", ...)`: the student functions it grades; a
+  forbidden API found in one of them zeroes the test;
+- fixture `student`: the sandboxed student code (`student.call(name, *args)`);
+- fixture `device`: "cuda" when grading on a GPU, else "cpu".
+A test earns its points when it passes, a fraction when it raises `PartialCredit`,
+nothing otherwise; its feedback is the failure's message, never a traceback. An
+exception that is not about the student's code is a grader error, kept for staff.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from autograder import __version__
+from autograder.judge.compare import GradingFailure, PartialCredit
+from autograder.judge.forbidden import scan
+from autograder.judge.results import VISIBILITIES, SubmissionResult, TestResult
+from autograder.judge.student import StudentCode, StudentFailure, SubmissionLoadError
+from autograder.sandbox import Limits
+
+MAX_FEEDBACK_LINES = 12
+
+
+@dataclass
+class GradingConfig:
+    assignment: str
+    submission: str  # a label for the results (usually the path)
+    extracted: dict  # autograder.notebook.ExtractedCode.as_dict()
+    limits: Limits = field(default_factory=Limits)
+    forbidden: list[str] = field(default_factory=list)
+    harness: str | None = None
+    device: str = "cpu"
+    force_weak: bool = False
+    suite: str = "hidden"
+
+
+class _FatalStudent:
+    """Stands in for student code that could not even be read: every call fails."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        self.forbidden_found: list = []
+        self.sandbox: dict = {}
+
+    def call(self, fn, *a, **k):
+        raise SubmissionLoadError("reading your submission", {"type": "Error", "message": self.reason})
+
+    task = call
+
+    def close(self):
+        pass
+
+
+def _shorten(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if len(lines) > MAX_FEEDBACK_LINES:
+        lines = lines[: MAX_FEEDBACK_LINES - 1] + [f"... ({len(lines) - MAX_FEEDBACK_LINES + 1} more lines)"]
+    return "\n".join(line[:400] for line in lines)
+
+
+class GradingPlugin:
+    def __init__(self, cfg: GradingConfig):
+        self.cfg = cfg
+        self.result = SubmissionResult(assignment=cfg.assignment, submission=cfg.submission,
+                                       engine_version=__version__, suite=cfg.suite,
+                                       notes=list(cfg.extracted.get("notes", [])))
+        self.static_findings = [f.as_dict() for f in scan(cfg.extracted.get("source", ""), cfg.forbidden)]
+        self._student = None
+        self._started = time.perf_counter()
+
+    # -- fixtures ------------------------------------------------------------------------
+    @pytest.fixture(scope="session")
+    def student(self):
+        if self._student is None:
+            fatal = self.cfg.extracted.get("fatal")
+            if fatal:
+                self._student = _FatalStudent(fatal)
+            else:
+                self._student = StudentCode(
+                    source=self.cfg.extracted["source"], limits=self.cfg.limits,
+                    line_map=self.cfg.extracted.get("line_map", []), device=self.cfg.device,
+                    gpu=self.cfg.device != "cpu", forbidden_patterns=self.cfg.forbidden,
+                    harness=Path(self.cfg.harness) if self.cfg.harness else None,
+                    force_weak=self.cfg.force_weak, notes=self.cfg.extracted.get("notes", []))
+        yield self._student
+
+    @pytest.fixture(scope="session")
+    def device(self):
+        return self.cfg.device
+
+    # -- hooks -----------------------------------------------------------------------------
+    def pytest_configure(self, config):
+        for line in ("points(n): points of the test", "visibility(v): public, hidden or after_deadline",
+                     "function(*names): the student functions the test grades"):
+            config.addinivalue_line("markers", line)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        rep = outcome.get_result()
+        if rep.when == "call" or (rep.when == "setup" and not rep.passed):
+            self._record(item, call, rep)
+
+    def _record(self, item, call, rep) -> None:
+        pts = item.get_closest_marker("points")
+        max_points = float(pts.args[0]) if pts else 1.0
+        vis = item.get_closest_marker("visibility")
+        visibility = vis.args[0] if vis else "hidden"
+        if visibility not in VISIBILITIES:
+            visibility = "hidden"
+        fmark = item.get_closest_marker("function")
+        functions = list(fmark.args) if fmark else []
+        doc = (getattr(item.function, "__doc__", None) or "").strip().splitlines()
+        test = TestResult(name=item.name, points=0.0, max_points=max_points, visibility=visibility,
+                          duration=round(rep.duration, 4), function=functions,
+                          description=doc[0] if doc else "")
+        if rep.skipped:
+            test.status = "skipped"
+            test.feedback = str(rep.longrepr[-1]) if isinstance(rep.longrepr, tuple) else "skipped"
+        elif rep.passed:
+            test.points, test.status = max_points, "passed"
+        else:
+            exc = call.excinfo.value if call.excinfo else None
+            if isinstance(exc, PartialCredit):
+                test.points = round(max_points * exc.fraction, 6)
+                test.status = "partial" if exc.fraction > 0 else "failed"
+                test.feedback = _shorten(str(exc))
+            elif isinstance(exc, StudentFailure):
+                test.status, test.feedback = "failed", _shorten(exc.feedback())
+            elif isinstance(exc, AssertionError):
+                test.status = "failed"
+                test.feedback = _shorten(str(exc) or "a check of your output failed")
+                if not isinstance(exc, GradingFailure):
+                    test.feedback = _shorten(test.feedback.split("\nassert ")[0])
+            else:
+                test.status = "error"
+                test.feedback = "the grader hit an internal error on this test; the course staff will see it"
+                tb = "".join(traceback.format_exception(exc)) if exc else str(rep.longrepr)
+                self.result.grader_errors.append(f"{item.nodeid}: {tb[-3000:]}")
+        self.result.tests.append(test)
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.result.grader_errors.append(f"collection of {report.nodeid}: {str(report.longrepr)[-3000:]}")
+            self.result.error = "the grader could not load its test suite (staff have been told)"
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        student = self._student
+        dynamic = list(getattr(student, "forbidden_found", []) or [])
+        if student is not None:
+            self.result.sandbox = dict(getattr(student, "sandbox", {}) or {})
+            events = getattr(student, "events", None)
+            if events:
+                self.result.sandbox["events"] = list(events)[:50]
+            for prob in getattr(student, "load_problems", []) or []:
+                note = f"while loading your code, {prob}"
+                if note not in self.result.notes:
+                    self.result.notes.append(note)
+            student.close()
+        self._apply_forbidden(self.static_findings + dynamic)
+        self.result.total()
+        self.result.duration = round(time.perf_counter() - self._started, 3)
+
+    def _apply_forbidden(self, findings: list[dict]) -> None:
+        if not self.cfg.forbidden:
+            return
+        unique = []
+        for f in findings:
+            key = (f.get("api"), f.get("function"))
+            if key not in {(u["api"], u["function"]) for u in unique}:
+                unique.append(f)
+        self.result.forbidden = unique
+        by_function: dict[str, list[dict]] = {}
+        for f in unique:
+            name = str(f.get("function") or "").split(".")[0]
+            by_function.setdefault(name, []).append(f)
+        for t in self.result.tests:
+            hits = [f for fn in t.function for f in by_function.get(fn, [])]
+            if hits:
+                apis = ", ".join(sorted({h["api"] for h in hits}))
+                t.points, t.status = 0.0, "failed"
+                t.feedback = _shorten(f"no points: {', '.join(t.function)} uses {apis}, which this "
+                                      f"assignment forbids\n{t.feedback}")
+        forbidden_test = TestResult(name="forbidden_api_check", points=0.0, max_points=0.0,
+                                    visibility="public", status="passed",
+                                    description="the submission does not use the library routines it must build")
+        if unique:
+            forbidden_test.status = "failed"
+            forbidden_test.feedback = "\n".join(
+                f"{f['api']} used in {f['function']} (line {f.get('line')})" for f in unique[:10])
+        else:
+            forbidden_test.feedback = "none of " + ", ".join(self.cfg.forbidden) + " is used"
+        self.result.tests.insert(0, forbidden_test)

@@ -1,0 +1,229 @@
+"""The judge's handle on student code: calls cross into the sandboxed child.
+
+`StudentCode.call("adam_step", p, g, ...)` sends the arguments, waits at most the
+per-call limit, and returns the decoded value or raises one of the errors below,
+each of which says what happened in words a student can act on. A child that
+crashes or times out is killed and started again for the next call, so one bad call
+costs only the tests that made it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from autograder.protocol import ProtocolError, decode, read_frame, write_frame
+from autograder.protocol.framing import FrameTimeout
+from autograder.sandbox import Limits, LocalRunner
+
+IMPORT_GRACE_SECONDS = 60.0  # torch's import and the submission's top level, on a slow disk
+MAX_RESTARTS = 25
+
+
+class StudentFailure(Exception):
+    """Base of everything that goes wrong on the student's side of a call."""
+
+    def feedback(self) -> str:
+        return str(self)
+
+
+class StudentError(StudentFailure):
+    """The student's code raised an exception."""
+
+    def __init__(self, what: str, error: dict, line_map: list | None = None):
+        self.what = what
+        self.type = error.get("type", "Exception")
+        self.message = error.get("message", "")
+        self.frames = error.get("frames", [])
+        self.line_map = line_map or []
+        super().__init__(self.feedback())
+
+    def where(self, line: int) -> str:
+        if 0 < line <= len(self.line_map) and self.line_map[line - 1]:
+            cell, cell_line = self.line_map[line - 1]
+            return f"cell {cell}, line {cell_line}" if cell is not None else f"line {cell_line}"
+        return f"line {line}"
+
+    def feedback(self) -> str:
+        if isinstance(self, MissingFunction):
+            return self.message
+        lines = [f"{self.what} raised {self.type}: {self.message}".rstrip(": ")]
+        for line, func, text in self.frames[-3:]:
+            lines.append(f"  in {func}, {self.where(line)}: {text}")
+        return "\n".join(lines)
+
+
+class MissingFunction(StudentError):
+    pass
+
+
+class SubmissionLoadError(StudentError):
+    pass
+
+
+class StudentTimeout(StudentFailure):
+    pass
+
+
+class StudentCrash(StudentFailure):
+    pass
+
+
+@dataclass
+class CallResult:
+    value: Any
+    seconds: float
+    args_after: list | None = None
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "it stopped answering"
+    if code < 0:
+        import signal
+
+        sig = -code
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        hint = {9: " (killed: usually the memory limit)", 24: " (the CPU-time limit)",
+                11: " (a segmentation fault)"}.get(sig, "")
+        return f"it was killed by {name}{hint}"
+    return f"it exited with code {code}"
+
+
+@dataclass
+class StudentCode:
+    source: str
+    limits: Limits
+    line_map: list = field(default_factory=list)
+    device: str = "cpu"
+    gpu: bool = False
+    forbidden_patterns: list[str] = field(default_factory=list)
+    harness: Any = None
+    force_weak: bool = False
+    notes: list[str] = field(default_factory=list)  # intake notes (e.g. a cell with a syntax error)
+
+    def __post_init__(self):
+        self.runner = LocalRunner(self.limits, gpu=self.gpu, device=self.device,
+                                  forbidden=self.forbidden_patterns, harness=self.harness,
+                                  force_weak=self.force_weak)
+        self.handle = None
+        self.started_at = time.monotonic()
+        self.restarts = 0
+        self.load_error: dict | None = None
+        self.names: list[str] = []
+        self.forbidden_found: list[dict] = []
+        self.events: list[str] = []
+        self.load_problems: list[str] = []
+        self.sandbox = self.runner.report
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def _deadline(self, seconds: float) -> float:
+        overall = self.started_at + self.limits.submission_seconds
+        return min(time.monotonic() + seconds, overall)
+
+    def _over_budget(self) -> bool:
+        return time.monotonic() >= self.started_at + self.limits.submission_seconds
+
+    def _ensure_started(self) -> None:
+        if self.handle is not None and self.handle.alive():
+            return
+        if self.handle is not None:
+            self.handle.cleanup()
+            self.handle = None
+        if self.restarts >= MAX_RESTARTS:
+            raise StudentCrash("your code's process was restarted too many times; later tests were not run")
+        if self._over_budget():
+            raise StudentTimeout(f"the submission used its whole time budget "
+                                 f"({self.limits.submission_seconds:.0f} s); later tests were not run")
+        self.restarts += 1
+        self.handle = self.runner.start()
+        reply = self._exchange({"op": "load", "source": self.source}, IMPORT_GRACE_SECONDS,
+                               "loading your code")
+        self._note_forbidden(reply)
+        self.names = reply.get("names", [])
+        self.load_problems = []
+        for prob in reply.get("problems") or []:
+            where = StudentError("", prob, self.line_map).where(int(prob.get("line") or 0))
+            self.load_problems.append(f"{where}: {prob.get('type')}: {str(prob.get('message'))[:200]}")
+        if not reply.get("ok"):
+            self.load_error = reply.get("error") or {"type": "Error", "message": "unknown"}
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cleanup()
+            self.handle = None
+
+    def log_tail(self) -> str:
+        return self.handle.log_tail() if self.handle is not None else ""
+
+    # -- the exchange ------------------------------------------------------------------
+    def _exchange(self, message: dict, seconds: float, what: str) -> dict:
+        handle = self.handle
+        try:
+            write_frame(handle.req_fd, message)
+            header, payload = read_frame(handle.rep_fd, deadline=self._deadline(seconds))
+            reply = decode(header, payload, device=None, specs=None)
+            if not isinstance(reply, dict):
+                raise ProtocolError("reply is not a message")
+            return reply
+        except FrameTimeout:
+            handle.kill()
+            budget = self._over_budget()
+            self.events.append(f"timeout: {what}")
+            raise StudentTimeout(
+                f"{what}: no answer within "
+                + (f"the submission's time budget ({self.limits.submission_seconds:.0f} s)" if budget
+                   else f"{seconds:.0f} s (time limit per call)")
+                + "; look for an endless loop or far too much work") from None
+        except (EOFError, BrokenPipeError, OSError):
+            tail = handle.log_tail(600).strip()
+            try:
+                handle.proc.wait(timeout=2)  # let its own exit status be the one we report
+            except Exception:  # noqa: BLE001
+                pass
+            handle.kill()
+            code = handle.proc.returncode
+            self.events.append(f"crash: {what}: {code}")
+            msg = f"{what}: your code's process ended: {_describe_exit(code)}"
+            if tail:
+                msg += "\n  last output: " + tail.splitlines()[-1][:300]
+            raise StudentCrash(msg) from None
+        except ProtocolError as e:
+            handle.kill()
+            raise StudentCrash(f"{what}: your code's process sent an invalid reply ({e})") from None
+
+    def _note_forbidden(self, reply: dict) -> None:
+        for f in reply.get("forbidden") or []:
+            if isinstance(f, dict) and f not in self.forbidden_found:
+                self.forbidden_found.append({k: f.get(k) for k in ("api", "function", "line")})
+
+    def _request(self, op: str, fn: str, args, kwargs, timeout, return_args, what) -> CallResult:
+        self._ensure_started()
+        if self.load_error is not None:
+            raise SubmissionLoadError("loading your code", self.load_error, self.line_map)
+        if op == "call" and fn not in self.names:
+            why = "".join(f"\n  note: {n}" for n in [*self.notes, *self.load_problems]
+                          if "syntax error" in n or "Error" in n)
+            raise MissingFunction(fn, {"type": "NameError", "message":
+                                       f"`{fn}` is not defined at the top level of your submission{why}"})
+        reply = self._exchange({"op": op, "fn": fn, "args": list(args), "kwargs": dict(kwargs),
+                                "return_args": return_args},
+                               timeout or self.limits.call_seconds, what)
+        self._note_forbidden(reply)
+        if not reply.get("ok"):
+            err = reply.get("error") or {}
+            if err.get("type") == "MissingFunction":
+                raise MissingFunction(fn, err)
+            raise StudentError(what, err, self.line_map)
+        return CallResult(reply.get("value"), float(reply.get("seconds") or 0.0), reply.get("args_after"))
+
+    def call(self, fn: str, *args, timeout: float | None = None, return_args: bool = False,
+             **kwargs) -> CallResult:
+        """Call the student's function `fn` in the sandbox."""
+        return self._request("call", fn, args, kwargs, timeout, return_args, f"{fn}(...)")
+
+    def task(self, name: str, *args, timeout: float | None = None, what: str | None = None,
+             **kwargs) -> CallResult:
+        """Run a trusted harness task next to the student's code (e.g. train with their optimizer)."""
+        return self._request("task", name, args, kwargs, timeout, False, what or name)

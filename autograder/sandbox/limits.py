@@ -1,0 +1,31 @@
+"""Resource limits of one submission's child process."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    call_seconds: float = 20.0          # wall time of one call of a student function
+    submission_seconds: float = 240.0   # wall time of the whole submission
+    cpu_seconds: int = 300              # CPU time of the child (RLIMIT_CPU)
+    memory_mb: int = 4096               # address space of the child (RLIMIT_AS); not on GPUs
+    processes: int = 64                 # processes and threads of the sandbox uid (RLIMIT_NPROC)
+    file_mb: int = 64                   # largest file the child may write (RLIMIT_FSIZE)
+    open_files: int = 256
+
+    def rlimits(self, gpu: bool) -> dict:
+        out = {
+            "cpu_seconds": self.cpu_seconds,
+            "file_bytes": self.file_mb << 20,
+            "open_files": self.open_files,
+            "processes": self.processes,
+        }
+        # CUDA maps far more address space than it uses: RLIMIT_AS would stop it at start.
+        if not gpu:
+            out["memory_bytes"] = self.memory_mb << 20
+        return out
+
+    def as_dict(self) -> dict:
+        return asdict(self)

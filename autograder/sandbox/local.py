@@ -1,0 +1,221 @@
+"""The local runner: one sandboxed child process per submission.
+
+Strong mode (bubblewrap): new network, PID, IPC and UTS namespaces (and a user
+namespace when not root), a private /tmp, a root file system made only of the
+system and Python directories, read-only, and the child's runtime; no repository,
+hidden suite or reference is mounted. When started as root the child drops to an
+unprivileged uid of its own before loading student code, so RLIMIT_NPROC counts
+only its processes. Weak mode (no usable bubblewrap): the same limits, uid, clean
+environment and private working directory, but the file system and network are the
+host's; results say so.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .limits import Limits
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../autograder
+SANDBOX_ROOT = "/sandbox"
+
+
+@functools.cache
+def bwrap_path() -> str | None:
+    """bubblewrap, if present and able to build a sandbox here."""
+    exe = shutil.which("bwrap")
+    if exe is None:
+        return None
+    args = [exe, "--ro-bind", "/", "/", "--unshare-net", "--unshare-pid", "--die-with-parent"]
+    if os.getuid() != 0:
+        args.append("--unshare-user")
+    try:
+        ok = subprocess.run([*args, "true"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return exe if ok else None
+
+
+def sandbox_report() -> dict:
+    """What isolation this machine gives, for results and `dlopt doctor`."""
+    if bwrap_path():
+        return {"kind": "bubblewrap", "strong": True,
+                "namespaces": ["net", "pid", "ipc", "uts", "mount"] + ([] if os.getuid() == 0 else ["user"]),
+                "unprivileged_uid": True}
+    return {"kind": "rlimits-only", "strong": False,
+            "reason": "bubblewrap is missing or cannot create namespaces here; "
+                      "install Debian's `bubblewrap` for network and file-system isolation",
+            "unprivileged_uid": os.getuid() == 0}
+
+
+@dataclass
+class ChildHandle:
+    proc: subprocess.Popen
+    req_fd: int
+    rep_fd: int
+    log_path: Path
+    staging: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """Kill the child and everything it started (its whole process group / PID namespace)."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for fd in (self.req_fd, self.rep_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.req_fd = self.rep_fd = -1
+
+    def log_tail(self, limit: int = 2000) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - limit))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def cleanup(self) -> None:
+        self.kill()
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+class LocalRunner:
+    name = "local"
+
+    def __init__(self, limits: Limits, *, gpu: bool = False, device: str = "cpu",
+                 forbidden: list[str] | None = None, harness: Path | None = None,
+                 force_weak: bool = False):
+        self.limits = limits
+        self.gpu = gpu
+        self.device = device
+        self.forbidden = forbidden or []
+        self.harness = harness
+        self.bwrap = None if force_weak else bwrap_path()
+        self.report = sandbox_report() if not force_weak else {
+            "kind": "rlimits-only", "strong": False, "reason": "weak sandbox requested",
+            "unprivileged_uid": os.getuid() == 0}
+
+    # -- staging: the only project files the child can see --------------------------
+    def _stage(self) -> Path:
+        staging = Path(tempfile.mkdtemp(prefix="dlopt-sbx-"))
+        os.chmod(staging, 0o755)
+        runtime = staging / "runtime"
+        pkg = runtime / "autograder"
+        pkg.mkdir(parents=True)
+        shutil.copy(PACKAGE_ROOT / "__init__.py", pkg / "__init__.py")
+        for sub in ("protocol", "child"):
+            shutil.copytree(PACKAGE_ROOT / sub, pkg / sub,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        if self.harness is not None:
+            shutil.copy(self.harness, runtime / "harness.py")
+        work = staging / "work"
+        work.mkdir()
+        for p in [staging, *staging.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        return staging
+
+    def _bwrap_args(self, staging: Path, uid: int | None) -> list[str]:
+        args = [self.bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+                "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+        if os.getuid() != 0:
+            args.append("--unshare-user")
+        for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+            if os.path.islink(top):
+                args += ["--symlink", os.readlink(top), top]
+            elif os.path.isdir(top):
+                args += ["--ro-bind", top, top]
+        for f in ("/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf"):
+            if os.path.exists(f):
+                args += ["--ro-bind", f, f]
+        # The Python that runs the child, and its packages; never the repository itself.
+        made: set[str] = set()
+        for prefix in sorted({sys.base_prefix, sys.prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}):
+            if prefix.startswith("/usr"):
+                continue
+            # bwrap makes missing parents 0700: make them 0755 so the dropped uid can pass.
+            for parent in reversed(Path(prefix).parents):
+                if str(parent) != "/" and str(parent) not in made:
+                    made.add(str(parent))
+                    args += ["--perms", "0755", "--dir", str(parent)]
+            args += ["--ro-bind", prefix, prefix]
+        for hidden in self._installed_private_packages():
+            args += ["--tmpfs", hidden]
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+                 "--ro-bind", str(staging / "runtime"), SANDBOX_ROOT, "--chdir", "/tmp"]
+        if self.gpu:
+            for dev in sorted(Path("/dev").glob("nvidia*")):
+                args += ["--dev-bind", str(dev), str(dev)]
+        return args
+
+    @staticmethod
+    def _installed_private_packages() -> list[str]:
+        """A non-editable install puts `reference` beside torch; hide it (and the judge)."""
+        import sysconfig
+
+        site = sysconfig.get_paths()["purelib"]
+        return [str(Path(site) / name) for name in ("reference", "assignments")
+                if (Path(site) / name).is_dir()]
+
+    def _env(self) -> dict:
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
+               "TRITON_CACHE_DIR": "/tmp/.triton"}
+        for key in ("CUDA_VISIBLE_DEVICES", "TRITON_INTERPRET", "NCCL_NVLS_ENABLE",
+                    "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS", "LD_LIBRARY_PATH"):
+            if key in os.environ and (self.gpu or key == "TRITON_INTERPRET"):
+                env[key] = os.environ[key]
+        return env
+
+    def start(self) -> ChildHandle:
+        staging = self._stage()
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        uid = random.randrange(61000, 64000) if os.getuid() == 0 else None
+        strong = self.bwrap is not None
+        root = SANDBOX_ROOT if strong else str(staging / "runtime")
+        workdir = "/tmp" if strong else str(staging / "work")
+        if uid is not None and not strong:
+            os.chown(staging / "work", uid, uid)
+        cfg = {"req_fd": req_r, "rep_fd": rep_w, "uid": uid, "workdir": workdir,
+               "limits": self.limits.rlimits(self.gpu), "forbidden": self.forbidden,
+               "device": self.device,
+               "harness": f"{root}/harness.py" if self.harness is not None else None}
+        cmd = [sys.executable, "-I", "-B", f"{root}/autograder/child/main.py", json.dumps(cfg)]
+        if strong:
+            cmd = [*self._bwrap_args(staging, uid), "--", *cmd]
+        log_path = staging / "log.txt"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                pass_fds=(req_r, rep_w), env=self._env(), start_new_session=True,
+                cwd=staging / "work")
+        os.close(req_r)
+        os.close(rep_w)
+        return ChildHandle(proc, req_w, rep_r, log_path, staging)
