@@ -73,7 +73,10 @@ def grade(a: Assignment, path: str | Path, *, suite: str = "hidden", device: str
                "extracted_path": str(tmp / "extracted.json"), "device": dev, "weak": force_weak,
                "suite": suite, "out": str(tmp / "result.json"), "keyword": keyword}
         (tmp / "job.json").write_text(json.dumps(job))
-        env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONDONTWRITEBYTECODE="1")
+        # Small tensors: one thread each keeps parallel judges and their children from
+        # oversubscribing the cores (OpenMP spin-waits made a 2-job run 4x slower).
+        env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONDONTWRITEBYTECODE="1",
+                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         timeout = a.limits.submission_seconds + JUDGE_GRACE_SECONDS
         try:
             proc = subprocess.run([sys.executable, "-m", "autograder.judge.run", str(tmp / "job.json")],

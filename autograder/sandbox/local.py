@@ -58,6 +58,30 @@ def sandbox_report() -> dict:
             "unprivileged_uid": os.getuid() == 0}
 
 
+def _python_world_readable() -> bool:
+    """Can any user reach this Python's files (every parent directory searchable by others)?"""
+    for prefix in {sys.base_prefix, sys.prefix}:
+        for p in [Path(prefix), *Path(prefix).parents]:
+            try:
+                if not os.stat(p).st_mode & 0o001:
+                    return False
+            except OSError:
+                return False
+    return True
+
+
+def _processes_of(uid: int) -> int:
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    count += len(os.listdir(f"/proc/{entry.name}/task"))
+            except OSError:
+                pass
+    return count
+
+
 @dataclass
 class ChildHandle:
     proc: subprocess.Popen
@@ -197,14 +221,22 @@ class LocalRunner:
         staging = self._stage()
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        uid = random.randrange(61000, 64000) if os.getuid() == 0 else None
         strong = self.bwrap is not None
+        # As root the child drops to a uid of its own (so RLIMIT_NPROC binds); in the weak
+        # mode that needs a Python the uid can read (not one under /root, say).
+        can_drop = os.getuid() == 0 and (strong or _python_world_readable())
+        uid = random.randrange(61000, 64000) if can_drop else None
+        self.report["unprivileged_uid"] = uid is not None
+        limits = self.limits.rlimits(self.gpu)
+        if uid is None:
+            # RLIMIT_NPROC counts every process of the user: leave room for the ones it has.
+            limits["processes"] = _processes_of(os.getuid()) + self.limits.processes
         root = SANDBOX_ROOT if strong else str(staging / "runtime")
         workdir = "/tmp" if strong else str(staging / "work")
         if uid is not None and not strong:
             os.chown(staging / "work", uid, uid)
         cfg = {"req_fd": req_r, "rep_fd": rep_w, "uid": uid, "workdir": workdir,
-               "limits": self.limits.rlimits(self.gpu), "forbidden": self.forbidden,
+               "limits": limits, "forbidden": self.forbidden,
                "device": self.device,
                "harness": f"{root}/harness.py" if self.harness is not None else None}
         cmd = [sys.executable, "-I", "-B", f"{root}/autograder/child/main.py", json.dumps(cfg)]

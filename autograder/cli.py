@@ -1,0 +1,228 @@
+"""`dlopt`: grade, test, release, check and demo from the command line (thin: the work
+lives in autograder.grading, autograder.notebook and autograder.release)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from autograder import assignment as assignments
+from autograder.grading import find_submissions, grade
+from autograder.judge.results import SubmissionResult
+
+console = Console()
+
+
+def _grade_many(a: assignments.Assignment, paths: list[Path], jobs: int, **kw) -> list[SubmissionResult]:
+    results: list[SubmissionResult | None] = [None] * len(paths)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
+        task = progress.add_task(f"grading {a.slug}", total=len(paths))
+
+        def one(i: int) -> None:
+            results[i] = grade(a, paths[i], **kw)
+            progress.advance(task)
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            list(pool.map(one, range(len(paths))))
+    return [r for r in results if r is not None]
+
+
+def _status(r: SubmissionResult) -> str:
+    if r.error:
+        return f"[red]{r.error}[/red]"
+    if r.grader_errors:
+        return "[red]grader error[/red]"
+    failed = sum(t.status in ("failed", "partial") for t in r.tests)
+    extra = "" if r.sandbox.get("strong", True) else " [yellow](weak sandbox)[/yellow]"
+    return (f"{failed} test(s) lost points" if failed else "all tests passed") + extra
+
+
+def _summary(results: list[SubmissionResult], title: str, expected: dict | None = None) -> Table:
+    table = Table(title=title)
+    table.add_column("submission")
+    table.add_column("score", justify="right")
+    if expected is not None:
+        table.add_column("expected", justify="right")
+    table.add_column("time", justify="right")
+    table.add_column("status")
+    for r in results:
+        row = [Path(r.submission).name, f"{r.score:g} / {r.max_score:g}"]
+        if expected is not None:
+            want = expected.get(Path(r.submission).name)
+            ok = want is not None and abs(want - r.score) < 1e-6
+            row.append(f"[{'green' if ok else 'red'}]{want if want is not None else '?'}[/]")
+        row += [f"{r.duration:.1f}s", _status(r)]
+        table.add_row(*row)
+    return table
+
+
+def _test_table(r: SubmissionResult, show_hidden: bool) -> Table:
+    table = Table(show_lines=False)
+    table.add_column("test")
+    table.add_column("points", justify="right")
+    table.add_column("feedback")
+    for t in r.tests:
+        fb = t.feedback if (show_hidden or t.visibility == "public") else ("" if t.status == "passed" else "(hidden test)")
+        color = {"passed": "green", "partial": "yellow"}.get(t.status, "red")
+        table.add_row(t.name, f"[{color}]{t.points:g} / {t.max_points:g}[/]", fb)
+    return table
+
+
+def cmd_grade(args) -> int:
+    a = assignments.load(args.assignment)
+    paths = find_submissions(args.submissions)
+    if not paths:
+        console.print("[red]no submissions found[/red]")
+        return 2
+    results = _grade_many(a, paths, args.jobs, suite="public" if args.public else "hidden",
+                          device=args.device, force_weak=args.weak_sandbox)
+    console.print(_summary(results, f"{a.title} ({len(results)} submissions)"))
+    if args.verbose:
+        for r in results:
+            console.print(f"[bold]{r.submission}[/bold]")
+            console.print(_test_table(r, show_hidden=True))
+            for n in r.notes:
+                console.print(f"  note: {n}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            [{"path": r.submission, **{k: v for k, v in r.as_dict().items() if k != "submission"}} for r in results],
+            indent=1))
+    if args.gradescope:
+        out = Path(args.gradescope)
+        if len(results) == 1 and out.suffix == ".json":
+            out.write_text(json.dumps(results[0].gradescope(), indent=1))
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            for r in results:
+                (out / f"{Path(r.submission).stem}.results.json").write_text(json.dumps(r.gradescope(), indent=1))
+    return 0 if all(not r.grader_errors for r in results) else 1
+
+
+def cmd_test(args) -> int:
+    from autograder.notebook import extract
+
+    nb = Path(args.notebook)
+    slug = args.assignment or extract(nb).metadata.get("slug")
+    if not slug:
+        console.print("[red]which assignment? pass --assignment SLUG[/red]")
+        return 2
+    # A released folder (notebook beside assignment.toml) has the public tests; else the course repo.
+    here = nb.resolve().parent
+    a = assignments.load(here if (here / "assignment.toml").exists() else slug)
+    r = grade(a, nb, suite="public", device=args.device)
+    for n in r.notes:
+        console.print(f"[yellow]note:[/yellow] {n}")
+    if r.error:
+        console.print(f"[red]{r.error}[/red]")
+    console.print(_test_table(r, show_hidden=False))
+    console.print(f"public tests: {r.score:g} / {r.max_score:g} (the hidden suite checks much more)")
+    return 0 if r.score == r.max_score and not r.error else 1
+
+
+def cmd_release(args) -> int:
+    from autograder.release import release
+
+    a = assignments.load(args.assignment)
+    written = release(a, Path(args.out))
+    for p in written:
+        console.print(f"wrote {p}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from autograder.release import check
+
+    slugs = args.assignments or assignments.all_slugs(finished_only=True)
+    ok = True
+    for slug in slugs:
+        a = assignments.load(slug)
+        report = check(a, examples=args.examples, jobs=args.jobs)
+        for line in report.lines:
+            console.print(line)
+        ok &= report.ok
+    console.print("[green]check passed[/green]" if ok else "[red]check FAILED[/red]")
+    return 0 if ok else 1
+
+
+def cmd_demo(args) -> int:
+    """The main job on the embedded default: grade every finished assignment's examples."""
+    import tomllib
+
+    ok = True
+    for slug in assignments.all_slugs(finished_only=True):
+        a = assignments.load(slug)
+        paths = find_submissions([a.examples_dir])
+        expected_file = a.examples_dir / "scores.toml"
+        expected = tomllib.loads(expected_file.read_text()) if expected_file.exists() else {}
+        results = _grade_many(a, paths, args.jobs)
+        console.print(_summary(results, f"{slug}: example submissions", expected))
+        ok &= all(abs(expected.get(Path(r.submission).name, -1) - r.score) < 1e-6 for r in results)
+    return 0 if ok else 1
+
+
+def cmd_doctor(args) -> int:
+    import torch
+
+    from autograder.sandbox import sandbox_report
+
+    console.print({"sandbox": sandbox_report(), "torch": torch.__version__, "cuda": torch.cuda.is_available()})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="dlopt", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    g = sub.add_parser("grade", help="grade submissions (files or folders) against the hidden suite")
+    g.add_argument("assignment")
+    g.add_argument("submissions", nargs="+")
+    g.add_argument("--jobs", "-j", type=int, default=1, help="submissions graded in parallel")
+    g.add_argument("--json", help="write a list of results (path, score, max_score, tests) here")
+    g.add_argument("--gradescope", help="write Gradescope results.json (a file for one submission, else a folder)")
+    g.add_argument("--device", default=None, help="cpu, cuda or auto (default: by the assignment)")
+    g.add_argument("--public", action="store_true", help="run only the public tests")
+    g.add_argument("--weak-sandbox", action="store_true", help=argparse.SUPPRESS)
+    g.add_argument("--verbose", "-v", action="store_true", help="print every test's feedback")
+    g.set_defaults(fn=cmd_grade)
+
+    t = sub.add_parser("test", help="run the public tests on your notebook")
+    t.add_argument("notebook")
+    t.add_argument("--assignment")
+    t.add_argument("--device", default=None)
+    t.set_defaults(fn=cmd_test)
+
+    r = sub.add_parser("release", help="write the student version of an assignment")
+    r.add_argument("assignment")
+    r.add_argument("out")
+    r.set_defaults(fn=cmd_release)
+
+    c = sub.add_parser("check", help="CI: masters get full marks, released stubs get zero")
+    c.add_argument("assignments", nargs="*")
+    c.add_argument("--examples", action="store_true", help="also check the example submissions' scores")
+    c.add_argument("--jobs", "-j", type=int, default=2)
+    c.set_defaults(fn=cmd_check)
+
+    d = sub.add_parser("demo", help="grade the example submissions of every finished assignment")
+    d.add_argument("--jobs", "-j", type=int, default=2)
+    d.set_defaults(fn=cmd_demo)
+
+    sub.add_parser("doctor", help="what sandbox and devices this machine offers").set_defaults(fn=cmd_doctor)
+
+    args = p.parse_args(argv)
+    try:
+        return args.fn(args)
+    except assignments.AssignmentError as e:
+        console.print(f"[red]{e}[/red]")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

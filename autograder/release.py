@@ -1,0 +1,127 @@
+"""Release an assignment to students, and check it for CI.
+
+`release` writes what a student gets: the notebook with every solution replaced by a
+stub, the public tests, the harness they call, and an assignment.toml naming only
+those. `check` proves the master solution earns full marks and the released stub
+earns zero with no grader error (and, optionally, that each example scores as its
+`examples/scores.toml` says).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from autograder.assignment import Assignment
+from autograder.grading import find_submissions, grade
+from autograder.notebook import release_notebook
+
+
+def release(a: Assignment, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if a.master is None:
+        raise ValueError(f"{a.slug} has no master notebook")
+    nb = release_notebook(a.master, a.slug)
+    target = out / f"{a.slug}.ipynb"
+    nbformat.write(nb, str(target))
+    written.append(target)
+    (out / "tests").mkdir(exist_ok=True)
+    for p in a.public_tests:
+        dest = out / "tests" / p.name
+        shutil.copy(p, dest)
+        written.append(dest)
+    if a.harness is not None:
+        dest = out / a.harness.name
+        shutil.copy(a.harness, dest)
+        written.append(dest)
+    cfg = tomllib.loads((a.root / "assignment.toml").read_text())
+    public = {k: cfg[k] for k in ("slug", "title", "gpu", "extraction", "deadline", "limits", "forbidden")
+              if k in cfg}
+    public["points"] = 0  # the released folder knows only its public tests
+    public["harness"] = a.harness.name if a.harness else ""
+    public["public_tests"] = [f"tests/{p.name}" for p in a.public_tests]
+    public["hidden_tests"] = []
+    (out / "assignment.toml").write_text(_toml(public))
+    written.append(out / "assignment.toml")
+    return written
+
+
+def _toml(data: dict) -> str:
+    """A small TOML writer for the released config (strings, numbers, lists, one level of tables)."""
+    def val(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if hasattr(v, "isoformat"):
+            return v.isoformat()
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"{k} = {val(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines += [f"{kk} = {val(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class CheckReport:
+    ok: bool = True
+    lines: list[str] = field(default_factory=list)
+
+    def fail(self, msg: str) -> None:
+        self.ok = False
+        self.lines.append(f"[red]FAIL[/red] {msg}")
+
+    def good(self, msg: str) -> None:
+        self.lines.append(f"[green]ok[/green]   {msg}")
+
+
+def check(a: Assignment, examples: bool = False, jobs: int = 2) -> CheckReport:
+    report = CheckReport()
+    with tempfile.TemporaryDirectory(prefix=f"dlopt-check-{a.slug}-") as tmp:
+        out = Path(tmp) / "release"
+        release(a, out)
+        jobs_list = [("master", a.master), ("released stub", out / f"{a.slug}.ipynb")]
+        if examples:
+            expected_file = a.examples_dir / "scores.toml"
+            expected = tomllib.loads(expected_file.read_text()) if expected_file.exists() else {}
+            for p in find_submissions([a.examples_dir]):
+                jobs_list.append((f"example {p.name}", p))
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            results = list(pool.map(lambda job: grade(a, job[1]), jobs_list))
+    for (label, path), r in zip(jobs_list, results):
+        errors = [t.name for t in r.tests if t.status == "error"]
+        if r.error or r.grader_errors or errors:
+            report.fail(f"{a.slug} {label}: grader error: {r.error or ''} {errors} {r.grader_errors[:1]}")
+            continue
+        if label == "master":
+            want = r.max_score
+            if abs(r.max_score - a.points) > 1e-6:
+                report.fail(f"{a.slug}: the suite is worth {r.max_score:g} points, assignment.toml says {a.points:g}")
+        elif label == "released stub":
+            want = 0.0
+            if any(t.status == "passed" and t.max_points > 0 for t in r.tests):
+                report.fail(f"{a.slug} stub: tests passed on a stub: "
+                            f"{[t.name for t in r.tests if t.status == 'passed' and t.max_points > 0]}")
+        else:
+            want = expected.get(path.name)
+            if want is None:
+                report.fail(f"{a.slug} {label}: no expected score in examples/scores.toml")
+                continue
+        if abs(r.score - want) > 1e-6:
+            lost = [f"{t.name} ({t.points:g}/{t.max_points:g})" for t in r.tests if t.points < t.max_points][:6]
+            report.fail(f"{a.slug} {label}: {r.score:g} / {r.max_score:g}, expected {want:g}; {lost}")
+        else:
+            report.good(f"{a.slug} {label}: {r.score:g} / {r.max_score:g} ({r.duration:.1f}s)")
+    return report

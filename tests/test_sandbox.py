@@ -1,0 +1,204 @@
+"""Every sandbox limit, each exercised by real student code in a real child process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from autograder.judge.student import StudentCode, StudentCrash, StudentError, StudentTimeout
+from autograder.sandbox import Limits
+from conftest import needs_bwrap
+
+REPO = Path(__file__).resolve().parents[1]
+
+PROBES = f'''
+import os, socket, sys, time
+import torch
+
+def ok(x):
+    return x + 1
+
+def spin():
+    while True:
+        pass
+
+def sleep_forever():
+    time.sleep(10**6)
+
+def hog_memory():
+    chunks = []
+    while True:
+        chunks.append(bytearray(512 << 20))
+
+def hog_torch_memory():
+    return torch.empty(64 << 30, dtype=torch.uint8).sum()
+
+def fork_bomb():
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            pass
+
+def connect(host, port):
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect((host, port))
+        return "connected"
+    except OSError as e:
+        return "refused: " + type(e).__name__
+    finally:
+        s.close()
+
+def resolve(name):
+    try:
+        return socket.getaddrinfo(name, 443)[0][4][0]
+    except OSError as e:
+        return "unresolved: " + type(e).__name__
+
+def read(path):
+    try:
+        with open(path) as f:
+            return "READ: " + f.read(200)
+    except OSError as e:
+        return "denied: " + type(e).__name__
+
+def write(path):
+    try:
+        with open(path, "w") as f:
+            f.write("pwned")
+        return "WROTE"
+    except OSError as e:
+        return "denied: " + type(e).__name__
+
+def environment():
+    return dict(os.environ)
+
+def identity():
+    return [os.getuid(), os.getgid(), os.getcwd()]
+
+def kill_parent():
+    import signal
+    for target in (os.getppid(), 1):
+        try:
+            os.kill(target, signal.SIGKILL)
+        except OSError:
+            pass
+    return "still here"
+
+def exit_hard():
+    os._exit(0)
+
+def exit_soft():
+    sys.exit(3)
+'''
+
+
+@pytest.fixture
+def child():
+    code = StudentCode(PROBES, Limits(call_seconds=4, submission_seconds=120, memory_mb=3072, processes=64))
+    yield code
+    code.close()
+
+
+def test_a_normal_call_works_and_reports_the_sandbox(child):
+    assert torch.equal(child.call("ok", torch.ones(3)).value, torch.full((3,), 2.0))
+    if child.sandbox["kind"] == "bubblewrap":
+        assert child.sandbox["strong"] is True
+
+
+def test_wall_time_limit_per_call_and_recovery(child):
+    for fn in ("spin", "sleep_forever"):
+        started = time.monotonic()
+        with pytest.raises(StudentTimeout, match="time limit per call"):
+            child.call(fn)
+        assert time.monotonic() - started < 15
+    assert child.call("ok", 1).value == 2  # a fresh child answers the next call
+
+
+def test_memory_limit(child):
+    for fn in ("hog_memory", "hog_torch_memory"):
+        with pytest.raises((StudentError, StudentCrash)) as info:
+            child.call(fn, timeout=30)
+        assert "Memory" in str(info.value) or "memory" in str(info.value) or "alloc" in str(info.value)
+    assert child.call("ok", 1).value == 2
+
+
+def test_fork_bomb_is_contained_and_leaves_no_process(child):
+    with pytest.raises((StudentTimeout, StudentCrash, StudentError)):
+        child.call("fork_bomb")
+    child.close()
+    time.sleep(1)
+    if os.getuid() == 0:
+        # Every sandbox uid is in 61000..63999: none of its processes may survive.
+        ps = subprocess.run(["ps", "-eo", "uid=,pid=,comm="], capture_output=True, text=True).stdout
+        left = [ln for ln in ps.splitlines() if 61000 <= int(ln.split()[0]) < 64000]
+        assert not left, left
+
+
+@needs_bwrap
+def test_no_network(child):
+    assert child.call("connect", "127.0.0.1", 5432).value.startswith("refused")
+    assert child.call("connect", "1.1.1.1", 443).value.startswith("refused")
+    assert child.call("resolve", "pypi.org").value.startswith("unresolved")
+
+
+@needs_bwrap
+def test_hidden_suite_master_and_references_are_unreadable(child):
+    for path in [REPO / "assignments/adam/tests/test_hidden.py", REPO / "assignments/adam/adam.ipynb",
+                 REPO / "reference/adam.py", REPO / "autograder/judge/plugin.py", Path.home() / ".bashrc"]:
+        assert child.call("read", str(path)).value.startswith("denied"), path
+
+
+@needs_bwrap
+def test_writes_stay_inside_the_sandbox(child):
+    marker = f"/tmp/dlopt-escape-{uuid.uuid4().hex}"
+    assert child.call("write", marker).value == "WROTE"  # its private /tmp
+    assert not Path(marker).exists()
+    for path in [REPO / "pwned.txt", REPO / "assignments/adam/tests/test_hidden.py", Path("/etc/pwned")]:
+        before = path.read_bytes() if path.exists() else None
+        assert child.call("write", str(path)).value.startswith("denied")
+        assert (path.read_bytes() if path.exists() else None) == before
+
+
+def test_clean_environment_and_unprivileged_identity(child, monkeypatch):
+    monkeypatch.setenv("DLOPT_SECRET_TOKEN", "s3cret")
+    child.close()
+    env = child.call("environment").value
+    assert "DLOPT_SECRET_TOKEN" not in env
+    assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PWD",
+                        "PYTHONDONTWRITEBYTECODE", "TRITON_CACHE_DIR", "TRITON_INTERPRET", "LC_CTYPE"}
+    uid, gid, cwd = child.call("identity").value
+    if os.getuid() == 0:
+        assert uid != 0 and gid != 0
+
+
+@needs_bwrap
+def test_killing_the_parent_or_exiting_hurts_only_the_student(child):
+    # In its PID namespace the parent is the namespace's init, which it may not signal.
+    assert child.call("kill_parent").value == "still here"
+    with pytest.raises(StudentCrash, match="exited with code 0"):
+        child.call("exit_hard")
+    with pytest.raises(StudentError, match="SystemExit"):
+        child.call("exit_soft")
+    assert child.call("ok", 41).value == 42
+
+
+def test_weak_sandbox_still_limits_time_and_environment(monkeypatch):
+    monkeypatch.setenv("DLOPT_SECRET_TOKEN", "s3cret")
+    code = StudentCode(PROBES, Limits(call_seconds=3), force_weak=True)
+    try:
+        assert code.sandbox["strong"] is False
+        assert "DLOPT_SECRET_TOKEN" not in code.call("environment").value
+        with pytest.raises(StudentTimeout):
+            code.call("spin")
+        assert code.call("ok", 1).value == 2
+    finally:
+        code.close()
