@@ -22,8 +22,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nbformat
-
 MAX_SUBMISSION_BYTES = 20 << 20
 
 BEGIN_SOLUTION = re.compile(r"^(\s*)#{1,3}\s*BEGIN SOLUTION\b.*$")
@@ -83,6 +81,8 @@ def read_cells(path: Path) -> tuple[list[Cell], str, dict]:
     if major not in (3, 4):
         raise ValueError(f"unsupported notebook format version {major!r} (expected 4, as Jupyter, "
                          "VS Code and Colab save)")
+    import nbformat  # imported here: .py intake (e.g. on GPU workers) needs no Jupyter stack
+
     try:
         nb = nbformat.reads(text, as_version=4)
     except Exception as e:  # noqa: BLE001  (nbformat raises many kinds on odd files)
@@ -263,8 +263,10 @@ def strip_markdown_solutions(src: str) -> str:
     return "".join(out)
 
 
-def release_notebook(master: Path, slug: str) -> nbformat.NotebookNode:
-    """The student version of a master notebook."""
+def release_notebook(master: Path, slug: str):
+    """The student version of a master notebook (an nbformat.NotebookNode)."""
+    import nbformat
+
     nb = nbformat.read(str(master), as_version=4)
     for k, cell in enumerate(nb.cells, start=1):
         if cell.cell_type == "code":

@@ -16,8 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nbformat
-
 from autograder.assignment import Assignment
 from autograder.grading import find_submissions, grade
 from autograder.notebook import release_notebook
@@ -28,6 +26,8 @@ def release(a: Assignment, out: Path) -> list[Path]:
     written = []
     if a.master is None:
         raise ValueError(f"{a.slug} has no master notebook")
+    import nbformat
+
     nb = release_notebook(a.master, a.slug)
     target = out / f"{a.slug}.ipynb"
     nbformat.write(nb, str(target))

@@ -53,9 +53,18 @@ class Spec:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+ALIGN = 8  # every tensor starts at a multiple of 8 bytes, so it can be decoded without a copy
+
+
 def encode(value: Any) -> tuple[Any, bytes]:
     """Encode `value` into (JSON-able header, payload bytes)."""
-    chunks: list[bytes] = []
+    header, chunks = encode_chunks(value)
+    return header, b"".join(chunks)
+
+
+def encode_chunks(value: Any) -> tuple[Any, list]:
+    """Encode `value` into (JSON-able header, payload pieces to write in order)."""
+    chunks: list = []
     offset = [0]
 
     def enc(v: Any, depth: int) -> Any:
@@ -109,18 +118,22 @@ def encode(value: Any) -> tuple[Any, bytes]:
             "on": device,
         }
         chunks.append(raw)
-        offset[0] += len(raw)
+        pad = -len(raw) % ALIGN
+        if pad:
+            chunks.append(b"\0" * pad)
+        offset[0] += len(raw) + pad
         return header
 
     header = enc(value, 0)
-    return header, b"".join(chunks)
+    return header, chunks
 
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
     if t.numel() == 0:
-        return b""
-    # A uint8 view of the same storage gives the raw bytes of any dtype (bf16, fp8...).
-    return t.reshape(-1).view(torch.uint8).numpy().tobytes()
+        return memoryview(b"")
+    # A uint8 view of the same storage gives the raw bytes of any dtype (bf16, fp8...),
+    # without copying them.
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy()).cast("B")
 
 
 def decode(header: Any, payload: bytes, *, device: str | None = None, specs: Any = None) -> Any:
@@ -133,6 +146,7 @@ def decode(header: Any, payload: bytes, *, device: str | None = None, specs: Any
     """
     count = [0]
     view = memoryview(payload)
+    writable = isinstance(payload, bytearray)
 
     def dec(h: Any, depth: int) -> Any:
         count[0] += 1
@@ -202,6 +216,9 @@ def decode(header: Any, payload: bytes, *, device: str | None = None, specs: Any
             raise ProtocolError("tensor bytes do not match its shape or lie outside the message")
         if numel == 0:
             t = torch.empty(shape, dtype=dtype)
+        elif writable and off % ALIGN == 0:
+            # Zero copy: the tensor is a view of the received buffer, which nothing else owns.
+            t = torch.frombuffer(payload, dtype=torch.uint8, count=nbytes, offset=off).view(dtype).reshape(shape)
         else:
             raw = bytearray(view[off : off + nbytes])
             t = torch.frombuffer(raw, dtype=torch.uint8).view(dtype).reshape(shape)

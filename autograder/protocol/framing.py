@@ -8,7 +8,7 @@ import struct
 import time
 from typing import Any
 
-from .codec import ProtocolError, dumps_header, encode, loads_header
+from .codec import ProtocolError, dumps_header, encode_chunks, loads_header
 
 MAGIC = b"DLO1"
 _PREFIX = struct.Struct("<4sIQ")
@@ -18,14 +18,15 @@ DEFAULT_MAX_PAYLOAD = 4 << 30
 
 def write_frame(fd: int, message: Any) -> None:
     """Encode `message` and write it to file descriptor `fd` in full."""
-    header, payload = encode(message)
+    header, chunks = encode_chunks(message)
     head = dumps_header(header)
-    _write_all(fd, _PREFIX.pack(MAGIC, len(head), len(payload)) + head)
-    _write_all(fd, payload)
+    _write_all(fd, _PREFIX.pack(MAGIC, len(head), sum(len(c) for c in chunks)) + head)
+    for chunk in chunks:
+        _write_all(fd, chunk)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data).cast("B")
     while view:
         n = os.write(fd, view)
         view = view[n:]

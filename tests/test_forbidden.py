@@ -1,0 +1,45 @@
+"""The static forbidden-API check: aliases, helpers, getattr, and no false alarms."""
+
+from __future__ import annotations
+
+from autograder.judge.forbidden import scan
+
+PATTERNS = ["torch.optim.SGD", "torch.optim.AdamW", "torch._foreach_*", "torch._fused_*"]
+
+
+def found(src):
+    return {(f.api, f.function) for f in scan(src, PATTERNS)}
+
+
+def test_direct_alias_and_from_imports():
+    src = ("import torch\nimport torch.optim as opt\nfrom torch.optim import AdamW as A\n"
+           "def a(p):\n    return torch.optim.SGD([p], lr=1)\n"
+           "def b(p):\n    return opt.SGD([p], lr=1)\n"
+           "class C(torch.optim.Optimizer):\n    def step(self):\n        return A\n")
+    assert found(src) == {("torch.optim.SGD", "a"), ("torch.optim.SGD", "b"), ("torch.optim.AdamW", "C")}
+
+
+def test_helpers_propagate_to_the_graded_function():
+    src = ("import torch\ndef _h(xs):\n    torch._foreach_add_(xs, 1)\n"
+           "def _h2(xs):\n    return _h(xs)\ndef adam_step(p):\n    return _h2([p])\n")
+    assert ("torch._foreach_add_", "adam_step") in found(src)
+
+
+def test_getattr_with_a_constant_name():
+    src = "import torch\ndef f(p):\n    return getattr(torch, '_fused_adamw_')(p)\n"
+    assert found(src) == {("torch._fused_adamw_", "f")}
+
+
+def test_allowed_uses_are_not_flagged():
+    src = ("import torch\nclass AdamW(torch.optim.Optimizer):\n    pass\n"
+           "def f(p):\n    return torch.add(p, 1), torch.optim.Optimizer, torch.foreach\n"
+           "SGD = 3\ndef g():\n    return SGD\n")
+    assert found(src) == set()
+
+
+def test_unused_module_level_import_is_still_reported():
+    assert found("from torch.optim import SGD\n") == {("torch.optim.SGD", "<module>")}
+
+
+def test_syntax_errors_do_not_crash_the_scan():
+    assert scan("def (:\n", PATTERNS) == []
