@@ -50,8 +50,7 @@ class InProcessStudent:
         return CallResult(value, 0.0, list(args) if return_args else None)
 
     def task(self, name, *args, timeout=None, what=None, **kwargs):
-        from autograder.protocol import decode, encode
-        from autograder.protocol import specs
+        from autograder.protocol import decode, encode, specs
 
         header, payload = encode([list(args), kwargs])  # specs must be built, as the child does
         args, kwargs = decode(header, payload, specs=specs.build)

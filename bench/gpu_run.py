@@ -1,0 +1,59 @@
+"""The GPU check of finished assignments: student code on the GPU, graded there.
+
+For each finished assignment with gpu != "none": grade its master solution and every
+example submission with device="cuda" (the child runs student code on the GPU, the
+suite compares on the judge side against the references) and compare with
+examples/scores.toml. Needs no server or Jupyter packages (the GPU image has neither).
+Run on a GPU: `python bench/gpu_run.py` (prints a markdown table; exit 1 on a mismatch).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from autograder import assignment as assignments  # noqa: E402
+from autograder.grading import find_submissions, grade  # noqa: E402
+from autograder.judge.student import StudentCode  # noqa: E402
+
+
+def main() -> int:
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+          f"triton {__import__('triton').__version__}")
+    probe = StudentCode("import torch\ndef probe(x):\n    return [torch.cuda.is_available(), str(x.device), "
+                        "(x * 2).sum().item()]\n", assignments.load("adam").limits, device="cuda", gpu=True)
+    print("child on the GPU:", probe.call("probe", torch.ones(4)).value, "sandbox:", probe.sandbox)
+    probe.close()
+    ok = True
+    print()
+    print("| assignment | submission | device | score | expected | time (s) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for slug in assignments.all_slugs(finished_only=True):
+        a = assignments.load(slug)
+        if a.gpu == "none":
+            continue
+        expected = tomllib.loads((a.examples_dir / "scores.toml").read_text())
+        subs = [(a.master, a.points)] + [(p, expected.get(p.name)) for p in find_submissions([a.examples_dir])]
+        started = time.time()
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda s, a=a: grade(a, s[0], device="cuda"), subs))
+        for (path, want), r in zip(subs, results):
+            good = want is not None and abs(r.score - want) < 1e-6 and not r.grader_errors
+            ok &= good
+            print(f"| {slug} | {path.name} | cuda | {r.score:g} / {r.max_score:g} | {want} | {r.duration:.1f} |"
+                  + ("" if good else f" MISMATCH {r.error} {r.grader_errors[:1]} "
+                     f"{[(t.name, t.feedback[:150]) for t in r.tests if t.points < t.max_points][:3]}"))
+        print(f"\n{slug}: {len(subs)} submissions in {time.time() - started:.0f} s (4 in parallel)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
