@@ -135,12 +135,13 @@ def test_triton_fused_adamw_matches_torch_optim(dtype):
 def test_triton_adamw_optimizer_trains_like_torch():
     from reference.triton_adamw import TritonAdamW
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(1)
-    m1 = build_mlp([7, 13, 3], {}, "tanh")
+    m1 = build_mlp([7, 13, 3], {}, "tanh", device=device)
     m2 = copy.deepcopy(m1)
     o1 = torch.optim.AdamW(m1.parameters(), lr=1e-2, weight_decay=0.1, foreach=False)
     o2 = TritonAdamW(m2.parameters(), lr=1e-2, weight_decay=0.1)
-    X, Y = torch.randn(32, 7), torch.randn(32, 3)
+    X, Y = torch.randn(32, 7, device=device), torch.randn(32, 3, device=device)
     for _ in range(20):
         for m, o in ((m1, o1), (m2, o2)):
             o.zero_grad()

@@ -173,7 +173,7 @@ def test_clean_environment_and_unprivileged_identity(child, monkeypatch):
     child.close()
     env = child.call("environment").value
     assert "DLOPT_SECRET_TOKEN" not in env
-    assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PWD",
+    assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "USER", "LOGNAME", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PWD",
                         "PYTHONDONTWRITEBYTECODE", "TRITON_CACHE_DIR", "TRITON_INTERPRET", "LC_CTYPE"}
     uid, gid, cwd = child.call("identity").value
     if os.getuid() == 0:

@@ -218,7 +218,10 @@ class LocalRunner:
                 if (Path(site) / name).is_dir()]
 
     def _env(self) -> dict:
+        # USER/LOGNAME: the sandbox uid has no passwd entry, and getpass.getuser() (which
+        # torch calls when CUDA compiles kernels) reads these before it asks the system.
         env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+               "USER": "student", "LOGNAME": "student",
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
                "TRITON_CACHE_DIR": "/tmp/.triton"}
         for key in ("CUDA_VISIBLE_DEVICES", "TRITON_INTERPRET", "NCCL_NVLS_ENABLE",
