@@ -188,6 +188,8 @@ class LocalRunner:
         for f in ("/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf"):
             if os.path.exists(f):
                 args += ["--ro-bind", f, f]
+        # /tmp first: binds below it (a Python installed under /tmp) must go on top of it.
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
         # The Python that runs the child, and its packages; never the repository itself.
         made: set[str] = set()
         for prefix in sorted({sys.base_prefix, sys.prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}):
@@ -195,14 +197,13 @@ class LocalRunner:
                 continue
             # bwrap makes missing parents 0700: make them 0755 so the dropped uid can pass.
             for parent in reversed(Path(prefix).parents):
-                if str(parent) != "/" and str(parent) not in made:
+                if str(parent) not in ("/", "/tmp") and str(parent) not in made:
                     made.add(str(parent))
                     args += ["--perms", "0755", "--dir", str(parent)]
             args += ["--ro-bind", prefix, prefix]
         for hidden in self._installed_private_packages():
             args += ["--tmpfs", hidden]
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
-                 "--ro-bind", str(staging / "runtime"), SANDBOX_ROOT, "--chdir", "/tmp"]
+        args += ["--ro-bind", str(staging / "runtime"), SANDBOX_ROOT, "--chdir", "/tmp"]
         if self.gpu:
             for dev in sorted(Path("/dev").glob("nvidia*")):
                 args += ["--dev-bind", str(dev), str(dev)]
