@@ -18,6 +18,8 @@ from autograder.grading import find_submissions, grade
 from autograder.judge.results import SubmissionResult
 
 console = Console()
+if not console.is_terminal:
+    console = Console(width=140)  # logs and CI: room for whole file names
 
 
 def _grade_many(a: assignments.Assignment, paths: list[Path], jobs: int, **kw) -> list[SubmissionResult]:
