@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import needs_bwrap
 
 from autograder.judge.student import StudentCode, StudentCrash, StudentError, StudentTimeout
 from autograder.sandbox import Limits
-from conftest import needs_bwrap
 
 REPO = Path(__file__).resolve().parents[1]
 
-PROBES = f'''
+PROBES = '''
 import os, socket, sys, time
 import torch
 
