@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import needs_bwrap
 
 from autograder.grading import grade
+
+from conftest import needs_bwrap
 
 REPO = Path(__file__).resolve().parents[1]
 HIDDEN = REPO / "assignments/adam/tests/test_hidden.py"

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import needs_bwrap
 
 from autograder.judge.student import StudentCode, StudentCrash, StudentError, StudentTimeout
 from autograder.sandbox import Limits
+
+from conftest import needs_bwrap
 
 REPO = Path(__file__).resolve().parents[1]
 
