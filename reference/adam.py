@@ -75,10 +75,24 @@ def in_float64(fn, *args, **kwargs):
 
 class AdamW(torch.optim.Optimizer):
     """AdamW built on `adam_step` (decoupled), for checks of the functional form against
-    torch.optim.AdamW; the state is kept in the parameters' dtype, as torch does."""
+    torch.optim.AdamW; the state is kept in the parameters' dtype, as torch does.
+
+    Variants (the Triton kernel, a float64 one in the tests) override `_new_state` and
+    `_update` only: the loop over groups, the closure and the skipping of parameters
+    without gradient live here once."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    def _new_state(self, p: Tensor) -> dict:
+        return {"step": 0, "exp_avg": torch.zeros_like(p, memory_format=torch.contiguous_format),
+                "exp_avg_sq": torch.zeros_like(p, memory_format=torch.contiguous_format)}
+
+    def _update(self, p: Tensor, st: dict, lr, beta1, beta2, eps, weight_decay) -> None:
+        new_p, st["exp_avg"], st["exp_avg_sq"] = adam_step(
+            p, p.grad, st["exp_avg"], st["exp_avg_sq"], st["step"], lr, beta1, beta2, eps, weight_decay,
+            decoupled=True)
+        p.copy_(new_p)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -91,14 +105,9 @@ class AdamW(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                if not self.state[p]:
+                    self.state[p] = self._new_state(p)
                 st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["exp_avg"] = torch.zeros_like(p)
-                    st["exp_avg_sq"] = torch.zeros_like(p)
                 st["step"] += 1
-                new_p, st["exp_avg"], st["exp_avg_sq"] = adam_step(
-                    p, p.grad, st["exp_avg"], st["exp_avg_sq"], st["step"], group["lr"], b1, b2,
-                    group["eps"], group["weight_decay"], decoupled=True)
-                p.copy_(new_p)
+                self._update(p, st, group["lr"], b1, b2, group["eps"], group["weight_decay"])
         return loss

@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from reference.adam import AdamW
+
 try:
     import triton
     import triton.language as tl
@@ -68,29 +70,9 @@ def fused_adamw_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
                         lr / bc1, 1.0 / math.sqrt(bc2), BLOCK_SIZE=BLOCK)
 
 
-class TritonAdamW(torch.optim.Optimizer):
+class TritonAdamW(AdamW):
     """torch.optim.AdamW's interface, each parameter updated by the fused kernel."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-                st["step"] += 1
-                fused_adamw_(p, p.grad.contiguous(), st["exp_avg"], st["exp_avg_sq"], st["step"],
-                             group["lr"], b1, b2, group["eps"], group["weight_decay"])
-        return loss
+    def _update(self, p, st, lr, beta1, beta2, eps, weight_decay) -> None:
+        fused_adamw_(p, p.grad.contiguous(), st["exp_avg"], st["exp_avg_sq"], st["step"], lr, beta1, beta2,
+                     eps, weight_decay)

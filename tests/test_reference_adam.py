@@ -160,22 +160,17 @@ def test_training_tolerance_of_the_hidden_suite_has_margin():
     harness = load_module(os.path.join(root, "harness.py"))
 
     class AdamW64(ref.AdamW):
-        @torch.no_grad()
-        def step(self, closure=None):
-            for group in self.param_groups:
-                b1, b2 = group["betas"]
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    st = self.state[p]
-                    if not st:
-                        st.update(step=0, m=torch.zeros_like(p, dtype=torch.float64),
-                                  v=torch.zeros_like(p, dtype=torch.float64))
-                    st["step"] += 1
-                    new, st["m"], st["v"] = ref.adam_step(p.double(), p.grad.double(), st["m"], st["v"],
-                                                          st["step"], group["lr"], b1, b2, group["eps"],
-                                                          group["weight_decay"], decoupled=True)
-                    p.copy_(new)
+        """Moments and arithmetic in float64, rounded to float32 once per step."""
+
+        def _new_state(self, p):
+            return {"step": 0, "exp_avg": torch.zeros_like(p, dtype=torch.float64),
+                    "exp_avg_sq": torch.zeros_like(p, dtype=torch.float64)}
+
+        def _update(self, p, st, lr, b1, b2, eps, wd):
+            new, st["exp_avg"], st["exp_avg_sq"] = ref.adam_step(
+                p.double(), p.grad.double(), st["exp_avg"], st["exp_avg_sq"], st["step"], lr, b1, b2, eps, wd,
+                decoupled=True)
+            p.copy_(new)
 
     torch_adamw = lambda *a, **k: torch.optim.AdamW(*a, foreach=False, **k)
     groups = [{"layers": [0, 1], "lr": 1e-3, "weight_decay": 0.0},
