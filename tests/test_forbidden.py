@@ -43,3 +43,30 @@ def test_unused_module_level_import_is_still_reported():
 
 def test_syntax_errors_do_not_crash_the_scan():
     assert scan("def (:\n", PATTERNS) == []
+
+
+def test_dynamic_check_sees_direct_calls_only():
+    """The child's tracer: a forbidden call made by the student's code (through a helper)
+    is attributed to the graded function; one torch makes internally (zero_grad's
+    _foreach_zero_) is not the student's."""
+    import torch
+
+    from autograder.judge.student import StudentCode
+    from autograder.sandbox import Limits
+
+    src = ("import torch\n"
+           "def helper(xs):\n    torch._foreach_add_(xs, 1.0)\n"
+           "def f(x):\n    xs = [x.clone()]\n    helper(xs)\n    return xs[0]\n"
+           "class Opt(torch.optim.Optimizer):\n    def __init__(self, ps):\n"
+           "        super().__init__(ps, {'foreach': True})\n    def step(self):\n        self.zero_grad()\n"
+           "def g(x):\n    p = torch.nn.Parameter(x.clone())\n    p.grad = torch.ones_like(p)\n"
+           "    Opt([p]).step()\n    return x\n")
+    code = StudentCode(src, Limits(), forbidden_patterns=PATTERNS)
+    try:
+        assert torch.equal(code.call("f", torch.ones(2)).value, torch.full((2,), 2.0))
+        assert code.forbidden_found == [{"api": "torch._foreach_add_", "function": "f", "line": 3}]
+        code.forbidden_found.clear()
+        code.call("g", torch.ones(2))
+        assert code.forbidden_found == []
+    finally:
+        code.close()
