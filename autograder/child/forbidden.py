@@ -54,14 +54,32 @@ class ForbiddenTracer:
 
     def install(self) -> None:
         for pattern in self.patterns:
-            module_name, _, attr_pattern = pattern.rpartition(".")
+            if pattern.startswith("*."):
+                continue  # a method name on any object: the static check reads those
+            owner, parts = self._resolve_owner(pattern)
+            if owner is None:
+                continue
+            attr_pattern = parts[-1]
+            prefix = ".".join(parts[:-1])
+            for attr in list(vars(owner)):
+                if fnmatch.fnmatchcase(attr, attr_pattern):
+                    self._wrap(owner, attr, f"{prefix}.{attr}")
+
+    @staticmethod
+    def _resolve_owner(pattern: str):
+        """The module or class that holds the last part of `pattern` (torch.Tensor.backward)."""
+        parts = pattern.split(".")
+        for cut in range(len(parts) - 1, 0, -1):
             try:
-                module = importlib.import_module(module_name)
+                owner = importlib.import_module(".".join(parts[:cut]))
             except ImportError:
                 continue
-            for attr in list(vars(module)):
-                if fnmatch.fnmatchcase(attr, attr_pattern):
-                    self._wrap(module, attr, f"{module_name}.{attr}")
+            for name in parts[cut:-1]:
+                owner = getattr(owner, name, None)
+                if owner is None:
+                    return None, parts
+            return owner, parts
+        return None, parts
 
     def _wrap(self, owner: Any, attr: str, api: str) -> None:
         original = getattr(owner, attr)

@@ -71,6 +71,10 @@ class _Scanner(ast.NodeVisitor):
                 self.report(full, node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
+        # "*.backward": a method of that name on anything (x.backward(), loss.backward()).
+        for p in self.patterns:
+            if p.startswith("*.") and node.attr == p[2:]:
+                self.findings.append(Finding(f"Tensor.{node.attr}", self.owner, node.lineno))
         name = self.dotted(node)
         if name and _matches(name, self.patterns):
             self.report(name, node)

@@ -198,7 +198,8 @@ class StudentCode:
             if isinstance(f, dict) and f not in self.forbidden_found:
                 self.forbidden_found.append({k: f.get(k) for k in ("api", "function", "line")})
 
-    def _request(self, op: str, fn: str, args, kwargs, timeout, return_args, what) -> CallResult:
+    def _request(self, op: str, fn: str, args, kwargs, timeout, return_args, what,
+                 inference: bool = False) -> CallResult:
         self._ensure_started()
         if self.load_error is not None:
             raise SubmissionLoadError("loading your code", self.load_error, self.line_map)
@@ -208,7 +209,7 @@ class StudentCode:
             raise MissingFunction(fn, {"type": "NameError", "message":
                                        f"`{fn}` is not defined at the top level of your submission{why}"})
         reply = self._exchange({"op": op, "fn": fn, "args": list(args), "kwargs": dict(kwargs),
-                                "return_args": return_args},
+                                "return_args": return_args, "inference": inference},
                                timeout or self.limits.call_seconds, what)
         self._note_forbidden(reply)
         if not reply.get("ok"):
@@ -219,9 +220,11 @@ class StudentCode:
         return CallResult(reply.get("value"), float(reply.get("seconds") or 0.0), reply.get("args_after"))
 
     def call(self, fn: str, *args, timeout: float | None = None, return_args: bool = False,
-             **kwargs) -> CallResult:
-        """Call the student's function `fn` in the sandbox."""
-        return self._request("call", fn, args, kwargs, timeout, return_args, f"{fn}(...)")
+             autograd: bool = True, **kwargs) -> CallResult:
+        """Call the student's function `fn` in the sandbox; `autograd=False` runs it under
+        torch.inference_mode(), where autograd cannot record anything."""
+        return self._request("call", fn, args, kwargs, timeout, return_args, f"{fn}(...)",
+                             inference=not autograd)
 
     def task(self, name: str, *args, timeout: float | None = None, what: str | None = None,
              **kwargs) -> CallResult:

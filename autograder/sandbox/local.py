@@ -99,6 +99,7 @@ class ChildHandle:
     rep_fd: int
     log_path: Path
     staging: Path
+    uid: int | None = None  # the unprivileged uid the child runs as, when it dropped one
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -266,4 +267,4 @@ class LocalRunner:
                 cwd=staging / "work")
         os.close(req_r)
         os.close(rep_w)
-        return ChildHandle(proc, req_w, rep_r, log_path, staging)
+        return ChildHandle(proc, req_w, rep_r, log_path, staging, uid)
