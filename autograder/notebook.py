@@ -247,7 +247,7 @@ def strip_solutions(src: str, where: str = "cell") -> str:
             message = f"implement {func}" if func else "fill in this part"
             for h in hints:
                 out.append(f"{indent}# HINT: {h}")
-            out.append(f"{indent}raise NotImplementedError({message!r})")
+            out.append(f"{indent}raise NotImplementedError({message!r})")  # the stub students fill in
             i = j + 1
             continue
         if END_SOLUTION.match(line):

@@ -102,8 +102,8 @@ def test_strip_solutions_both_dialects_with_hint():
            "### BEGIN HIDDEN TESTS\nassert f(2) == 4\n### END HIDDEN TESTS\n")
     out = strip_solutions(src)
     assert "x * x" not in out and "-x" not in out and "assert" not in out
-    assert "raise NotImplementedError('implement f')" in out
-    assert "raise NotImplementedError('implement g')" in out
+    assert "raise NotImplementedError('implement f')" in out  # the released stub
+    assert "raise NotImplementedError('implement g')" in out  # the released stub
     assert "# HINT: square it" in out
     compile(out, "x", "exec")
 
