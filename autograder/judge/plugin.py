@@ -51,6 +51,7 @@ class _FatalStudent:
         self.reason = reason
         self.forbidden_found: list = []
         self.sandbox: dict = {}
+        self.names: list[str] = []
 
     def call(self, fn, *a, **k):
         raise SubmissionLoadError("reading your submission", {"type": "Error", "message": self.reason})
