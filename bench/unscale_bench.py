@@ -43,7 +43,7 @@ def main():
     for label, grads in [("GPT-2 small, 148 tensors", [torch.randn(s, device="cuda") for s in gpt2_shapes()]),
                          ("one flat buffer", [torch.randn(124_439_808, device="cuda")])]:
         found = torch.zeros(1, device="cuda")
-        t_base = timed(lambda g=grads: torch._amp_foreach_non_finite_check_and_unscale_(g, found, inv))
+        t_base = timed(lambda g=grads, f=found: torch._amp_foreach_non_finite_check_and_unscale_(g, f, inv))
         t_tri = timed(lambda g=grads: unscale_and_check_(g, inv))
         nbytes = sum(g.numel() for g in grads) * 4 * 2
         print(f"| {label} | {t_base:.3f} | {t_tri:.3f} | {t_base / t_tri:.2f}x | {nbytes / t_tri / 1e6:.0f} |")
