@@ -3,7 +3,7 @@
 The CUDA kernel behind GradScaler, `torch._amp_foreach_non_finite_check_and_unscale_`,
 multiplies every gradient by the float32 reciprocal of the scale and sets a flag when
 any value is not finite. Here each gradient is read and written once by a kernel that
-does both; a block that meets a non-finite value sets the shared flag with an atomic
+does both; a block that meets a non-finite value (NaN: g != g; inf: |g| == inf) sets the shared flag with an atomic
 max. Arithmetic is float32, stored back in the gradient's dtype. Checked against the
 CUDA kernel on a GPU and against the formula on the CPU (interpreter) in
 tests/test_reference_loss_scaling.py.
@@ -32,8 +32,9 @@ if triton is not None:
         inv_scale = tl.load(inv_scale_ptr)
         # -- load once, unscale in float32 --
         g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32) * inv_scale
-        # -- non-finite check: x - x is NaN exactly for inf and NaN --
-        bad = tl.max(tl.where(mask & ((g - g) != 0.0), 1, 0), axis=0)
+        # -- non-finite check, spelled out (the compiler may fold x - x to 0) --
+        nonfinite = (g != g) | (tl.abs(g) == float("inf"))
+        bad = tl.max(tl.where(mask & nonfinite, 1, 0), axis=0)
         if bad > 0:
             tl.atomic_max(found_ptr, 1)
         tl.store(g_ptr + offs, g.to(g_ptr.dtype.element_ty), mask=mask)

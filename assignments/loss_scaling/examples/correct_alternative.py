@@ -15,12 +15,12 @@ class DynamicLossScaler:
         return loss * self.state["scale"].to(loss.dtype).item()
 
     def unscale_(self, grads):
-        inv = (1.0 / self.state["scale"].double()).float()
-        bad = torch.zeros((), dtype=torch.bool)
+        inv = float((1.0 / self.state["scale"].double()).float())
+        bad = False
         for g in grads:
             g.copy_(g.to(torch.float32) * inv)
-            bad |= ~torch.isfinite(g).all()
-        return bool(bad)
+            bad = bad or not bool(torch.isfinite(g).all())
+        return bad
 
     def update(self, found_inf):
         st = self.state

@@ -247,7 +247,7 @@ def _check_fp8(student, x, fmt, label):
     got = student.call("fp8_quantize", x, fmt=fmt).value
     if not isinstance(got, tuple | list) or len(got) != 2:
         raise GradingFailure(f"{call}: expected (x_fp8, scale)")
-    q, scale = got
+    q, scale = (t.cpu() if isinstance(t, torch.Tensor) else t for t in got)
     want_dtype = ref.FP8[fmt]
     if not isinstance(q, torch.Tensor) or q.dtype != want_dtype or q.shape != x.shape:
         raise GradingFailure(f"{call}: x_fp8 must be {want_dtype} of shape {list(x.shape)}, got "
@@ -258,6 +258,7 @@ def _check_fp8(student, x, fmt, label):
     expect_close(scale.reshape(()), want_scale.reshape(()), call=call, what="scale", rtol=2**-22, atol=0,
                  why=f"scale = amax(|x|) / {_MAX[fmt]} (1 for an all-zero tensor)")
     back = student.call("fp8_dequantize", q, scale).value
+    back = back.cpu() if isinstance(back, torch.Tensor) else back
     if not isinstance(back, torch.Tensor) or back.dtype != torch.float32:
         raise GradingFailure(f"fp8_dequantize: expected a float32 tensor, got {getattr(back, 'dtype', back)}")
     s = float(want_scale)
