@@ -41,6 +41,8 @@ def main() -> int:
         if a.gpu == "none":
             continue
         expected = tomllib.loads((a.examples_dir / "scores.toml").read_text())
+        # A bug whose effect depends on the device's arithmetic has its GPU score in [cuda].
+        expected = {**expected, **expected.get("cuda", {})}
         subs = [(a.master, a.points)] + [(p, expected.get(p.name)) for p in find_submissions([a.examples_dir])]
         started = time.time()
         with ThreadPoolExecutor(4) as pool:

@@ -135,8 +135,9 @@ def test_triton_unscale_matches_torchs_kernel(bad):
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     g = generator(f"tri-unscale-{bad}")
+    # float32 and float16: torch's CUDA kernel has no bfloat16 version (ours does).
     grads = [(randn(g, n) * 2**14).to(dt).to(device) for n, dt in
-             [(5000, torch.float32), (1, torch.float32), (777, torch.float16), (3000, torch.bfloat16)]]
+             [(5000, torch.float32), (1, torch.float32), (777, torch.float16), (3000, torch.float16)]]
     if bad:
         grads[2][500] = float(bad)
     theirs = [x.clone() for x in grads]
