@@ -12,7 +12,6 @@ Run on a GPU: `python bench/adamw_bench.py` (prints a markdown table).
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import cuda_median_ms  # noqa: E402
 from reference.triton_adamw import TritonAdamW, fused_adamw_  # noqa: E402
 
 
@@ -38,19 +38,8 @@ def make_params(shapes, device, seed=0):
     return params
 
 
-def time_steps(step, warmup=5, iters=30):
-    for _ in range(warmup):
-        step()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        step()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+def time_steps(step):
+    return cuda_median_ms(step, warmup=5, iters=30)
 
 
 def main():

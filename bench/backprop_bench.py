@@ -10,7 +10,6 @@ inputs during one run. Run on a GPU: `python bench/backprop_bench.py`.
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -19,28 +18,20 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import cuda_median_ms  # noqa: E402
 from reference.triton_cross_entropy import fused_cross_entropy  # noqa: E402
 from reference.triton_layer_norm import layer_norm_backward, layer_norm_forward  # noqa: E402
 
 
-def timed(fn, warmup=3, iters=20):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
+def timed(fn):
+    """(median ms, peak MiB above the inputs during one run)."""
+    ms = cuda_median_ms(fn, warmup=3, iters=20)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
     fn()
     torch.cuda.synchronize()
-    return statistics.median(times), (torch.cuda.max_memory_allocated() - base) / 2**20
+    return ms, (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 def bench_cross_entropy(n: int, c: int, dtype: torch.dtype):

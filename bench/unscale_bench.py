@@ -6,7 +6,6 @@ buffer of the same size. Median of 30 CUDA-event-timed calls. Run on a GPU.
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -15,22 +14,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.adamw_bench import gpt2_shapes  # noqa: E402
+from bench.timing import cuda_median_ms  # noqa: E402
 from reference.triton_unscale import unscale_and_check_  # noqa: E402
 
 
-def timed(fn, iters=30):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+def timed(fn):
+    return cuda_median_ms(fn, warmup=3, iters=30)
 
 
 def main():
