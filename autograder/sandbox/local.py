@@ -70,6 +70,26 @@ def _python_world_readable() -> bool:
     return True
 
 
+UID_RANGE = range(61000, 64000)
+UID_LOCK_DIR = Path(tempfile.gettempdir()) / "dlopt-sandbox-uids"
+
+
+def _claim_uid() -> tuple[int, int | None]:
+    """A sandbox uid no other live child holds (a flock per uid, across processes), so
+    RLIMIT_NPROC and the leftover-process check see one child's processes only."""
+    import fcntl
+
+    UID_LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
+    for uid in random.sample(UID_RANGE, 64):
+        fd = os.open(UID_LOCK_DIR / str(uid), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return uid, fd
+        except OSError:
+            os.close(fd)
+    return random.choice(UID_RANGE), None  # 64 busy draws: share one rather than fail
+
+
 def _grow_pipe(fd: int) -> None:
     """1 MiB pipes (Linux's default unprivileged maximum): fewer wakeups per large tensor."""
     try:
@@ -100,6 +120,7 @@ class ChildHandle:
     log_path: Path
     staging: Path
     uid: int | None = None  # the unprivileged uid the child runs as, when it dropped one
+    uid_lock: int | None = None  # fd holding that uid's lock, released at cleanup
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -139,6 +160,9 @@ class ChildHandle:
     def cleanup(self) -> None:
         self.kill()
         shutil.rmtree(self.staging, ignore_errors=True)
+        if self.uid_lock is not None:
+            os.close(self.uid_lock)  # closing the fd releases the flock
+            self.uid_lock = None
 
 
 class LocalRunner:
@@ -242,7 +266,7 @@ class LocalRunner:
         # As root the child drops to a uid of its own (so RLIMIT_NPROC binds); in the weak
         # mode that needs a Python the uid can read (not one under /root, say).
         can_drop = os.getuid() == 0 and (strong or _python_world_readable())
-        uid = random.randrange(61000, 64000) if can_drop else None
+        uid, uid_lock = _claim_uid() if can_drop else (None, None)
         self.report["unprivileged_uid"] = uid is not None
         limits = self.limits.rlimits(self.gpu)
         if uid is None:
@@ -267,4 +291,4 @@ class LocalRunner:
                 cwd=staging / "work")
         os.close(req_r)
         os.close(rep_w)
-        return ChildHandle(proc, req_w, rep_r, log_path, staging, uid)
+        return ChildHandle(proc, req_w, rep_r, log_path, staging, uid, uid_lock)
