@@ -51,3 +51,45 @@ def test_causal_needs_square_scores():
     q, k = torch.randn(1, 1, 3, 4), torch.randn(1, 1, 5, 4)
     with pytest.raises(ValueError, match="N == M"):
         ref.attention_forward(q, k, k, causal=True)
+
+
+pytest.importorskip("triton", reason="triton is not installed")
+GPU = torch.cuda.is_available()
+needs_triton_backend = pytest.mark.skipif(
+    not GPU and __import__("os").environ.get("TRITON_INTERPRET") != "1",
+    reason="no GPU and TRITON_INTERPRET is not 1: Triton has no backend to run on")
+# The interpreter runs small blocks and sizes on the CPU; a GPU runs the sizes of the course.
+TRITON_CASES = ([(1, 2, 37, 37, 16, True, torch.float32), (1, 2, 20, 53, 32, False, torch.float32)] if not GPU else
+                [(2, 4, 1000, 1000, 64, True, torch.float16), (2, 4, 333, 777, 128, False, torch.bfloat16),
+                 (1, 2, 257, 257, 128, True, torch.bfloat16), (2, 2, 130, 130, 64, False, torch.float32)])
+
+
+@needs_triton_backend
+@pytest.mark.parametrize("b,h,n,m,d,causal,dtype", TRITON_CASES)
+def test_triton_flash_attention_matches_sdpa_and_autograd(b, h, n, m, d, causal, dtype):
+    """Against SDPA and autograd computed in float32 from the same (rounded) inputs.
+    Tolerance: float32 inputs 1e-5 (accumulation order only); float16/bfloat16 inputs: the
+    kernel rounds P to the input dtype before P @ V and stores o, dq, dk, dv in it: a few
+    ulps of that dtype (2**-10 and 2**-7 relative) on values of size ~1."""
+    from reference.triton_flash_attention import flash_attention_backward, flash_attention_forward
+
+    device = "cuda" if GPU else "cpu"
+    g = generator(f"fa-{n}-{m}-{d}-{causal}-{dtype}")
+    q, k, v = (randn(g, b, h, s, d).to(dtype).to(device) for s in (n, m, m))
+    do = randn(g, b, h, n, d).to(dtype).to(device)
+    leaves = [t.float().requires_grad_() for t in (q, k, v)]
+    o_ref = F.scaled_dot_product_attention(*leaves, is_causal=causal)
+    o_ref.backward(do.float())
+    s = (leaves[0].detach() @ leaves[1].detach().transpose(-2, -1)) / d**0.5
+    if causal:
+        s = s.masked_fill(~torch.ones(n, m, dtype=torch.bool, device=device).tril(), float("-inf"))
+    blocks = {} if GPU else dict(block_m=16, block_n=16)
+    o, lse = flash_attention_forward(q, k, v, causal, **blocks)
+    tol = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float16: dict(rtol=4e-3, atol=4e-3),
+           torch.bfloat16: dict(rtol=3e-2, atol=3e-2)}[dtype]
+    assert o.dtype == dtype and lse.dtype == torch.float32
+    torch.testing.assert_close(o.float(), o_ref.detach(), **tol)
+    torch.testing.assert_close(lse, torch.logsumexp(s, -1), rtol=1e-4, atol=1e-4)
+    grads = flash_attention_backward(do, q, k, v, o, lse, causal, **blocks)
+    for got, leaf in zip(grads, leaves):
+        torch.testing.assert_close(got.float(), leaf.grad, **tol)
