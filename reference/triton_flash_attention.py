@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover
 if triton is not None:
 
     @triton.jit
-    def _fwd_kernel(Q, K, V, O, LSE, scale, N, M, stride_qh, stride_qn, stride_kh, stride_kn, stride_vh, stride_vn,
+    def _fwd_kernel(Q, K, V, Out, LSE, scale, N, M, stride_qh, stride_qn, stride_kh, stride_kn, stride_vh, stride_vn,
                     stride_oh, stride_on, CAUSAL: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr,
                     BLOCK_N: tl.constexpr):
         start_m = tl.program_id(0)
@@ -65,7 +65,7 @@ if triton is not None:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
             m_i = m_new
         o = acc / l_i[:, None]
-        tl.store(O + bh * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :], o.to(O.dtype.element_ty),
+        tl.store(Out + bh * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :], o.to(Out.dtype.element_ty),
                  mask=offs_m[:, None] < N)
         tl.store(LSE + bh * N + offs_m, m_i + tl.log(l_i), mask=offs_m < N)
 
