@@ -9,7 +9,7 @@ the N x M probabilities: (1) per key block, stream over query blocks recomputing
 P = exp(S - lse) to accumulate dk and dv; (2) per query block, stream over key blocks
 to accumulate dq; both use delta = rowsum(do * o), computed first.
 Any N and M (masked tails), head dims 16..128 (powers of two), float32/float16/bfloat16
-with float32 accumulation. Checked against torch.nn.functional.scaled_dot_product_attention
+with float32 accumulation (float32 operands go through the tensor cores as TF32 on a GPU). Checked against torch.nn.functional.scaled_dot_product_attention
 and autograd in tests/test_reference_attention.py (interpreter on the CPU, compiled on a GPU).
 """
 

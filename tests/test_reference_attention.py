@@ -68,7 +68,9 @@ TRITON_CASES = ([(1, 2, 37, 37, 16, True, torch.float32), (1, 2, 20, 53, 32, Fal
 @pytest.mark.parametrize("b,h,n,m,d,causal,dtype", TRITON_CASES)
 def test_triton_flash_attention_matches_sdpa_and_autograd(b, h, n, m, d, causal, dtype):
     """Against SDPA and autograd computed in float32 from the same (rounded) inputs.
-    Tolerance: float32 inputs 1e-5 (accumulation order only); float16/bfloat16 inputs: the
+    Tolerance: float32 inputs 1e-5 in the interpreter (accumulation order only) and 4e-3 on
+    a GPU, where tl.dot takes float32 operands as TF32 (10 mantissa bits: 2**-11 relative
+    per product, grown by the D- and N-long sums); float16/bfloat16 inputs: the
     kernel rounds P to the input dtype before P @ V and stores o, dq, dk, dv in it: a few
     ulps of that dtype (2**-10 and 2**-7 relative) on values of size ~1."""
     from reference.triton_flash_attention import flash_attention_backward, flash_attention_forward
@@ -85,7 +87,8 @@ def test_triton_flash_attention_matches_sdpa_and_autograd(b, h, n, m, d, causal,
         s = s.masked_fill(~torch.ones(n, m, dtype=torch.bool, device=device).tril(), float("-inf"))
     blocks = {} if GPU else dict(block_m=16, block_n=16)
     o, lse = flash_attention_forward(q, k, v, causal, **blocks)
-    tol = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float16: dict(rtol=4e-3, atol=4e-3),
+    f32 = dict(rtol=4e-3, atol=4e-3) if GPU else dict(rtol=1e-5, atol=1e-5)
+    tol = {torch.float32: f32, torch.float16: dict(rtol=4e-3, atol=4e-3),
            torch.bfloat16: dict(rtol=3e-2, atol=3e-2)}[dtype]
     assert o.dtype == dtype and lse.dtype == torch.float32
     torch.testing.assert_close(o.float(), o_ref.detach(), **tol)
