@@ -35,6 +35,10 @@ HINT = re.compile(r"^\s*#\s*HINT:\s*(.*)$")
 
 # Module roots whose plain calls count as constant-building (torch.device("cpu"), math.sqrt(2)).
 CONSTANT_CALL_ROOTS = {"torch", "math", "np", "numpy"}
+# Builtins that only build values (NEG = float("-inf"), SIZES = tuple(range(4))).
+CONSTANT_BUILTINS = {"float", "int", "bool", "complex", "str", "bytes", "tuple", "list", "dict", "set",
+                     "frozenset", "range", "abs", "min", "max", "round", "pow", "len", "sorted", "slice",
+                     "divmod", "sum", "reversed", "zip", "enumerate"}
 
 
 @dataclass
@@ -127,6 +131,8 @@ def _is_static(node: ast.AST) -> bool:
     """An expression that only builds a constant: literals, names, and calls of torch/math."""
     for sub in ast.walk(node):
         if isinstance(sub, ast.Call):
+            if isinstance(sub.func, ast.Name) and sub.func.id in CONSTANT_BUILTINS:
+                continue
             root = sub.func
             while isinstance(root, ast.Attribute):
                 root = root.value

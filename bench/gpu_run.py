@@ -4,7 +4,8 @@ For each finished assignment with gpu != "none": grade its master solution and e
 example submission with device="cuda" (the child runs student code on the GPU, the
 suite compares on the judge side against the references) and compare with
 examples/scores.toml. Needs no server or Jupyter packages (the GPU image has neither).
-Run on a GPU: `python bench/gpu_run.py` (prints a markdown table; exit 1 on a mismatch).
+Run on a GPU: `python bench/gpu_run.py [SLUG ...]` (prints a markdown table; exit 1 on a
+mismatch); with no slug, every finished GPU-capable assignment.
 """
 
 from __future__ import annotations
@@ -32,13 +33,19 @@ def main() -> int:
                         "(x * 2).sum().item()]\n", assignments.load("adam").limits, device="cuda", gpu=True)
     print("child on the GPU:", probe.call("probe", torch.ones(4)).value, "sandbox:", probe.sandbox)
     probe.close()
+    from autograder.sandbox.memwatch import MemoryWatch
+
+    watch = MemoryWatch()
+    print("outside memory measure here:", watch.method)
+    watch.close()
+    wanted = set(sys.argv[1:])
     ok = True
     print()
     print("| assignment | submission | device | score | expected | time (s) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for slug in assignments.all_slugs(finished_only=True):
         a = assignments.load(slug)
-        if a.gpu == "none":
+        if a.gpu == "none" or (wanted and slug not in wanted):
             continue
         expected = tomllib.loads((a.examples_dir / "scores.toml").read_text())
         # A bug whose effect depends on the device's arithmetic has its GPU score in [cuda].

@@ -25,7 +25,7 @@ def test_definitions_mode_keeps_definitions_and_drops_work(tmp_path):
     nb = write_nb(tmp_path / "s.ipynb", [
         new_markdown_cell("# hi"),
         new_code_cell("import torch\nfrom math import sqrt as s\nEPS = 1e-8\nDEV = torch.device('cpu')\n"
-                      "NAMES = ['a', 'b']"),
+                      "NAMES = ['a', 'b']\nNEG = float('-inf')\nSIZES = tuple(range(4))\nX = make_data()"),
         new_code_cell("!pip install foo\n%matplotlib inline\ndef f(x):\n    return x + EPS\nf?"),
         new_code_cell("model = train()\nfor i in range(10**9):\n    pass\nprint('hi')"),
         new_code_cell("%%bash\necho hi"),
@@ -34,9 +34,9 @@ def test_definitions_mode_keeps_definitions_and_drops_work(tmp_path):
     out = extract(nb)
     assert out.fatal is None
     for kept in ("import torch", "EPS = 1e-8", "DEV = torch.device", "NAMES =", "def f(x):", "class A:",
-                 "import triton"):
+                 "import triton", "NEG = float('-inf')", "SIZES = tuple(range(4))"):
         assert kept in out.source
-    for dropped in ("pip", "matplotlib", "train()", "range(10**9)", "print('hi')", "echo", "f?"):
+    for dropped in ("pip", "matplotlib", "train()", "range(10**9)", "print('hi')", "echo", "f?", "make_data()"):
         assert dropped not in out.source
     assert any("cell magic" in n for n in out.notes)
     # Every extracted line maps back to its cell and line there.

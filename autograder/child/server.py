@@ -17,6 +17,7 @@ from autograder.protocol import ProtocolError, decode, read_frame, write_frame
 from autograder.protocol import specs as spec_registry
 
 from .forbidden import ForbiddenTracer
+from .watch import AllocationWatch
 
 SUBMISSION_FILE = "submission.py"
 
@@ -47,6 +48,11 @@ class Child:
         self.harness: types.ModuleType | None = None
         device = cfg.get("device", "cpu")
         self.device = device if (device == "cpu" or torch.cuda.is_available()) else "cpu"
+        if cfg.get("watch_memory"):
+            # The first dispatch mode imports and allocates ~80 MB: pay that before any
+            # measurement, so only the student's own allocations show in one.
+            with AllocationWatch(SUBMISSION_FILE):
+                torch.ones(2, 2) @ torch.ones(2, 2)
 
     def load(self, source: str, harness_path: str | None) -> dict:
         self.tracer.install()
@@ -86,6 +92,16 @@ class Child:
     def specs(self, name: str, params: Any) -> Any:
         return spec_registry.build(name, params)
 
+    def _watched(self, watch: AllocationWatch, target, args, kwargs):
+        self._watch_intact = True
+        watch.__enter__()
+        try:
+            return target(*args, **kwargs)
+        finally:
+            self._watch_intact = watch.active()
+            if self._watch_intact:
+                watch.__exit__(None, None, None)
+
     def call(self, req: dict) -> dict:
         args = list(req.get("args", []))
         kwargs = dict(req.get("kwargs", {}))
@@ -102,18 +118,31 @@ class Child:
             target = getattr(self.harness, req["fn"])
             args = [self.namespace, *args]
         self.tracer.take()
+        watch = AllocationWatch(SUBMISSION_FILE) if req.get("watch") else None
+        cuda = self.device != "cpu"
+        if watch is not None and cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            cuda_before = torch.cuda.memory_allocated()
         started = time.perf_counter()
         try:
             # inference mode: the judge may call with autograd unusable (backprop by hand).
             with torch.inference_mode(bool(req.get("inference"))):
-                value = target(*args, **kwargs)
-            if self.device != "cpu":
+                if watch is None:
+                    value = target(*args, **kwargs)
+                else:
+                    value = self._watched(watch, target, args, kwargs)
+            if cuda:
                 torch.cuda.synchronize()
         except BaseException as e:  # noqa: BLE001  (SystemExit/KeyboardInterrupt in student code)
             return {"ok": False, "error": _error(e), "forbidden": self.tracer.take(),
                     "seconds": time.perf_counter() - started}
         seconds = time.perf_counter() - started
         reply = {"ok": True, "value": value, "seconds": seconds, "forbidden": self.tracer.take()}
+        if watch is not None:
+            reply["watch"] = watch.report(self._watch_intact)
+            if cuda:
+                reply["watch"]["cuda_peak_extra_bytes"] = torch.cuda.max_memory_allocated() - cuda_before
         if req.get("return_args"):
             reply["args_after"] = list(args) if req["op"] == "call" else list(args[1:])
         return reply

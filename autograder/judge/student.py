@@ -75,6 +75,7 @@ class CallResult:
     value: Any
     seconds: float
     args_after: list | None = None
+    memory: dict | None = None  # watched calls: the child's allocation report + the kernel's peak
 
 
 def _describe_exit(code: int | None) -> str:
@@ -149,6 +150,26 @@ class StudentCode:
         if not reply.get("ok"):
             self.load_error = reply.get("error") or {"type": "Error", "message": "unknown"}
 
+    def restart(self) -> None:
+        """Start a fresh child for the next call (nothing left over from earlier calls)."""
+        self.close()
+
+    def resident_bytes(self) -> int | None:
+        """The memory the child holds now, by the kernel's measure (None: no measure)."""
+        self._ensure_started()
+        return self.handle.memory.reset() if self.handle.memory is not None else None
+
+    def calibrate_memory(self, source: str, fn: str, *args, **kwargs) -> int | None:
+        """What a child running trusted `source` holds after calling `fn(*args)` once (a
+        watched call, as the student's warm-up is): the baseline against which memory a
+        submission keeps between calls (preallocated buffers, say) is measured."""
+        trusted = StudentCode(source=source, limits=self.limits, device=self.device, gpu=self.gpu)
+        try:
+            trusted.call(fn, *args, watch_memory=True, **kwargs)
+            return trusted.resident_bytes()
+        finally:
+            trusted.close()
+
     def close(self) -> None:
         if self.handle is not None:
             self.handle.cleanup()
@@ -199,7 +220,7 @@ class StudentCode:
                 self.forbidden_found.append({k: f.get(k) for k in ("api", "function", "line")})
 
     def _request(self, op: str, fn: str, args, kwargs, timeout, return_args, what,
-                 inference: bool = False) -> CallResult:
+                 inference: bool = False, watch: bool = False) -> CallResult:
         self._ensure_started()
         if self.load_error is not None:
             raise SubmissionLoadError("loading your code", self.load_error, self.line_map)
@@ -208,23 +229,38 @@ class StudentCode:
                           if "syntax error" in n or "Error" in n)
             raise MissingFunction(fn, {"type": "NameError", "message":
                                        f"`{fn}` is not defined at the top level of your submission{why}"})
+        watcher = self.handle.memory if watch else None
+        before = watcher.reset() if watcher is not None else None
         reply = self._exchange({"op": op, "fn": fn, "args": list(args), "kwargs": dict(kwargs),
-                                "return_args": return_args, "inference": inference},
+                                "return_args": return_args, "inference": inference, "watch": watch},
                                timeout or self.limits.call_seconds, what)
+        memory = None
+        if watch:
+            peak = watcher.peak_bytes() if watcher is not None else None
+            memory = dict(reply.get("watch") or {"intact": False})
+            memory["method"] = watcher.method if watcher is not None else "none"
+            memory["peak_extra_bytes"] = peak - before if peak is not None and before is not None else None
+            memory["resident_before_bytes"] = before
+            if isinstance(memory.get("largest"), dict) and memory["largest"].get("line"):
+                memory["largest"]["where"] = StudentError("", {}, self.line_map).where(int(memory["largest"]["line"]))
         self._note_forbidden(reply)
         if not reply.get("ok"):
             err = reply.get("error") or {}
             if err.get("type") == "MissingFunction":
                 raise MissingFunction(fn, err)
             raise StudentError(what, err, self.line_map)
-        return CallResult(reply.get("value"), float(reply.get("seconds") or 0.0), reply.get("args_after"))
+        return CallResult(reply.get("value"), float(reply.get("seconds") or 0.0), reply.get("args_after"), memory)
 
     def call(self, fn: str, *args, timeout: float | None = None, return_args: bool = False,
-             autograd: bool = True, **kwargs) -> CallResult:
+             autograd: bool = True, watch_memory: bool = False, **kwargs) -> CallResult:
         """Call the student's function `fn` in the sandbox; `autograd=False` runs it under
-        torch.inference_mode(), where autograd cannot record anything."""
+        torch.inference_mode(), where autograd cannot record anything. `watch_memory=True`
+        fills `CallResult.memory`: the largest tensor the call allocated (seen inside the
+        child), `intact` (the watch was not switched off), and `peak_extra_bytes`, the
+        kernel's measure from outside (None where this machine has none; `method` says
+        which: the assignment's `[limits] watch_memory` must be on for it)."""
         return self._request("call", fn, args, kwargs, timeout, return_args, f"{fn}(...)",
-                             inference=not autograd)
+                             inference=not autograd, watch=watch_memory)
 
     def task(self, name: str, *args, timeout: float | None = None, what: str | None = None,
              **kwargs) -> CallResult:

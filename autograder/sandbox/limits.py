@@ -14,6 +14,7 @@ class Limits:
     processes: int = 64                 # processes and threads of the sandbox uid (RLIMIT_NPROC)
     file_mb: int = 64                   # largest file the child may write (RLIMIT_FSIZE)
     open_files: int = 256
+    watch_memory: bool = False          # measure each watched call's peak memory from outside
 
     def rlimits(self, gpu: bool) -> dict:
         out = {

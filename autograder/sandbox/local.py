@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .limits import Limits
+from .memwatch import MALLOC_TUNABLES, MemoryWatch
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../autograder
 SANDBOX_ROOT = "/sandbox"
@@ -121,6 +122,7 @@ class ChildHandle:
     staging: Path
     uid: int | None = None  # the unprivileged uid the child runs as, when it dropped one
     uid_lock: int | None = None  # fd holding that uid's lock, released at cleanup
+    memory: MemoryWatch | None = None  # the kernel's peak-memory measure, when watched
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -160,6 +162,8 @@ class ChildHandle:
     def cleanup(self) -> None:
         self.kill()
         shutil.rmtree(self.staging, ignore_errors=True)
+        if self.memory is not None:
+            self.memory.close()
         if self.uid_lock is not None:
             os.close(self.uid_lock)  # closing the fd releases the flock
             self.uid_lock = None
@@ -254,6 +258,8 @@ class LocalRunner:
                     "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS", "LD_LIBRARY_PATH"):
             if key in os.environ and (self.gpu or key == "TRITON_INTERPRET"):
                 env[key] = os.environ[key]
+        if self.limits.watch_memory:
+            env["GLIBC_TUNABLES"] = MALLOC_TUNABLES  # see memwatch: freed memory goes back
         return env
 
     def start(self) -> ChildHandle:
@@ -278,17 +284,21 @@ class LocalRunner:
             os.chown(staging / "work", uid, uid)
         cfg = {"req_fd": req_r, "rep_fd": rep_w, "uid": uid, "workdir": workdir,
                "limits": limits, "forbidden": self.forbidden,
-               "device": self.device,
+               "device": self.device, "watch_memory": self.limits.watch_memory,
                "harness": f"{root}/harness.py" if self.harness is not None else None}
         cmd = [sys.executable, "-I", "-B", f"{root}/autograder/child/main.py", json.dumps(cfg)]
         if strong:
             cmd = [*self._bwrap_args(staging, uid), "--", *cmd]
         log_path = staging / "log.txt"
+        memory = MemoryWatch() if self.limits.watch_memory else None
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 pass_fds=(req_r, rep_w), env=self._env(), start_new_session=True,
-                cwd=staging / "work")
+                cwd=staging / "work", preexec_fn=memory.preexec if memory is not None else None)
         os.close(req_r)
         os.close(rep_w)
-        return ChildHandle(proc, req_w, rep_r, log_path, staging, uid, uid_lock)
+        if memory is not None:
+            memory.attach(proc.pid)
+            self.report["memory_watch"] = memory.method
+        return ChildHandle(proc, req_w, rep_r, log_path, staging, uid, uid_lock, memory)

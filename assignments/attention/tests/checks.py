@@ -1,0 +1,212 @@
+"""Shared checks of the `attention` suites (trusted: runs in the judge, never in the child).
+
+Tolerances. Every output is compared with the float64 reference computed from the same
+(rounded) inputs. The error a correct implementation may have is measured, not guessed:
+the same math run by the plain implementation in the inputs' own dtype (every step in
+that dtype: `reference.attention` with `work=dtype`) has some largest error `e_plain`,
+on a GPU the Triton FlashAttention-2 reference has its own `e_flash`, and for the
+backward the exact gradient (from o and lse before they were rounded to the dtype the
+student receives) differs by `e_inputs`; a submission may be off by 3 times the
+largest of them, plus a floor of 4 units of roundoff of the
+arithmetic times the output's scale (for float32 on a GPU that unit is TF32's 2**-11,
+since Triton's `tl.dot` and cuBLAS may use TF32 as FlashAttention does). Computing in
+float32 for half inputs, as FlashAttention does, is well inside this; a mask off by one
+key, a missing scale or rescaling, a wrong lse base are each far outside it, and
+the examples in `examples/` show it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from autograder.judge.compare import GradingFailure, describe_call
+from autograder.judge.student import StudentFailure
+from autograder.judge.suite import generator
+from reference import attention as ref
+
+HALF = (torch.float16, torch.bfloat16)
+PLAIN_FACTOR = 3.0
+FLOOR_ULPS = 4.0
+
+
+def unit_roundoff(dtype: torch.dtype, device: str) -> float:
+    if dtype == torch.float32 and device != "cpu":
+        return 2.0**-11  # TF32
+    return torch.finfo(dtype).eps / 2
+
+
+def lse_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in HALF else dtype
+
+
+def make_qkv(label: str, b: int, h: int, n: int, m: int, d: int, dtype=torch.float32, *,
+             spread: float = 1.0, shift: float = 0.0):
+    """Fresh Gaussian q, k, v (and do). `spread` scales q and k (logits grow with its
+    square); `shift` adds +shift*u to q and +-shift*u to k along one random direction u,
+    so every score moves by about +-shift**2 (all large: overflow without the max
+    subtraction; all very negative: underflow when the running max starts at 0)."""
+    g = generator(label)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    q, k, v, do = rnd(b, h, n, d) * spread, rnd(b, h, m, d) * spread, rnd(b, h, m, d), rnd(b, h, n, d)
+    if shift:
+        u = rnd(d)
+        u = u / u.norm() * math.sqrt(abs(shift)) * d**0.25
+        q, k = q + u, k + (u if shift > 0 else -u)
+    return tuple(t.to(dtype) for t in (q, k, v, do))
+
+
+def _flash_reference(fn: str, args: tuple, kwargs: dict, device: str):
+    """The Triton reference on a GPU (None on the CPU or where Triton is missing)."""
+    if device == "cpu":
+        return None
+    try:
+        from reference import triton_flash_attention as tfa
+    except ImportError:
+        return None
+    moved = [a.to(device) if isinstance(a, torch.Tensor) else a for a in args]
+    kw = {k: v for k, v in kwargs.items() if k in ("causal", "scale")}
+    if fn == "forward":
+        return tfa.flash_attention_forward(*moved, **kw)
+    return tfa.flash_attention_backward(*moved, **kw)
+
+
+def expected_forward(q, k, v, causal, scale, device):
+    """(truth, allowed error per output) for (o, lse)."""
+    truth = ref.attention_forward(q, k, v, causal, scale)
+    on = [t.to(device) for t in (q, k, v)]
+    others = [ref.attention_forward(*on, causal, scale, work=q.dtype), _tiled_forward(*on, causal, scale)]
+    flash = _flash_reference("forward", (q, k, v), {"causal": causal, "scale": scale}, device)
+    others += [flash] if flash is not None else []
+    return truth, _allowed(truth, others, q.dtype, device)
+
+
+def _tiled_forward(q, k, v, causal, scale, block=16):
+    """The online softmax in the inputs' dtype, 16 keys at a time, with q scaled before
+    the product (as many write it): the rescaling and the early scaling add roundings
+    the plain softmax does not have (up to ~1.6x its error in float32)."""
+    n, m = q.shape[-2], k.shape[-2]
+    tau = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    q, tau = q * tau, 1.0
+    mx = torch.full(q.shape[:-1], float("-inf"), dtype=q.dtype, device=q.device)
+    den = torch.zeros_like(mx)
+    acc = torch.zeros_like(q)
+    rows = torch.arange(n, device=q.device)[:, None]
+    for j0 in range(0, m, block):
+        s = (q @ k[..., j0:j0 + block, :].transpose(-2, -1)) * tau
+        if causal:
+            s = s.masked_fill(torch.arange(j0, min(m, j0 + block), device=q.device)[None, :] > rows, float("-inf"))
+        new = torch.maximum(mx, s.amax(-1))
+        alpha = torch.exp(mx - new).nan_to_num(0.0)  # rows with nothing seen yet: -inf - -inf
+        p = torch.exp(s - new[..., None]).nan_to_num(0.0)
+        den = den * alpha + p.sum(-1)
+        acc = acc * alpha[..., None] + p @ v[..., j0:j0 + block, :]
+        mx = new
+    return acc / den[..., None], (mx.float() + torch.log(den.float())).to(lse_dtype(q.dtype))
+
+
+def expected_backward(do, q, k, v, causal, scale, device):
+    """(o, lse) the judge passes in, (truth, allowed error) for (dq, dk, dv)."""
+    o64, lse64 = ref.attention_forward(*(t.double() for t in (q, k, v)), causal, scale)
+    o, lse = o64.to(q.dtype), lse64.to(lse_dtype(q.dtype))
+    truth = ref.attention_backward(do, q, k, v, o, lse, causal, scale)
+    on = [t.to(device) for t in (do, q, k, v, o, lse)]
+    others = [ref.attention_backward(*on, causal, scale, work=q.dtype)]
+    # o and lse reach the student rounded to their dtypes, so the legitimate ways of
+    # computing Delta (do . o, or rowsum(P * dP) with P from the rounded lse) and the
+    # exact gradient (from unrounded o and lse) differ by that rounding: |lse| u, 3e-5
+    # relative for scores near 500 in float32. Both are measured.
+    others.append(ref.attention_backward(do, q, k, v, o64, lse64, causal, scale))
+    others.append(_backward_delta_from_p(do, q, k, v, lse, causal, scale))
+    flash = _flash_reference("backward", (do, q, k, v, o, lse), {"causal": causal, "scale": scale}, device)
+    others += [flash] if flash is not None else []
+    return (o, lse), truth, _allowed(truth, others, q.dtype, device)
+
+
+def _backward_delta_from_p(do, q, k, v, lse, causal, scale):
+    """The float64 backward with Delta = rowsum(P * dP) instead of do . o."""
+    q, k, v, do = (t.double() for t in (q, k, v, do))
+    tau = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    s = (q @ k.transpose(-2, -1)) * tau
+    if causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+    p = torch.exp(s - lse.double()[..., None])
+    dp = do @ v.transpose(-2, -1)
+    ds = p * (dp - (p * dp).sum(-1, keepdim=True))
+    return tau * ds @ k, tau * ds.transpose(-2, -1) @ q, p.transpose(-2, -1) @ do
+
+
+def _allowed(truth, others, dtype, device) -> list[float]:
+    u = unit_roundoff(dtype, device)
+    out = []
+    for i, t in enumerate(truth):
+        t64 = t.double().cpu()
+        finite = torch.isfinite(t64)
+        scale = float(t64[finite].abs().max()) if finite.any() else 1.0
+        worst = max(float((o[i].double().cpu() - t64).abs().where(finite, torch.zeros(())).nan_to_num(
+            nan=float("inf")).max()) for o in others)
+        out.append(PLAIN_FACTOR * worst + FLOOR_ULPS * u * max(scale, 1.0))
+    return out
+
+
+def compare(got, truth: torch.Tensor, allowed: float, *, call: str, what: str, dtype: torch.dtype,
+            hint: str = "") -> None:
+    """Shape, dtype, finiteness and the largest error against `allowed`."""
+    head = f"{call}: {what}"
+    if not isinstance(got, torch.Tensor):
+        raise GradingFailure(f"{head}: expected a tensor, got {type(got).__name__}")
+    if tuple(got.shape) != tuple(truth.shape):
+        raise GradingFailure(f"{head}: expected shape {list(truth.shape)}, got {list(got.shape)}")
+    if got.dtype != dtype:
+        raise GradingFailure(f"{head}: expected dtype {dtype}, got {got.dtype}")
+    g, t = got.detach().double().cpu(), truth.double().cpu()
+    bad = ~torch.isfinite(g)
+    if bad.any():
+        idx = [int(i) for i in bad.nonzero()[0]]
+        raise GradingFailure(f"{head}: {int(bad.sum())} non-finite value(s), first at index {idx} "
+                             f"(got {g[tuple(idx)].item()}, expected {t[tuple(idx)].item():.6g})"
+                             + (f"\n  hint: {hint}" if hint else ""))
+    err = (g - t).abs()
+    worst = float(err.max()) if err.numel() else 0.0
+    if worst > allowed:
+        idx = [int(i) for i in torch.unravel_index(err.argmax(), err.shape)]
+        lines = [f"{head} is off at {int((err > allowed).sum())} of {err.numel()} entries",
+                 f"  largest error at index {idx}: expected {t[tuple(idx)].item():.6g}, got "
+                 f"{g[tuple(idx)].item():.6g} (|error| {worst:.3g}, allowed {allowed:.3g})"]
+        if hint:
+            lines.append(f"  hint: {hint}")
+        raise GradingFailure("\n".join(lines))
+
+
+def call_text(fn: str, *args, **kwargs) -> str:
+    return describe_call(fn, *args, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+class Cases:
+    """Run a test's cases; all pass: full points; some: that fraction (PartialCredit)."""
+
+    def __init__(self):
+        self.total = 0
+        self.failures: list[str] = []
+
+    def run(self, check, *args, **kwargs) -> None:
+        self.total += 1
+        try:
+            check(*args, **kwargs)
+        except GradingFailure as e:
+            self.failures.append(str(e))
+        except StudentFailure as e:  # raised, timed out, crashed: this case fails, the next runs
+            self.failures.append(e.feedback())
+
+    def finish(self) -> None:
+        from autograder.judge.compare import PartialCredit
+
+        if self.failures:
+            passed = self.total - len(self.failures)
+            more = f"\n({len(self.failures) - 1} more failing case(s))" if len(self.failures) > 1 else ""
+            raise PartialCredit(passed / self.total, f"{passed} of {self.total} cases pass; first failure:\n"
+                                + self.failures[0] + more)

@@ -1,0 +1,197 @@
+"""Peak memory of a sandboxed child, measured by the kernel from outside its process.
+
+Assignments with a memory rule (FlashAttention's tiles) need a measure the student
+cannot switch off from inside their own process. The kernel keeps one for us:
+- `cgroup-v1`: the child is started inside a memory cgroup of its own;
+  `memory.max_usage_in_bytes` is the high-water mark of everything it and its
+  subprocesses touch (heap, mmaps, tmpfs files), resettable by writing 0;
+- `cgroup-v2`: the same with `memory.peak` (resettable on Linux >= 6.12);
+- `proc`: no writable cgroup: the sum over the child's process tree of `VmHWM`
+  (peak resident set), reset through `/proc/PID/clear_refs`; processes that exit
+  during the call are not seen, so this is the weakest of the three.
+A watched child is also started with glibc's malloc thresholds fixed
+(`GLIBC_TUNABLES`), so every allocation above 128 KiB is its own mmap that returns to
+the kernel when freed: memory freed by earlier calls cannot hide a later peak.
+`method` says which measure is in use ("none" where nothing works, e.g. an
+unprivileged user without delegated cgroups and a child under another uid).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+CGROUP_V1 = Path("/sys/fs/cgroup/memory")
+CGROUP_V2 = Path("/sys/fs/cgroup")
+GROUP_PARENT = "dlopt-sandbox"
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072"
+
+
+def _writable_dir(p: Path) -> bool:
+    return p.is_dir() and os.access(p, os.W_OK)
+
+
+def _v2_with_memory() -> Path | None:
+    """The cgroup v2 directory of this process, if it can host children with memory."""
+    try:
+        line = next(ln for ln in Path("/proc/self/cgroup").read_text().splitlines() if ln.startswith("0::"))
+    except (OSError, StopIteration):
+        return None
+    own = CGROUP_V2 / line[3:].lstrip("/")
+    controllers = own / "cgroup.subtree_control"
+    try:
+        if "memory" in controllers.read_text().split() and _writable_dir(own):
+            return own
+    except OSError:
+        return None
+    return None
+
+
+def _remove_stale(parent: Path) -> None:
+    """Groups left by judges that died without cleaning up (named child-<judge pid>-...)."""
+    for group in parent.glob("child-*"):
+        try:
+            pid = int(group.name.split("-")[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            try:
+                group.rmdir()  # only empty groups can go; a live child keeps its own
+            except OSError:
+                pass
+        except (ValueError, IndexError, PermissionError):
+            pass
+
+
+class MemoryWatch:
+    """One child's memory cgroup (or process tree). `prepare()` before the child starts,
+    `attach(pid)` in the child before exec (`preexec`), `reset()` before a call,
+    `peak_bytes()` after it, `close()` when the child is gone."""
+
+    def __init__(self):
+        self.method = "none"
+        self.group: Path | None = None
+        self.root_pid: int | None = None
+        self._baseline: dict[int, int] = {}
+        self._prepare()
+
+    def _prepare(self) -> None:
+        name = f"child-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        if (CGROUP_V1 / "memory.max_usage_in_bytes").exists() and _writable_dir(CGROUP_V1):
+            try:
+                parent = CGROUP_V1 / GROUP_PARENT
+                parent.mkdir(exist_ok=True)
+                _remove_stale(parent)
+                self.group = parent / name
+                self.group.mkdir()
+                self.method = "cgroup-v1"
+                return
+            except OSError:
+                self.group = None
+        v2 = _v2_with_memory()
+        if v2 is not None:
+            try:
+                _remove_stale(v2)
+                self.group = v2 / name
+                self.group.mkdir()
+                (self.group / "memory.peak").write_text("0\n")  # resettable? (Linux >= 6.12)
+                self.method = "cgroup-v2"
+                return
+            except OSError:
+                if self.group is not None and self.group.exists():
+                    try:
+                        self.group.rmdir()
+                    except OSError:
+                        pass
+                self.group = None
+        self.method = "proc" if os.path.exists("/proc/self/clear_refs") else "none"
+
+    # -- in the child, between fork and exec -------------------------------------------
+    def preexec(self) -> None:
+        if self.group is not None:
+            (self.group / "cgroup.procs").write_text(str(os.getpid()))
+
+    def attach(self, pid: int) -> None:
+        self.root_pid = pid
+
+    # -- in the judge --------------------------------------------------------------------
+    def _tree(self) -> list[int]:
+        """The root pid and all its descendants (bubblewrap's, then the child's)."""
+        if self.root_pid is None:
+            return []
+        children: dict[int, list[int]] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+        out, stack = [], [self.root_pid]
+        while stack:
+            pid = stack.pop()
+            out.append(pid)
+            stack += children.get(pid, [])
+        return out
+
+    @staticmethod
+    def _status_kb(pid: int, key: str) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def reset(self) -> int | None:
+        """Start a new measurement; returns the bytes in use now (None: no measure)."""
+        try:
+            if self.method == "cgroup-v1":
+                (self.group / "memory.max_usage_in_bytes").write_text("0\n")
+                return int((self.group / "memory.usage_in_bytes").read_text())
+            if self.method == "cgroup-v2":
+                (self.group / "memory.peak").write_text("0\n")
+                return int((self.group / "memory.current").read_text())
+            if self.method == "proc":
+                self._baseline = {}
+                for pid in self._tree():
+                    try:
+                        Path(f"/proc/{pid}/clear_refs").write_text("5\n")  # VmHWM := VmRSS
+                    except OSError:
+                        continue
+                    self._baseline[pid] = self._status_kb(pid, "VmRSS") << 10
+                return sum(self._baseline.values())
+        except OSError:
+            return None
+        return None
+
+    def peak_bytes(self) -> int | None:
+        """The high-water mark since `reset()`, in bytes (None: no measure)."""
+        try:
+            if self.method == "cgroup-v1":
+                return int((self.group / "memory.max_usage_in_bytes").read_text())
+            if self.method == "cgroup-v2":
+                return int((self.group / "memory.peak").read_text())
+            if self.method == "proc":
+                return sum(self._status_kb(pid, "VmHWM") << 10 for pid in self._tree())
+        except (OSError, ValueError):
+            return None
+        return None
+
+    def close(self) -> None:
+        if self.group is None:
+            return
+        import time
+
+        for _ in range(50):  # succeeds once the child's processes are gone (they die with it)
+            try:
+                self.group.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)
+        self.group = None
