@@ -10,6 +10,7 @@ mismatch); with no slug, every finished GPU-capable assignment.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import tomllib
@@ -24,6 +25,8 @@ sys.path.insert(0, str(REPO))
 from autograder import assignment as assignments  # noqa: E402
 from autograder.grading import find_submissions, grade  # noqa: E402
 from autograder.judge.student import StudentCode  # noqa: E402
+
+JOBS = int(os.environ.get("GPU_RUN_JOBS", "4"))
 
 
 def main() -> int:
@@ -52,7 +55,7 @@ def main() -> int:
         expected = {**expected, **expected.get("cuda", {})}
         subs = [(a.master, a.points)] + [(p, expected.get(p.name)) for p in find_submissions([a.examples_dir])]
         started = time.time()
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(JOBS) as pool:
             results = list(pool.map(lambda s, a=a: grade(a, s[0], device="cuda"), subs))
         for (path, want), r in zip(subs, results):
             good = want is not None and abs(r.score - want) < 1e-6 and not r.grader_errors
@@ -60,7 +63,9 @@ def main() -> int:
             print(f"| {slug} | {path.name} | cuda | {r.score:g} / {r.max_score:g} | {want} | {r.duration:.1f} |"
                   + ("" if good else f" MISMATCH {r.error} {r.grader_errors[:1]} "
                      f"{[(t.name, t.feedback[:150]) for t in r.tests if t.points < t.max_points][:3]}"))
-        print(f"\n{slug}: {len(subs)} submissions in {time.time() - started:.0f} s (4 in parallel)")
+        print(f"\n{slug}: {len(subs)} submissions in {time.time() - started:.0f} s ({JOBS} in parallel)")
+        slow = sorted(results[0].tests, key=lambda t: -t.duration)[:6]
+        print(f"{slug} master, slowest tests: " + ", ".join(f"{t.name} {t.duration:.1f} s" for t in slow))
     return 0 if ok else 1
 
 

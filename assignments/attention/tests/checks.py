@@ -60,19 +60,33 @@ def make_qkv(label: str, b: int, h: int, n: int, m: int, d: int, dtype=torch.flo
     return tuple(t.to(dtype) for t in (q, k, v, do))
 
 
-def _flash_reference(fn: str, args: tuple, kwargs: dict, device: str):
-    """The Triton reference on a GPU (None on the CPU or where Triton is missing)."""
-    if device == "cpu":
+def _flash_reference(fn: str, args: tuple, kwargs: dict, device: str, force: bool = False):
+    """The Triton reference on a GPU (None on the CPU or where Triton is missing). Its
+    kernels take head dims 16, 32, 64, 128: other D are zero-padded up to the next one
+    (zero columns change no score, and their outputs are sliced away); the default
+    scale stays 1/sqrt(D) of the real D."""
+    if device == "cpu" and not force:
         return None
     try:
         from reference import triton_flash_attention as tfa
     except ImportError:
         return None
-    moved = [a.to(device) if isinstance(a, torch.Tensor) else a for a in args]
+    d = args[1].shape[-1]
+    dp = next(p for p in (16, 32, 64, 128) if p >= d)
     kw = {k: v for k, v in kwargs.items() if k in ("causal", "scale")}
-    if fn == "forward":
-        return tfa.flash_attention_forward(*moved, **kw)
-    return tfa.flash_attention_backward(*moved, **kw)
+    if kw.get("scale") is None:
+        kw["scale"] = 1.0 / math.sqrt(d)
+
+    def prep(a):
+        if not isinstance(a, torch.Tensor):
+            return a
+        a = a.to(device)
+        return torch.nn.functional.pad(a, (0, dp - d)) if a.dim() == 4 and dp != d else a
+
+    moved = [prep(a) for a in args]
+    run = tfa.flash_attention_forward if fn == "forward" else tfa.flash_attention_backward
+    out = run(*moved, **kw)
+    return tuple(t[..., :d] if t.dim() == 4 else t for t in out)
 
 
 def expected_forward(q, k, v, causal, scale, device):
