@@ -144,7 +144,10 @@ class Child:
             if cuda:
                 reply["watch"]["cuda_peak_extra_bytes"] = torch.cuda.max_memory_allocated() - cuda_before
         if req.get("return_args"):
-            reply["args_after"] = list(args) if req["op"] == "call" else list(args[1:])
+            # Objects built from specs (a model, an objective) go back as None: only data returns.
+            after = list(args) if req["op"] == "call" else list(args[1:])
+            reply["args_after"] = [a if isinstance(a, torch.Tensor | int | float | str | bool | list | tuple | dict)
+                                   or a is None else None for a in after]
         return reply
 
 
@@ -165,6 +168,13 @@ def serve(req_fd: int, rep_fd: int, cfg: dict) -> None:
                 reply = child.call(req)
             elif op == "ping":
                 reply = {"ok": True, "value": "pong"}
+            elif op == "collect":
+                # Before a watched call: garbage in reference cycles (torch's load_state_dict
+                # keeps the decoded state in one) freed during the call would hide its peak.
+                import gc
+
+                gc.collect()
+                reply = {"ok": True, "value": None}
             else:
                 reply = {"ok": False, "error": {"type": "ProtocolError", "message": f"unknown op {op!r}", "frames": []}}
         except ProtocolError as e:
@@ -177,4 +187,7 @@ def serve(req_fd: int, rep_fd: int, cfg: dict) -> None:
                 "message": f"your function returned something that cannot be graded: {e}"}})
         sys.stdout.flush()
         sys.stderr.flush()
+        # Drop this request's buffers now, not when the next one arrives: freed during a
+        # watched call they would hide that much of its peak.
+        header = payload = req = reply = None
 

@@ -230,6 +230,8 @@ class StudentCode:
             raise MissingFunction(fn, {"type": "NameError", "message":
                                        f"`{fn}` is not defined at the top level of your submission{why}"})
         watcher = self.handle.memory if watch else None
+        if watch:
+            self._exchange({"op": "collect"}, IMPORT_GRACE_SECONDS, "collecting garbage before a watched call")
         before = watcher.reset() if watcher is not None else None
         reply = self._exchange({"op": op, "fn": fn, "args": list(args), "kwargs": dict(kwargs),
                                 "return_args": return_args, "inference": inference, "watch": watch},
@@ -263,6 +265,7 @@ class StudentCode:
                              inference=not autograd, watch=watch_memory)
 
     def task(self, name: str, *args, timeout: float | None = None, what: str | None = None,
-             **kwargs) -> CallResult:
-        """Run a trusted harness task next to the student's code (e.g. train with their optimizer)."""
-        return self._request("task", name, args, kwargs, timeout, False, what or name)
+             watch_memory: bool = False, **kwargs) -> CallResult:
+        """Run a trusted harness task next to the student's code (e.g. train with their
+        optimizer); `watch_memory` as for `call`."""
+        return self._request("task", name, args, kwargs, timeout, False, what or name, watch=watch_memory)
