@@ -42,11 +42,11 @@ def train_adamw(ns, model, X, Y, groups, defaults, steps, use_closure=False, ext
         if use_closure:
             out = opt.step(closure)
             returned.append(float(out) if isinstance(out, torch.Tensor) else out)
-            losses.append(float(out) if isinstance(out, torch.Tensor) else float("nan"))
+            losses.append(float(out.detach()) if isinstance(out, torch.Tensor) else float("nan"))
         else:
             loss = closure()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     return {"params": [p.detach().clone() for p in params],
             "frozen": frozen.detach().clone() if frozen is not None else None,
             "losses": losses, "returned": returned}
