@@ -1,0 +1,279 @@
+"""Hidden suite of `ring_allreduce`: the collectives on world sizes 1 to 8, every size
+class (fewer elements than ranks, exactly as many, not divisible), every listed dtype,
+the bytes each rank sends, and average_gradients against one process's large batch.
+
+The child forks one process per rank and makes the process group itself (gloo over
+loopback inside the sandbox; NCCL when it has a GPU per rank), see `harness.py`. The
+cases of one test run in one process group; a deadlock costs that test's world size.
+
+Tolerances: int64 sums are exact. A floating sum over p ranks in any order is within
+(p - 1) roundings of the exact one: |error| <= (p - 1) u sum_r |x_r| (u = 2**-24 for
+float32, 2**-53 for float64, 2**-8 for bfloat16); the inputs are small integers times
+a random scale, so float64 is exact and the others are held to that bound.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autograder.judge.compare import GradingFailure, PartialCredit
+from autograder.judge.suite import generator
+from autograder.protocol.specs import build, mlp_spec
+
+WORLDS = [1, 2, 3, 4, 5, 8]
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.int64]
+CALL_SECONDS = 90
+RANK_SECONDS = 15  # the whole batch of one world size takes under 1 s with a correct ring
+
+
+def sizes_for(world: int) -> list[int]:
+    """Fewer elements than ranks (where possible), exactly as many, not divisible, large."""
+    return sorted({max(1, world - 1), world, 7 * world + 3, 1001})
+
+
+def rank_inputs(label: str, world: int, n: int, dtype) -> list[torch.Tensor]:
+    g = generator(f"{label}/{world}/{n}/{dtype}")
+    ints = [torch.randint(-50, 50, (n,), generator=g) for _ in range(world)]
+    if dtype == torch.int64:
+        return ints
+    scale = float(torch.rand((), generator=g)) + 0.5
+    return [(t.double() * scale).to(dtype) for t in ints]
+
+
+def tolerance(inputs: list[torch.Tensor]) -> torch.Tensor:
+    dtype = inputs[0].dtype
+    if not dtype.is_floating_point:
+        return torch.zeros(inputs[0].shape, dtype=torch.float64)
+    u = torch.finfo(dtype).eps / 2
+    return (len(inputs) - 1) * u * sum(t.double().abs() for t in inputs) + 1e-300
+
+
+class Deadlock(GradingFailure):
+    pass
+
+
+DEADLOCKED: dict[str, str] = {}  # function -> the first deadlock seen: later runs of it are not retried
+
+
+def run(student, world, cases, device, what):
+    fn = what.split(" ")[0]
+    if fn in DEADLOCKED:
+        raise Deadlock(f"{what}: not run, {fn} deadlocked earlier ({DEADLOCKED[fn]})")
+    reply = student.task("run_ranks", world, cases, RANK_SECONDS, device, timeout=CALL_SECONDS, what=what).value
+    if reply.get("error"):
+        DEADLOCKED[fn] = f"world size {world}"
+        raise Deadlock(f"{what}, world size {world}: {reply['error']}")
+    return reply["results"]
+
+
+def case_failure(result: dict) -> str | None:
+    if result is None:
+        return "no result from this rank"
+    if not result.get("ok"):
+        where = "; ".join(result.get("where") or [])
+        return f"raised {result.get('error')}" + (f" (in {where})" if where else "")
+    return None
+
+
+class Score:
+    def __init__(self):
+        self.total, self.failures = 0, []
+
+    def add(self, ok_or_msg) -> None:
+        self.total += 1
+        if ok_or_msg is not None:
+            self.failures.append(ok_or_msg)
+
+    def finish(self) -> None:
+        if self.failures:
+            passed = self.total - len(self.failures)
+            more = f"\n({len(self.failures) - 1} more failing case(s))" if len(self.failures) > 1 else ""
+            raise PartialCredit(passed / self.total, f"{passed} of {self.total} cases pass; first failure:\n"
+                                + self.failures[0] + more)
+
+
+def _compare(got, want, tol, what) -> str | None:
+    if not isinstance(got, torch.Tensor):
+        return f"{what}: expected a tensor, got {type(got).__name__}"
+    if tuple(got.shape) != tuple(want.shape):
+        return f"{what}: expected shape {list(want.shape)}, got {list(got.shape)}"
+    if got.dtype != want.dtype:
+        return f"{what}: expected dtype {want.dtype}, got {got.dtype} (the dtype of the input)"
+    err = (got.double() - want.double()).abs()
+    bad = err > tol.reshape(err.shape)
+    if bad.any():
+        i = int(bad.reshape(-1).nonzero()[0])
+        return (f"{what}: {int(bad.sum())} of {err.numel()} elements wrong; element {i}: expected "
+                f"{want.reshape(-1)[i].item():.6g}, got {got.reshape(-1)[i].item():.6g}")
+    return None
+
+
+def collective_test(student, device, op, label):
+    score = Score()
+    for world in WORLDS:
+        cases, checks = [], []
+        for dtype in DTYPES:
+            for n in sizes_for(world):
+                ins = rank_inputs(label, world, n, dtype)
+                exact = sum(t.double() for t in ins)
+                tol = tolerance(ins)
+                parts = list(torch.tensor_split(exact, world))
+                tparts = list(torch.tensor_split(tol, world))
+                if op == "all_reduce":
+                    cases.append([{"op": op, "input": ins[r]} for r in range(world)])
+                    wants = [(exact.to(dtype), tol)] * world
+                elif op == "reduce_scatter":
+                    cases.append([{"op": op, "input": ins[r]} for r in range(world)])
+                    wants = [(parts[r].to(dtype), tparts[r]) for r in range(world)]
+                else:  # all_gather: rank r holds chunk r of one tensor
+                    flat = ins[0]
+                    chunks = list(torch.tensor_split(flat, world))
+                    cases.append([{"op": op, "input": chunks[r].clone(), "numel": n} for r in range(world)])
+                    wants = [(flat, torch.zeros(n, dtype=torch.float64))] * world
+                checks.append((dtype, n, wants))
+        fn = {"all_reduce": "ring_all_reduce", "reduce_scatter": "ring_reduce_scatter",
+              "all_gather": "ring_all_gather"}[op]
+        try:
+            results = run(student, world, cases, device, f"{fn} on {world} rank(s)")
+        except Deadlock as e:
+            for _ in checks:
+                score.add(str(e))
+            continue
+        for i, (dtype, n, wants) in enumerate(checks):
+            msg = None
+            for rank in range(world):
+                res = results[rank][i] if results[rank] and i < len(results[rank]) else None
+                what = f"{fn}(...) with world size {world}, {n} elements of {dtype}, rank {rank}"
+                msg = (f"{what}: {case_failure(res)}" if case_failure(res) else
+                       _compare(res["value"], wants[rank][0], wants[rank][1], what))
+                if msg:
+                    break
+            score.add(msg)
+    score.finish()
+
+
+@pytest.mark.function("ring_all_reduce")
+@pytest.mark.points(24)
+def test_ring_all_reduce(student, device):
+    """ring_all_reduce on 1-8 ranks, 4 dtypes, sizes below, at and not divisible by the world size."""
+    collective_test(student, device, "all_reduce", "ar")
+
+
+@pytest.mark.function("ring_reduce_scatter")
+@pytest.mark.points(18)
+def test_ring_reduce_scatter(student, device):
+    """ring_reduce_scatter: rank r returns chunk r (torch.tensor_split's layout) summed over ranks."""
+    collective_test(student, device, "reduce_scatter", "rs")
+
+
+@pytest.mark.function("ring_all_gather")
+@pytest.mark.points(14)
+def test_ring_all_gather(student, device):
+    """ring_all_gather: every rank ends with the whole flat tensor, chunks in tensor_split's layout."""
+    collective_test(student, device, "all_gather", "ag")
+
+
+@pytest.mark.function("ring_all_reduce")
+@pytest.mark.points(8)
+def test_ring_all_reduce_keeps_shape_in_place(student, device):
+    """ring_all_reduce on a 2-D tensor: summed in place, shape kept."""
+    score = Score()
+    for world in (2, 3):
+        ins = [t.reshape(7, 13) for t in rank_inputs("shape", world, 91, torch.float64)]
+        results = run(student, world, [[{"op": "all_reduce", "input": ins[r]} for r in range(world)]], device,
+                      f"ring_all_reduce on {world} ranks")
+        for rank in range(world):
+            res = results[rank][0]
+            what = f"ring_all_reduce(float64[7, 13]) with world size {world}, rank {rank}"
+            score.add(f"{what}: {case_failure(res)}" if case_failure(res) else
+                      _compare(res["value"], sum(ins).to(torch.float64), torch.zeros(7, 13), what))
+    score.finish()
+
+
+@pytest.mark.function("ring_all_reduce")
+@pytest.mark.points(14)
+def test_ring_all_reduce_sends_two_p_minus_one_over_p(student, device):
+    """Bytes sent by each rank: 2 (p - 1) / p of the tensor, up to chunk rounding."""
+    score = Score()
+    for world in (2, 3, 4, 5, 8):
+        n = 10_007  # prime: chunks differ by one element
+        ins = rank_inputs("bytes", world, n, torch.float32)
+        results = run(student, world, [[{"op": "all_reduce", "input": ins[r]} for r in range(world)]], device,
+                      f"ring_all_reduce on {world} ranks")
+        ideal = 2 * (world - 1) / world * n * 4
+        slack = 2 * (world - 1) * 4  # one element per chunk sent, either way
+        for rank in range(world):
+            res = results[rank][0]
+            if case_failure(res):
+                score.add(f"ring_all_reduce with world size {world}, rank {rank}: {case_failure(res)}")
+                continue
+            sent = res["sent"]
+            score.add(None if abs(sent - ideal) <= slack else
+                      f"ring_all_reduce(float32[{n}]) with world size {world}: rank {rank} sent {sent:,} bytes through "
+                      f"send/isend; a ring sends 2 (p - 1) / p of the tensor, {ideal:,.0f} bytes (+-{slack}): "
+                      "reduce-scatter then all-gather, one chunk per step to the next rank")
+    score.finish()
+
+
+@pytest.mark.function("average_gradients")
+@pytest.mark.points(14)
+def test_average_gradients_equals_large_batch(student, device):
+    """average_gradients: each rank's gradient of its shard, averaged, equals one process's gradient
+    of the whole batch (float32: 8 roundings of the sum allowed)."""
+    score = Score()
+    sizes = [6, 16, 3]
+    for world in (1, 2, 4):
+        g = generator(f"avg/{world}")
+        model = build("mlp", {"sizes": sizes, "state": {}, "activation": "tanh", "dtype": torch.float32})
+        state = {k: torch.randn(v.shape, generator=g) * 0.5 for k, v in model.state_dict().items()}
+        model.load_state_dict(state)
+        x, y = torch.randn(8 * world, 6, generator=g), torch.randn(8 * world, 3, generator=g)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        want = [p.grad.detach().clone() for p in model.parameters()]
+        spec = dict(mlp_spec(sizes, state, "tanh", torch.float32).params)
+        cases = [[{"op": "average_gradients", "model": spec, "x": x[8 * r:8 * (r + 1)], "y": y[8 * r:8 * (r + 1)]}
+                  for r in range(world)]]
+        results = run(student, world, cases, device, f"average_gradients on {world} ranks")
+        for rank in range(world):
+            res = results[rank][0]
+            what = f"average_gradients(model) with world size {world}, rank {rank}"
+            if case_failure(res):
+                score.add(f"{what}: {case_failure(res)}")
+                continue
+            msg = None
+            for (name, _), got, w in zip(model.named_parameters(), res["value"], want):
+                tol = 8 * 2**-24 * (w.double().abs() + float(w.abs().max())) + 1e-7
+                msg = _compare(got, w, tol, f"{what}, {name}.grad")
+                if msg:
+                    msg += " (the mean over ranks, not the sum)" if got is not None else ""
+                    break
+            score.add(msg)
+    score.finish()
+
+
+@pytest.mark.function("ring_all_reduce")
+@pytest.mark.points(4)
+def test_ring_all_reduce_int64_is_exact(student, device):
+    """ring_all_reduce on int64 values near 2**60: exact, no float round trip."""
+    score = Score()
+    world = 3
+    g = generator("int64-big")
+    ins = [torch.randint(2**59, 2**60, (17,), generator=g) for _ in range(world)]
+    ins[1] = -ins[1]
+    results = run(student, world, [[{"op": "all_reduce", "input": ins[r]} for r in range(world)]], device,
+                  "ring_all_reduce on 3 ranks")
+    want = ins[0] + ins[1] + ins[2]
+    for rank in range(world):
+        res = results[rank][0]
+        if case_failure(res):
+            score.add(f"rank {rank}: {case_failure(res)}")
+        elif not (isinstance(res["value"], torch.Tensor) and torch.equal(res["value"], want)):
+            got = res["value"]
+            i = int((got != want).nonzero()[0]) if isinstance(got, torch.Tensor) and got.shape == want.shape else 0
+            score.add(f"ring_all_reduce(int64[17] near 2**60) with world size 3, rank {rank}: not the exact sum; "
+                      f"element {i}: expected {int(want[i])}, got {got.reshape(-1)[i].item() if isinstance(got, torch.Tensor) else got}"
+                      " (a float conversion loses the low bits; and the sum goes into the tensor itself)")
+        else:
+            score.add(None)
+    score.finish()
