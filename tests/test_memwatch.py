@@ -129,3 +129,30 @@ def test_without_watch_memory_there_is_no_outside_measure():
         assert st.call("big", 256).memory is None
     finally:
         st.close()
+
+
+def test_expect_memory_within_and_case_tally():
+    from autograder.judge.compare import (
+        CaseTally,
+        GradingFailure,
+        PartialCredit,
+        expect_memory_within,
+    )
+
+    expect_memory_within({"peak_extra_bytes": 10 * MiB, "method": "cgroup-v1"}, 16 * MiB, call="f()", advice="")
+    expect_memory_within({"peak_extra_bytes": None}, 1, call="f()", advice="")  # no measure: nothing to hold
+    with pytest.raises(GradingFailure, match="20 MiB of extra memory by CUDA's allocator"):
+        expect_memory_within({"peak_extra_bytes": 1, "cuda_peak_extra_bytes": 20 * MiB}, 16 * MiB,
+                             call="f()", advice="tile it")
+    tally = CaseTally()
+
+    def case(ok):
+        if not ok:
+            raise GradingFailure("case failed")
+
+    for ok in (True, False, True, True):
+        tally.run(case, ok)
+    with pytest.raises(PartialCredit) as e:
+        tally.finish()
+    assert e.value.fraction == 0.75 and "3 of 4 cases pass" in str(e.value)
+    CaseTally().finish()  # no cases, no failure

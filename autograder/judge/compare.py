@@ -106,3 +106,48 @@ def expect_unchanged(before: torch.Tensor, after: Any, *, call: str, name: str) 
         raise GradingFailure(f"{call} modified its input `{name}` in place; the contract says the "
                              "function returns new tensors and leaves its inputs unchanged "
                              "(use x = x.clone() or out-of-place ops)")
+
+
+class CaseTally:
+    """A test made of cases: all pass, full points; some, that fraction (PartialCredit),
+    with the first failure as feedback. `run(check, ...)` counts a GradingFailure or a
+    student failure (raised, timed out, crashed) of one case and goes on to the next;
+    `add(None | message)` records a case checked by hand."""
+
+    def __init__(self):
+        self.total = 0
+        self.failures: list[str] = []
+
+    def add(self, failure: str | None) -> None:
+        self.total += 1
+        if failure is not None:
+            self.failures.append(failure)
+
+    def run(self, check, *args, **kwargs) -> None:
+        from autograder.judge.student import StudentFailure
+
+        try:
+            check(*args, **kwargs)
+            self.add(None)
+        except GradingFailure as e:
+            self.add(str(e))
+        except StudentFailure as e:
+            self.add(e.feedback())
+
+    def finish(self) -> None:
+        if self.failures:
+            passed = self.total - len(self.failures)
+            more = f"\n({len(self.failures) - 1} more failing case(s))" if len(self.failures) > 1 else ""
+            raise PartialCredit(passed / self.total, f"{passed} of {self.total} cases pass; first failure:\n"
+                                + self.failures[0] + more)
+
+
+def expect_memory_within(memory: dict | None, budget: int, *, call: str, advice: str) -> None:
+    """A watched call's peak memory (CallResult.memory): the kernel's measure of the
+    child's host memory and, on a GPU, CUDA's allocator peak, each against `budget` bytes."""
+    memory = memory or {}
+    for peak, how in [(memory.get("peak_extra_bytes"), f"the kernel's measure ({memory.get('method')})"),
+                      (memory.get("cuda_peak_extra_bytes"), "CUDA's allocator")]:
+        if peak is not None and peak > budget:
+            raise GradingFailure(f"{call}: the call used {peak / 2**20:.0f} MiB of extra memory by {how}, more "
+                                 f"than the {budget / 2**20:.0f} MiB allowed here. {advice}")

@@ -21,8 +21,7 @@ import math
 
 import torch
 
-from autograder.judge.compare import GradingFailure, describe_call
-from autograder.judge.student import StudentFailure
+from autograder.judge.compare import CaseTally, GradingFailure, describe_call, expect_close
 from autograder.judge.suite import generator
 from reference import attention as ref
 
@@ -169,58 +168,14 @@ def _allowed(truth, others, dtype, device) -> list[float]:
 
 def compare(got, truth: torch.Tensor, allowed: float, *, call: str, what: str, dtype: torch.dtype,
             hint: str = "") -> None:
-    """Shape, dtype, finiteness and the largest error against `allowed`."""
-    head = f"{call}: {what}"
-    if not isinstance(got, torch.Tensor):
-        raise GradingFailure(f"{head}: expected a tensor, got {type(got).__name__}")
-    if tuple(got.shape) != tuple(truth.shape):
-        raise GradingFailure(f"{head}: expected shape {list(truth.shape)}, got {list(got.shape)}")
-    if got.dtype != dtype:
-        raise GradingFailure(f"{head}: expected dtype {dtype}, got {got.dtype}")
-    g, t = got.detach().double().cpu(), truth.double().cpu()
-    bad = ~torch.isfinite(g)
-    if bad.any():
-        idx = [int(i) for i in bad.nonzero()[0]]
-        raise GradingFailure(f"{head}: {int(bad.sum())} non-finite value(s), first at index {idx} "
-                             f"(got {g[tuple(idx)].item()}, expected {t[tuple(idx)].item():.6g})"
-                             + (f"\n  hint: {hint}" if hint else ""))
-    err = (g - t).abs()
-    worst = float(err.max()) if err.numel() else 0.0
-    if worst > allowed:
-        idx = [int(i) for i in torch.unravel_index(err.argmax(), err.shape)]
-        lines = [f"{head} is off at {int((err > allowed).sum())} of {err.numel()} entries",
-                 f"  largest error at index {idx}: expected {t[tuple(idx)].item():.6g}, got "
-                 f"{g[tuple(idx)].item():.6g} (|error| {worst:.3g}, allowed {allowed:.3g})"]
-        if hint:
-            lines.append(f"  hint: {hint}")
-        raise GradingFailure("\n".join(lines))
+    """Shape, dtype, finiteness and the largest error against `allowed` (absolute)."""
+    if isinstance(got, torch.Tensor) and got.dtype != dtype and got.shape == truth.shape:
+        raise GradingFailure(f"{call}: {what}: expected dtype {dtype}, got {got.dtype}")
+    expect_close(got, truth, call=call, what=what, rtol=0.0, atol=allowed, check_dtype=False, why=hint)
 
 
 def call_text(fn: str, *args, **kwargs) -> str:
     return describe_call(fn, *args, **{k: v for k, v in kwargs.items() if v is not None})
 
 
-class Cases:
-    """Run a test's cases; all pass: full points; some: that fraction (PartialCredit)."""
-
-    def __init__(self):
-        self.total = 0
-        self.failures: list[str] = []
-
-    def run(self, check, *args, **kwargs) -> None:
-        self.total += 1
-        try:
-            check(*args, **kwargs)
-        except GradingFailure as e:
-            self.failures.append(str(e))
-        except StudentFailure as e:  # raised, timed out, crashed: this case fails, the next runs
-            self.failures.append(e.feedback())
-
-    def finish(self) -> None:
-        from autograder.judge.compare import PartialCredit
-
-        if self.failures:
-            passed = self.total - len(self.failures)
-            more = f"\n({len(self.failures) - 1} more failing case(s))" if len(self.failures) > 1 else ""
-            raise PartialCredit(passed / self.total, f"{passed} of {self.total} cases pass; first failure:\n"
-                                + self.failures[0] + more)
+Cases = CaseTally

@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autograder.judge.compare import GradingFailure, PartialCredit
+from autograder.judge.compare import CaseTally, GradingFailure
 from autograder.judge.suite import generator
 from autograder.protocol.specs import build, mlp_spec
 
@@ -76,21 +76,7 @@ def case_failure(result: dict) -> str | None:
     return None
 
 
-class Score:
-    def __init__(self):
-        self.total, self.failures = 0, []
-
-    def add(self, ok_or_msg) -> None:
-        self.total += 1
-        if ok_or_msg is not None:
-            self.failures.append(ok_or_msg)
-
-    def finish(self) -> None:
-        if self.failures:
-            passed = self.total - len(self.failures)
-            more = f"\n({len(self.failures) - 1} more failing case(s))" if len(self.failures) > 1 else ""
-            raise PartialCredit(passed / self.total, f"{passed} of {self.total} cases pass; first failure:\n"
-                                + self.failures[0] + more)
+Score = CaseTally
 
 
 def _compare(got, want, tol, what) -> str | None:
