@@ -94,7 +94,7 @@ def mixed_precision_sgd_step(model, master_params, x, y, loss_fn, lr, scaler) ->
                 m.sub_(lr * g)
                 p.copy_(m.to(p.dtype))
     scaler.update(found_inf)
-    return float(loss.float()), found_inf
+    return float(loss.detach().float()), found_inf
 
 
 def fp8_quantize(x: Tensor, fmt: str = "e4m3") -> tuple[Tensor, Tensor]:
