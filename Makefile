@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# constraints.txt pins torch to the CPU build; the project itself asks only torch>=2.4.
-	$(PIP) install -q -c constraints.txt -e '.[triton,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[triton,server,dev]'
 	touch $@
 
 setup: system-packages $(VENV)/.installed
@@ -36,12 +36,12 @@ check: setup
 	$(DLOPT) check --jobs $(JOBS)
 
 test: setup
-	$(VENV)/bin/ruff check autograder reference tests bench assignments
+	$(VENV)/bin/ruff check autograder reference server tests bench assignments
 	$(DLOPT) check --examples --jobs $(JOBS)
 	TRITON_INTERPRET=1 $(VENV)/bin/pytest -q tests
 
 lint: setup
-	$(VENV)/bin/ruff check autograder reference tests bench assignments
+	$(VENV)/bin/ruff check autograder reference server tests bench assignments
 
 bench: setup
 	$(PY) bench/overhead.py

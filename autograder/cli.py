@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from rich.console import Console
@@ -217,6 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(fn=cmd_demo)
 
     sub.add_parser("doctor", help="what sandbox and devices this machine offers").set_defaults(fn=cmd_doctor)
+
+    # Commands of other packages (the server's serve, worker, token) register themselves
+    # through the `dlopt.commands` entry point: the engine never imports the server.
+    for ep in entry_points(group="dlopt.commands"):
+        try:
+            ep.load()(sub)
+        except ImportError as e:  # the server's extra is not installed
+            missing = sub.add_parser(ep.name, help=f"(unavailable: {e.name or e} is not installed)")
+            missing.set_defaults(fn=lambda _a, e=e: (console.print(
+                f"[red]{ep.name} needs the server's packages: pip install -e '.[server]' ({e})[/red]"), 2)[1])
 
     args = p.parse_args(argv)
     try:

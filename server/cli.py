@@ -1,0 +1,83 @@
+"""`dlopt serve`, `dlopt worker` and `dlopt token`: the server's commands, registered with
+the engine's CLI through the `dlopt.commands` entry point (the engine never imports us)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("serve", help="run the course server (settings from DLOPT_* variables)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=None, help="embedded grading threads (default: DLOPT_WORKERS or 2)")
+    s.set_defaults(fn=serve)
+
+    w = sub.add_parser("worker", help="a Celery grading worker (needs DLOPT_BROKER_URL)")
+    w.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu")
+    w.add_argument("--concurrency", type=int, default=1, help="submissions graded at once")
+    w.add_argument("--gpu-slots", default=None,
+                   help="(docker runner) CUDA devices for this worker, e.g. 0,1; one submission per GPU")
+    w.set_defaults(fn=worker)
+
+    t = sub.add_parser("token", help="issue a new API token for a user (revokes their old ones)")
+    t.add_argument("login")
+    t.set_defaults(fn=token)
+
+
+def serve(args) -> int:
+    import uvicorn
+
+    from server.app import create_app
+    from server.config import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    overrides = {"workers": args.workers} if args.workers is not None else {}
+    settings = Settings(**overrides)
+    app = create_app(settings)
+    print(f"dlopt server on http://{args.host}:{args.port}  (database {settings.database.split('://')[0]}, "
+          f"{'broker ' + settings.broker_url if settings.broker_url else f'{settings.workers} embedded workers'}; "
+          f"admin token in {settings.data_dir / 'admin-token'} when it was created)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def worker(args) -> int:
+    from server.celery_app import app, settings
+
+    if not settings().broker_url:
+        print("dlopt worker needs a broker: set DLOPT_BROKER_URL=redis://host:6379/0", file=sys.stderr)
+        return 2
+    if args.gpu_slots:
+        os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu_slots
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app.worker_main(["worker", "--queues", args.queues, "--concurrency", str(args.concurrency),
+                     "--pool", "threads", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                     "--hostname", f"dlopt-{os.getpid()}@%h"])
+    return 0
+
+
+def token(args) -> int:
+    from sqlalchemy import select
+
+    from server import auth
+    from server.config import Settings
+    from server.db import Database
+    from server.models import User
+
+    s = Settings()
+    db = Database(s.database)
+    db.migrate()
+    with db.session() as session:
+        user = session.scalar(select(User).where(User.login == args.login))
+        if user is None:
+            print(f"no user {args.login!r}", file=sys.stderr)
+            return 2
+        auth.revoke_tokens(session, user)
+        t = auth.issue_token(session, user)
+        session.commit()
+    print(t)
+    return 0

@@ -1,0 +1,171 @@
+"""Server-rendered web pages: sign in with a token, upload, a live status and results view;
+for staff, a dashboard per assignment (score table, histogram, failed runs, regrades).
+
+The token lives in an HttpOnly, SameSite=Strict cookie; every form carries a CSRF field
+derived from it. The pages call the same service functions as the API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from server import auth
+from server.db import SessionDep
+from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
+from server.service import (
+    assignment_out,
+    get_assignment,
+    load_submission,
+    regrade,
+    score_table,
+    submission_out,
+    submit,
+)
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+pages = APIRouter(include_in_schema=False)
+
+
+def page_user(request: Request, session: SessionDep) -> User:
+    user = auth.user_for_token(session, request.cookies.get(auth.COOKIE))
+    if user is None:
+        raise HTTPException(303, headers={"Location": "/"})
+    return user
+
+
+PageUser = Annotated[User, Depends(page_user)]
+
+
+def staff_page_user(user: PageUser) -> User:
+    if not auth.is_staff(user):
+        raise HTTPException(403, "course staff only")
+    return user
+
+
+StaffPageUser = Annotated[User, Depends(staff_page_user)]
+
+
+def _csrf(request: Request, csrf: str | None) -> None:
+    if not auth.check_csrf(request.cookies.get(auth.COOKIE, ""), csrf):
+        raise HTTPException(403, "the form is stale or forged (CSRF check failed); reload the page")
+
+
+def render(request: Request, name: str, status: int = 200, **ctx) -> HTMLResponse:
+    token = request.cookies.get(auth.COOKIE, "")
+    return templates.TemplateResponse(request, name, {"csrf": auth.csrf_for(token) if token else "", **ctx},
+                                      status_code=status)
+
+
+@pages.get("/", response_class=HTMLResponse)
+def login_page(request: Request, session: SessionDep):
+    if auth.user_for_token(session, request.cookies.get(auth.COOKIE)):
+        return RedirectResponse("/ui", 303)
+    return render(request, "login.html", user=None)
+
+
+@pages.post("/login")
+def login(request: Request, session: SessionDep, token: Annotated[str, Form(max_length=200)]):
+    token = token.strip()
+    if auth.user_for_token(session, token) is None:
+        return render(request, "login.html", status=401, user=None, error="that token is not valid")
+    resp = RedirectResponse("/ui", 303)
+    resp.set_cookie(auth.COOKIE, token, httponly=True, samesite="strict",
+                    secure=request.app.state.settings.cookie_secure, max_age=60 * 60 * 24 * 120)
+    return resp
+
+
+@pages.post("/logout")
+def logout():
+    resp = RedirectResponse("/", 303)
+    resp.delete_cookie(auth.COOKIE)
+    return resp
+
+
+@pages.get("/ui", response_class=HTMLResponse)
+def home(request: Request, user: PageUser, session: SessionDep):
+    now = utcnow()
+    rows = session.scalars(select(AssignmentRow).where(AssignmentRow.active).order_by(AssignmentRow.slug)).all()
+    subs = session.scalars(select(Submission).where(Submission.user_id == user.id)
+                           .options(selectinload(Submission.runs)).order_by(Submission.id.desc()).limit(100)).all()
+    return render(request, "home.html", user=user, staff=auth.is_staff(user),
+                  assignments=[assignment_out(session, a, user, now) for a in rows],
+                  submissions=[submission_out(s, user, now) for s in subs])
+
+
+@pages.post("/ui/assignments/{slug}/submit")
+async def upload(slug: str, request: Request, user: PageUser, session: SessionDep,
+                 file: Annotated[UploadFile, File()], csrf: Annotated[str, Form()] = ""):
+    _csrf(request, csrf)
+    data = await file.read(request.app.state.settings.max_upload_bytes + 1)
+    a = get_assignment(session, slug)
+    try:
+        sub = submit(request.app, session, user, a, file.filename, data)
+    except HTTPException as e:
+        return render(request, "error.html", status=e.status_code, user=user, message=e.detail, back="/ui")
+    return RedirectResponse(f"/ui/submissions/{sub.id}", 303)
+
+
+@pages.get("/ui/submissions/{sub_id}", response_class=HTMLResponse)
+def submission_page(sub_id: int, request: Request, user: PageUser, session: SessionDep):
+    sub = submission_out(load_submission(session, sub_id, user), user, utcnow())
+    return render(request, "submission.html", user=user, staff=auth.is_staff(user), sub=sub)
+
+
+@pages.get("/ui/submissions/{sub_id}/status.json")
+def submission_status(sub_id: int, user: PageUser, session: SessionDep):
+    sub = submission_out(load_submission(session, sub_id, user), user, utcnow())
+    return JSONResponse({"status": sub.status, "score": sub.score, "max_score": sub.max_score})
+
+
+def histogram(scores: list[float], points: float, bins: int = 10) -> list[dict]:
+    counts = [0] * bins
+    for s in scores:
+        counts[min(bins - 1, int(bins * s / points)) if points > 0 else 0] += 1
+    width = points / bins if points else 1
+    return [{"lo": round(i * width, 2), "hi": round((i + 1) * width, 2), "count": c} for i, c in enumerate(counts)]
+
+
+@pages.get("/ui/ta/{slug}", response_class=HTMLResponse)
+def dashboard(slug: str, request: Request, user: StaffPageUser, session: SessionDep):
+    a = get_assignment(session, slug)
+    table = score_table(session, a)
+    scored = [r.score for r in table.rows if r.score is not None]
+    failed = session.scalars(
+        select(GradingRun).join(Submission).where(Submission.assignment_id == a.id)
+        .where((GradingRun.status == "failed") | (GradingRun.error.is_not(None)))
+        .order_by(GradingRun.id.desc()).limit(100)).all()
+    pending = session.scalar(select(GradingRun.id).join(Submission).where(
+        Submission.assignment_id == a.id, GradingRun.status.in_(("queued", "running"))).limit(1))
+    return render(request, "dashboard.html", user=user, staff=True, a=a, table=table,
+                  bins=histogram(scored, a.points), graded=len(scored), failed=failed,
+                  mean=(sum(scored) / len(scored)) if scored else None, busy=pending is not None)
+
+
+@pages.post("/ui/ta/submissions/{sub_id}/regrade")
+def regrade_page(sub_id: int, request: Request, user: StaffPageUser, session: SessionDep,
+                 csrf: Annotated[str, Form()] = ""):
+    _csrf(request, csrf)
+    sub = load_submission(session, sub_id, user)
+    slug = sub.assignment.slug
+    regrade(request.app, session, [sub])
+    return RedirectResponse(f"/ui/ta/{slug}?regraded={sub_id}", 303)
+
+
+@pages.post("/ui/ta/{slug}/regrade")
+def regrade_assignment_page(slug: str, request: Request, user: StaffPageUser, session: SessionDep,
+                            csrf: Annotated[str, Form()] = "", only_failed: Annotated[str, Form()] = ""):
+    _csrf(request, csrf)
+    a = get_assignment(session, slug)
+    subs = session.scalars(select(Submission).where(Submission.assignment_id == a.id)
+                           .options(selectinload(Submission.runs))).all()
+    if only_failed:
+        subs = [s for s in subs if s.runs and (s.runs[-1].status == "failed" or s.runs[-1].error)]
+    runs = regrade(request.app, session, subs)
+    return RedirectResponse(f"/ui/ta/{slug}?regraded={len(runs)}", 303)

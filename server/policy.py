@@ -1,0 +1,76 @@
+"""Course rules: deadlines, late days and penalties, the daily limit, final scores.
+
+- Late: a submission after `deadline + grace_minutes` is late by `ceil(delay / 1 day)`
+  days; past `max_days_late` the assignment is closed to students.
+- The final score of a submission is its newest finished run's score times
+  `max(0, 1 - penalty_per_day * days_late)`.
+- A student's final score is, by the assignment's `score_policy`, the best final score
+  of their submissions (`best`) or that of the last graded one (`last`).
+- The daily limit counts a student's own uploads since midnight in the timezone of
+  the deadline (UTC when there is none); TA batch uploads do not count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+
+SCORE_POLICIES = ("best", "last")
+
+
+@dataclass(frozen=True)
+class Lateness:
+    late: bool
+    days_late: int
+    closed: bool  # past the last day a late submission is accepted
+
+
+def tz_from_offset(offset: str) -> timezone:
+    """'UTC' or '+HH:MM' / '-HH:MM' (what the catalog stores from the deadline)."""
+    if offset in ("", "UTC", "Z"):
+        return UTC
+    sign = -1 if offset.startswith("-") else 1
+    hours, minutes = offset.lstrip("+-").split(":")
+    return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes)))
+
+
+def lateness(deadline: datetime | None, late_policy: dict, at: datetime) -> Lateness:
+    if deadline is None:
+        return Lateness(False, 0, False)
+    grace = timedelta(minutes=float(late_policy.get("grace_minutes", 0)))
+    delay = at - (deadline + grace)
+    if delay <= timedelta(0):
+        return Lateness(False, 0, False)
+    days = math.ceil(delay / timedelta(days=1))
+    max_days = late_policy.get("max_days_late")
+    return Lateness(True, days, max_days is not None and days > int(max_days))
+
+
+def penalty_factor(late_policy: dict, days_late: int) -> float:
+    return max(0.0, 1.0 - float(late_policy.get("penalty_per_day", 0.0)) * days_late)
+
+
+def day_start(at: datetime, tz: timezone) -> datetime:
+    local = at.astimezone(tz)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class GradedSubmission:
+    submission_id: int
+    created_at: datetime
+    score: float
+    max_score: float
+    days_late: int
+
+
+def final_score(graded: list[GradedSubmission], policy: str, late_policy: dict) -> tuple[float, GradedSubmission] | None:
+    """(score after the late penalty, the submission it comes from), or None if none graded."""
+    if not graded:
+        return None
+    scored = [(round(g.score * penalty_factor(late_policy, g.days_late), 6), g) for g in graded]
+    if policy == "last":
+        return max(scored, key=lambda sg: (sg[1].created_at, sg[1].submission_id))
+    # best; ties go to the earliest submission
+    return max(scored, key=lambda sg: (sg[0], -sg[1].created_at.timestamp(), -sg[1].submission_id))

@@ -1,0 +1,146 @@
+"""Course staff: batch upload, regrades, the score table and its exports, failed runs."""
+
+import io
+import json
+import zipfile
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import Response
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from autograder.judge.results import SubmissionResult
+from server.auth import StaffDep
+from server.db import SessionDep
+from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
+from server.policy import penalty_factor
+from server.schemas import BatchOut, FailedRun, RegradeOut, ScoreTable
+from server.service import (
+    get_assignment,
+    latest_done,
+    load_submission,
+    regrade,
+    score_table,
+    scores_csv,
+    submit,
+)
+from server.uploads import UploadError, read_batch, submission_kind
+
+router = APIRouter(tags=["staff"])
+NOT_FOUND = {404: {"description": "no such assignment or submission"}}
+
+
+@router.post("/assignments/{slug}/batch", response_model=BatchOut, status_code=201,
+             responses={**NOT_FOUND, 400: {"description": "unsafe archive"}, 413: {"description": "too large"},
+                        422: {"description": "unreadable archive or unknown students"}},
+             summary="grade a zip of notebooks named by student login (login.ipynb or login/any.ipynb)")
+async def batch_upload(slug: str, request: Request, user: StaffDep, session: SessionDep,
+                       file: Annotated[UploadFile, File(description="a zip archive")],
+                       submitted_at: Annotated[datetime | None, Form(description="when the work was handed in "
+                                                                     "(for the late flag); default now")] = None
+                       ) -> BatchOut:
+    s = request.app.state.settings
+    data = await file.read(s.max_batch_bytes + 1)
+    if len(data) > s.max_batch_bytes:
+        raise HTTPException(413, f"the archive is larger than {s.max_batch_bytes} bytes")
+    a = get_assignment(session, slug)
+    if submitted_at is not None and submitted_at.tzinfo is None:
+        raise HTTPException(422, "submitted_at needs a UTC offset")
+    try:
+        entries = read_batch(data, max_files=s.max_batch_files, max_total=s.max_batch_uncompressed_bytes,
+                             max_ratio=s.max_compression_ratio, max_entry=s.max_upload_bytes)
+    except UploadError as e:
+        raise HTTPException(e.status, e.detail) from None
+    logins = {e.login for e in entries}
+    users = {u.login: u for u in session.scalars(select(User).where(User.login.in_(logins)))}
+    unknown = sorted(logins - set(users))
+    if unknown:
+        raise HTTPException(422, f"not on the roster: {', '.join(unknown[:20])}; nothing was stored")
+    for e in entries:  # every file checked before any is stored: a bad one changes nothing
+        try:
+            submission_kind(e.filename, e.data, s.max_upload_bytes)
+        except UploadError as err:
+            raise HTTPException(err.status, f"{e.login}: {err.detail}; nothing was stored") from None
+    out = BatchOut(submissions=[], by_login={})
+    for e in entries:
+        sub = submit(request.app, session, users[e.login], a, e.filename, e.data, source="batch", by=user,
+                     at=submitted_at or utcnow())
+        out.submissions.append(sub.id)
+        out.by_login[e.login] = sub.id
+    return out
+
+
+@router.post("/submissions/{sub_id}/regrade", response_model=RegradeOut, status_code=202, responses=NOT_FOUND)
+def regrade_one(sub_id: int, request: Request, user: StaffDep, session: SessionDep) -> RegradeOut:
+    sub = load_submission(session, sub_id, user)
+    return RegradeOut(runs=[r.id for r in regrade(request.app, session, [sub])])
+
+
+@router.post("/assignments/{slug}/regrade", response_model=RegradeOut, status_code=202, responses=NOT_FOUND,
+             summary="regrade every submission of an assignment (or only those whose last run failed)")
+def regrade_all(slug: str, request: Request, user: StaffDep, session: SessionDep,
+                only_failed: bool = False) -> RegradeOut:
+    a = get_assignment(session, slug)
+    subs = session.scalars(select(Submission).where(Submission.assignment_id == a.id)
+                           .options(selectinload(Submission.runs))).all()
+    if only_failed:
+        subs = [s for s in subs if s.runs and (s.runs[-1].status == "failed" or s.runs[-1].error)]
+    return RegradeOut(runs=[r.id for r in regrade(request.app, session, subs)])
+
+
+@router.get("/assignments/{slug}/scores", response_model=ScoreTable, responses=NOT_FOUND,
+            summary="the final score per student, by the assignment's policy, late penalty applied")
+def scores(slug: str, user: StaffDep, session: SessionDep) -> ScoreTable:
+    return score_table(session, get_assignment(session, slug))
+
+
+@router.get("/assignments/{slug}/scores.csv", responses={**NOT_FOUND, 200: {"content": {"text/csv": {}}}},
+            summary="the score table as CSV for an LMS")
+def scores_as_csv(slug: str, user: StaffDep, session: SessionDep) -> Response:
+    a = get_assignment(session, slug)
+    return Response(scores_csv(score_table(session, a)), media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{a.slug}-scores.csv"'})
+
+
+@router.get("/assignments/{slug}/gradescope.zip", responses={**NOT_FOUND, 200: {"content": {"application/zip": {}}}},
+            summary="Gradescope results.json of each student's final submission: <login>/results.json")
+def gradescope_export(slug: str, user: StaffDep, session: SessionDep) -> Response:
+    a = get_assignment(session, slug)
+    table = score_table(session, a)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for row in table.rows:
+            if row.submission_id is None:
+                continue
+            sub = session.get(Submission, row.submission_id)
+            run = latest_done(sub)
+            if run is None or run.result is None:
+                continue
+            r = SubmissionResult.from_dict(run.result)
+            data = r.gradescope()
+            factor = penalty_factor(a.late_policy, sub.days_late)
+            if factor != 1.0:
+                data["score"] = round(r.score * factor, 6)
+                data["output"] = (data["output"] + f"\nlate by {sub.days_late} day(s): score x {factor:g}").strip()
+            zf.writestr(f"{row.login}/results.json", json.dumps(data, indent=2))
+    return Response(buf.getvalue(), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{a.slug}-gradescope.zip"'})
+
+
+@router.get("/runs/failed", response_model=list[FailedRun],
+            summary="runs that failed or ended with a grader error, newest first")
+def failed_runs(user: StaffDep, session: SessionDep, assignment: str | None = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[FailedRun]:
+    q = (select(GradingRun).join(Submission).join(AssignmentRow)
+         .where((GradingRun.status == "failed") | (GradingRun.error.is_not(None))))
+    if assignment:
+        q = q.where(AssignmentRow.slug == assignment)
+    out = []
+    for run in session.scalars(q.order_by(GradingRun.id.desc()).limit(limit)):
+        out.append(FailedRun(run_id=run.id, submission_id=run.submission_id, login=run.submission.user.login,
+                             assignment=run.submission.assignment.slug, status=run.status, attempts=run.attempts,
+                             error=run.error, grader_errors=list(run.grader_errors or []),
+                             finished_at=run.finished_at))
+    return out

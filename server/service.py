@@ -1,0 +1,227 @@
+"""What the routes and the pages do, in one place: submit, view with the visibility
+rules, regrade, import a roster, build the score table."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timedelta
+
+from fastapi import HTTPException
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from server import auth
+from server.models import ROLES, AssignmentRow, GradingRun, Submission, User, utcnow
+from server.policy import (
+    GradedSubmission,
+    day_start,
+    final_score,
+    lateness,
+    penalty_factor,
+    tz_from_offset,
+)
+from server.schemas import (
+    AssignmentOut,
+    RosterOut,
+    RunOut,
+    ScoreRow,
+    ScoreTable,
+    SubmissionOut,
+    TestOut,
+)
+from server.uploads import UploadError, clean_filename, submission_kind
+
+
+def get_assignment(session: Session, slug: str) -> AssignmentRow:
+    row = session.scalar(select(AssignmentRow).where(AssignmentRow.slug == slug, AssignmentRow.active))
+    if row is None:
+        raise HTTPException(404, f"no assignment {slug!r}")
+    return row
+
+
+def deadline_passed(a: AssignmentRow, now: datetime) -> bool:
+    return a.deadline is not None and now > a.deadline
+
+
+def submissions_today(session: Session, user: User, a: AssignmentRow, now: datetime) -> int:
+    start = day_start(now, tz_from_offset(a.timezone))
+    return session.scalar(select(func.count(Submission.id)).where(
+        Submission.user_id == user.id, Submission.assignment_id == a.id, Submission.source == "upload",
+        Submission.created_at >= start)) or 0
+
+
+def assignment_out(session: Session, a: AssignmentRow, user: User, now: datetime) -> AssignmentOut:
+    return AssignmentOut(slug=a.slug, title=a.title, points=a.points, gpu=a.gpu, deadline=a.deadline,
+                         late_policy=a.late_policy, daily_submission_limit=a.daily_submission_limit,
+                         score_policy=a.score_policy, feedback_after_deadline=a.feedback_after_deadline,
+                         closed=lateness(a.deadline, a.late_policy, now).closed,
+                         submissions_today=submissions_today(session, user, a, now))
+
+
+# -- submit ------------------------------------------------------------------------
+def submit(app, session: Session, user: User, a: AssignmentRow, filename: str | None, data: bytes, *,
+           source: str = "upload", by: User | None = None, at: datetime | None = None) -> Submission:
+    """Check, store the file (synced), then commit the submission and its queued run."""
+    now = at or utcnow()
+    settings = app.state.settings
+    name = clean_filename(filename)
+    try:
+        kind = submission_kind(name, data, settings.max_upload_bytes)
+    except UploadError as e:
+        raise HTTPException(e.status, e.detail) from None
+    late = lateness(a.deadline, a.late_policy, now)
+    if source == "upload":
+        if late.closed:
+            raise HTTPException(403, f"{a.slug} closed: the deadline was {a.deadline:%Y-%m-%d %H:%M %Z} and late "
+                                     f"submissions are accepted for {a.late_policy.get('max_days_late')} day(s)")
+        limit = a.daily_submission_limit
+        if limit is not None and submissions_today(session, user, a, now) >= limit:
+            reset = day_start(now, tz_from_offset(a.timezone)) + timedelta(days=1)
+            raise HTTPException(429, f"daily limit reached: {limit} submissions of {a.slug} per day; "
+                                     f"the count resets at {reset.isoformat()}")
+    digest = app.state.store.put(data)  # on disk and synced before the row exists
+    sub = Submission(user_id=user.id, assignment_id=a.id, created_at=now, filename=name, kind=kind,
+                     content_hash=digest, size=len(data), late=late.late, days_late=late.days_late,
+                     source=source, submitted_by_id=by.id if by else None)
+    session.add(sub)
+    run = app.state.queue.add_run(session, sub, a, reason="submit" if source == "upload" else source)
+    session.commit()
+    app.state.queue.dispatch([run])
+    return sub
+
+
+def regrade(app, session: Session, subs: list[Submission]) -> list[GradingRun]:
+    runs = [app.state.queue.add_run(session, s, s.assignment, reason="regrade") for s in subs]
+    session.commit()
+    app.state.queue.dispatch(runs)
+    return runs
+
+
+# -- views -------------------------------------------------------------------------
+def _feedback_visible(visibility: str, a: AssignmentRow, now: datetime) -> bool:
+    if visibility == "public":
+        return True
+    if visibility == "after_deadline":
+        return deadline_passed(a, now)
+    return a.feedback_after_deadline and deadline_passed(a, now)
+
+
+def run_out(run: GradingRun, a: AssignmentRow, staff: bool, now: datetime) -> RunOut:
+    result = run.result or {}
+    tests = [TestOut(name=t.name, points=t.points, max_points=t.max_points, visibility=t.visibility,
+                     status=t.status, functions=list(t.functions or []),
+                     feedback=t.feedback if staff or _feedback_visible(t.visibility, a, now) else None)
+             for t in run.tests]
+    out = RunOut(id=run.id, reason=run.reason, status=run.status, attempts=run.attempts,
+                 enqueued_at=run.enqueued_at, started_at=run.started_at, finished_at=run.finished_at,
+                 duration=run.duration, score=run.score, max_score=run.max_score, error=run.error,
+                 notes=list(result.get("notes", [])), forbidden=list(result.get("forbidden", [])), tests=tests)
+    if staff:
+        out.worker, out.runner, out.sandbox = run.worker, run.runner, run.sandbox
+        out.engine_version, out.grader_errors = run.engine_version, list(run.grader_errors or [])
+    return out
+
+
+def latest_done(sub: Submission) -> GradingRun | None:
+    done = [r for r in sub.runs if r.status == "done"]
+    return done[-1] if done else None
+
+
+def submission_out(sub: Submission, viewer: User, now: datetime) -> SubmissionOut:
+    a = sub.assignment
+    newest = sub.runs[-1] if sub.runs else None
+    graded = latest_done(sub)
+    score = graded.score if graded else None
+    final = None if score is None else round(score * penalty_factor(a.late_policy, sub.days_late), 6)
+    return SubmissionOut(
+        id=sub.id, assignment=a.slug, login=sub.user.login, created_at=sub.created_at, filename=sub.filename,
+        kind=sub.kind, size=sub.size, late=sub.late, days_late=sub.days_late, source=sub.source,
+        status=newest.status if newest else "none", score=score, max_score=graded.max_score if graded else None,
+        final_score=final, run=run_out(newest, a, auth.is_staff(viewer), now) if newest else None)
+
+
+def load_submission(session: Session, sub_id: int, viewer: User) -> Submission:
+    sub = session.scalar(select(Submission).where(Submission.id == sub_id)
+                         .options(selectinload(Submission.runs).selectinload(GradingRun.tests)))
+    # A student asking for another's submission learns nothing, not even that it exists.
+    if sub is None or (not auth.is_staff(viewer) and sub.user_id != viewer.id):
+        raise HTTPException(404, f"no submission {sub_id}")
+    return sub
+
+
+# -- scores ------------------------------------------------------------------------
+def score_table(session: Session, a: AssignmentRow) -> ScoreTable:
+    students = session.scalars(select(User).where(User.role == "student").order_by(User.login)).all()
+    subs = session.scalars(select(Submission).where(Submission.assignment_id == a.id)
+                           .options(selectinload(Submission.runs))).all()
+    by_user: dict[int, list[Submission]] = {}
+    for s in subs:
+        by_user.setdefault(s.user_id, []).append(s)
+    rows = []
+    for u in students:
+        mine = by_user.get(u.id, [])
+        graded = []
+        for s in mine:
+            r = latest_done(s)
+            if r is not None and r.score is not None:
+                graded.append(GradedSubmission(s.id, s.created_at, r.score, r.max_score or 0.0, s.days_late))
+        best = final_score(graded, a.score_policy, a.late_policy)
+        pending = sum(1 for s in mine if s.runs and s.runs[-1].status in ("queued", "running"))
+        rows.append(ScoreRow(login=u.login, name=u.name, score=best[0] if best else None, max_score=a.points,
+                             submission_id=best[1].submission_id if best else None,
+                             late=bool(best and best[1].days_late), days_late=best[1].days_late if best else 0,
+                             submissions=len(mine), pending=pending))
+    return ScoreTable(assignment=a.slug, policy=a.score_policy, points=a.points, rows=rows)
+
+
+def scores_csv(table: ScoreTable) -> str:
+    """For an LMS: one row per student; an empty score where nothing was graded."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["login", "name", table.assignment, "max_points", "late_days", "submission_id"])
+    for r in table.rows:
+        w.writerow([r.login, r.name, "" if r.score is None else f"{r.score:g}", f"{r.max_score:g}",
+                    r.days_late, r.submission_id or ""])
+    return buf.getvalue()
+
+
+# -- roster ------------------------------------------------------------------------
+def import_roster(session: Session, actor: User, text: str, reissue: bool = False) -> RosterOut:
+    """CSV with a header: login (or student_id), name, email, role (default student).
+    New users get a token; `reissue` gives everyone listed a new one (old ones revoked)."""
+    reader = csv.DictReader(io.StringIO(text))
+    fields = {f.strip().lower() for f in (reader.fieldnames or [])}
+    if not fields & {"login", "student_id"}:
+        raise HTTPException(422, "the roster needs a header with a 'login' (or 'student_id') column")
+    rows = []
+    for i, raw in enumerate(reader, start=2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items() if k}
+        login = row.get("login") or row.get("student_id") or ""
+        role = (row.get("role") or "student").lower()
+        if not login or len(login) > 64 or not all(c.isalnum() or c in "._-@" for c in login):
+            raise HTTPException(422, f"line {i}: login {login!r} must be 1-64 letters, digits or . _ - @")
+        if role not in ROLES:
+            raise HTTPException(422, f"line {i}: role {role!r} is not one of {ROLES}")
+        if role != "student" and actor.role != "admin":
+            raise HTTPException(403, f"line {i}: only an administrator may add {role} accounts")
+        rows.append((login, row.get("name", "")[:200], row.get("email", "")[:200], role))
+    out = RosterOut(created=[], updated=[], tokens={})
+    for login, name, email, role in rows:
+        user = session.scalar(select(User).where(User.login == login))
+        if user is not None and auth.RANK[user.role] > auth.RANK[actor.role]:
+            raise HTTPException(403, f"{login} is {user.role}; a {actor.role} cannot change that account")
+        if user is None:
+            user = User(login=login, name=name, email=email, role=role)
+            session.add(user)
+            session.flush()
+            out.created.append(login)
+            out.tokens[login] = auth.issue_token(session, user)
+        else:
+            user.name, user.email, user.role, user.active = name or user.name, email or user.email, role, True
+            out.updated.append(login)
+            if reissue:
+                auth.revoke_tokens(session, user)
+                out.tokens[login] = auth.issue_token(session, user)
+    session.commit()
+    return out

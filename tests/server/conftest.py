@@ -1,0 +1,154 @@
+"""Fixtures for the server: a course folder, a database (SQLite always; the loopback
+PostgreSQL where one answers), an app, users with tokens, and a client."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the server's packages are not installed (pip install -e '.[server]')")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from server.app import create_app  # noqa: E402
+from server.config import Settings  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PROBE = HERE.parent / "fixtures" / "probe"
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def write_assignment(root: Path, slug: str, *, deadline: datetime | None, limit: int | None = None,
+                     late: str = "", extra: str = "") -> None:
+    """A course assignment made of the engine's probe suite (10 points)."""
+    d = root / slug
+    shutil.copytree(PROBE / "tests", d / "tests")
+    lines = [f'slug = "{slug}"', f'title = "Probe {slug}"', "points = 10", 'gpu = "none"',
+             "public_tests = []", 'hidden_tests = ["tests/test_probe.py"]', "finished = true"]
+    if deadline is not None:
+        lines.append(f'deadline = "{deadline.isoformat()}"')
+    if limit is not None:
+        lines.append(f"daily_submission_limit = {limit}")
+    lines.append(extra)
+    lines += ["[limits]", "call_seconds = 5", "submission_seconds = 60"]
+    if late:
+        lines += ["[late_policy]", late]
+    (d / "assignment.toml").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def course(tmp_path) -> Path:
+    """Four assignments: open (limit 3/day), late (deadline 2.5 days ago, 10%/day, 3 days max),
+    closed (5 days ago, 2 days max) and open_last (score policy last, feedback after deadline)."""
+    root = tmp_path / "assignments"
+    now = datetime.now(UTC)
+    write_assignment(root, "open", deadline=now + timedelta(days=7), limit=3)
+    write_assignment(root, "late", deadline=now - timedelta(days=2.5),
+                     late="grace_minutes = 15\npenalty_per_day = 0.10\nmax_days_late = 3")
+    write_assignment(root, "closed", deadline=now - timedelta(days=5),
+                     late="penalty_per_day = 0.10\nmax_days_late = 2")
+    write_assignment(root, "past_last", deadline=now - timedelta(hours=1),
+                     late="grace_minutes = 0\npenalty_per_day = 0.25\nmax_days_late = 10",
+                     extra='score_policy = "last"\nfeedback_after_deadline = true')
+    return root
+
+
+def _postgres_url() -> str | None:
+    try:
+        import psycopg
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=2, autocommit=True) as c:
+            name = "dlopt_test_" + uuid.uuid4().hex[:12]
+            c.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    except Exception:  # noqa: BLE001 - no server here: the PostgreSQL variant is skipped
+        return None
+
+
+def _drop_postgres(url: str) -> None:
+    import psycopg
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'dlopt.sqlite3'}"
+        return
+    url = _postgres_url()
+    if url is None:
+        pytest.skip("no PostgreSQL answers on 127.0.0.1:5432 (user postgres, trust auth); the SQLite variant ran")
+    yield url
+    _drop_postgres(url)
+
+
+@pytest.fixture
+def settings_for(tmp_path, course, database_url):
+    def make(**kw) -> Settings:
+        base = dict(data_dir=tmp_path / "data", database_url=database_url, assignments_dir=course, workers=0,
+                    grade_function="server_fakes:grade", poll_seconds=0.1, lease_seconds=5.0)
+        base.update(kw)
+        return Settings(_env_file=None, **base)
+    return make
+
+
+class Course:
+    """A running app with an admin, a TA and three students, each with a token."""
+
+    def __init__(self, app, client: TestClient) -> None:
+        self.app, self.client = app, client
+        self.tokens = {"admin": (app.state.settings.data_dir / "admin-token").read_text().strip()}
+        roster = "login,name,email,role\nta1,Tea Ay,ta@x.edu,ta\nalice,Alice,a@x.edu,student\n" \
+                 "bob,Bob,b@x.edu,\ncarol,Carol,c@x.edu,student\n"
+        r = self.post("admin", "/api/v1/roster", files={"file": ("roster.csv", roster, "text/csv")})
+        assert r.status_code == 200, r.text
+        self.tokens.update(r.json()["tokens"])
+
+    def h(self, who: str | None) -> dict:
+        return {"Authorization": f"Bearer {self.tokens.get(who, who)}"} if who else {}
+
+    def get(self, who, url, **kw):
+        return self.client.get(url, headers=self.h(who), **kw)
+
+    def post(self, who, url, **kw):
+        return self.client.post(url, headers=self.h(who), **kw)
+
+    def submit(self, who, slug, text="def double(x):\n    return 2 * x\n", name="sol.py"):
+        return self.post(who, f"/api/v1/assignments/{slug}/submissions", files={"file": (name, text.encode())})
+
+    def wait_graded(self, sub_id: int, timeout: float = 60.0) -> dict:
+        import time
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            d = self.get("admin", f"/api/v1/submissions/{sub_id}").json()
+            if d["status"] in ("done", "failed"):
+                return d
+            time.sleep(0.1)
+        raise AssertionError(f"submission {sub_id} not graded within {timeout} s: {d}")
+
+
+@pytest.fixture
+def make_course(settings_for):
+    made = []
+
+    def make(**kw) -> Course:
+        app = create_app(settings_for(**kw))
+        client = TestClient(app)
+        client.__enter__()
+        made.append(client)
+        return Course(app, client)
+
+    yield make
+    for c in made:
+        c.__exit__(None, None, None)
+        c.app.state.db.engine.dispose()
+
+
+@pytest.fixture
+def course_app(make_course) -> Course:
+    return make_course()

@@ -1,0 +1,45 @@
+"""A grade function for the server's tests (the `DLOPT_GRADE_FUNCTION` seam): fast and
+scripted by comments in the submitted file, so queue and API tests need not wait for the
+engine. The real engine is exercised by test_queue's end-to-end test and the browser test.
+
+    # fake-score: 7      the score (out of 10)
+    # fake-sleep: 2.5    seconds to take
+    # fake-raise         the grade function raises (an engine bug)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+from autograder.judge.results import SubmissionResult, TestResult
+
+CALLS_FILE = os.environ.get("DLOPT_FAKE_CALLS")  # each call appends a line: proof of how often we graded
+
+
+def grade(a, path, *, label=None, **_kw) -> SubmissionResult:
+    text = Path(path).read_text()
+    if CALLS_FILE:
+        with open(CALLS_FILE, "a") as f:
+            f.write(f"{label}\n")
+    m = re.search(r"# fake-sleep: ([0-9.]+)", text)
+    if m:
+        time.sleep(float(m.group(1)))
+    if "# fake-raise" in text:
+        raise RuntimeError("the engine broke")
+    m = re.search(r"# fake-score: ([0-9.]+)", text)
+    score = float(m.group(1)) if m else 10.0
+    r = SubmissionResult(assignment=a.slug, submission=label or str(path), engine_version="fake")
+    r.tests = [
+        TestResult(name="test_public", points=min(score, 2.0), max_points=2.0, visibility="public",
+                   status="passed" if score >= 2 else "failed", feedback="public feedback"),
+        TestResult(name="test_hidden", points=max(0.0, min(score - 2.0, 4.0)), max_points=4.0, visibility="hidden",
+                   status="passed" if score >= 6 else "failed", feedback="hidden feedback: expected 3, got 4"),
+        TestResult(name="test_after", points=max(0.0, score - 6.0), max_points=4.0, visibility="after_deadline",
+                   status="passed" if score >= 10 else "failed", feedback="after-deadline feedback"),
+    ]
+    r.total()
+    r.sandbox = {"strong": False, "runner": "fake"}
+    return r
