@@ -145,6 +145,7 @@ class GradingRun(Base):
 
 
 class TestResultRow(Base):
+    __test__ = False  # not a pytest test class
     __tablename__ = "test_results"
     __table_args__ = (UniqueConstraint("run_id", "name", name="uq_test_results_run_name"),)
 

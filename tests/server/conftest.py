@@ -23,11 +23,11 @@ PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def write_assignment(root: Path, slug: str, *, deadline: datetime | None, limit: int | None = None,
-                     late: str = "", extra: str = "") -> None:
+                     late: str = "", extra: str = "", gpu: str = "none") -> None:
     """A course assignment made of the engine's probe suite (10 points)."""
     d = root / slug
     shutil.copytree(PROBE / "tests", d / "tests")
-    lines = [f'slug = "{slug}"', f'title = "Probe {slug}"', "points = 10", 'gpu = "none"',
+    lines = [f'slug = "{slug}"', f'title = "Probe {slug}"', "points = 10", f'gpu = "{gpu}"',
              "public_tests = []", 'hidden_tests = ["tests/test_probe.py"]', "finished = true"]
     if deadline is not None:
         lines.append(f'deadline = "{deadline.isoformat()}"')
@@ -42,8 +42,9 @@ def write_assignment(root: Path, slug: str, *, deadline: datetime | None, limit:
 
 @pytest.fixture
 def course(tmp_path) -> Path:
-    """Four assignments: open (limit 3/day), late (deadline 2.5 days ago, 10%/day, 3 days max),
-    closed (5 days ago, 2 days max) and open_last (score policy last, feedback after deadline)."""
+    """Five assignments: open (limit 3/day), late (deadline 2.5 days ago, 10%/day, 3 days max),
+    closed (5 days ago, 2 days max), past_last (an hour ago; score policy last, feedback after
+    the deadline) and gpu_only (needs a GPU: the gpu queue)."""
     root = tmp_path / "assignments"
     now = datetime.now(UTC)
     write_assignment(root, "open", deadline=now + timedelta(days=7), limit=3)
@@ -54,6 +55,7 @@ def course(tmp_path) -> Path:
     write_assignment(root, "past_last", deadline=now - timedelta(hours=1),
                      late="grace_minutes = 0\npenalty_per_day = 0.25\nmax_days_late = 10",
                      extra='score_policy = "last"\nfeedback_after_deadline = true')
+    write_assignment(root, "gpu_only", deadline=now + timedelta(days=7), gpu="required")
     return root
 
 
