@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -19,12 +19,14 @@ from sqlalchemy.orm import selectinload
 from server import auth
 from server.db import SessionDep
 from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
+from server.schemas import Slug, SubmissionId
 from server.service import (
     assignment_out,
     get_assignment,
     load_submission,
     regrade,
     score_table,
+    scores_csv,
     submission_out,
     submit,
 )
@@ -100,7 +102,7 @@ def home(request: Request, user: PageUser, session: SessionDep):
 
 
 @pages.post("/ui/assignments/{slug}/submit")
-async def upload(slug: str, request: Request, user: PageUser, session: SessionDep,
+async def upload(slug: Slug, request: Request, user: PageUser, session: SessionDep,
                  file: Annotated[UploadFile, File()], csrf: Annotated[str, Form()] = ""):
     _csrf(request, csrf)
     data = await file.read(request.app.state.settings.max_upload_bytes + 1)
@@ -113,13 +115,13 @@ async def upload(slug: str, request: Request, user: PageUser, session: SessionDe
 
 
 @pages.get("/ui/submissions/{sub_id}", response_class=HTMLResponse)
-def submission_page(sub_id: int, request: Request, user: PageUser, session: SessionDep):
+def submission_page(sub_id: SubmissionId, request: Request, user: PageUser, session: SessionDep):
     sub = submission_out(load_submission(session, sub_id, user), user, utcnow())
     return render(request, "submission.html", user=user, staff=auth.is_staff(user), sub=sub)
 
 
 @pages.get("/ui/submissions/{sub_id}/status.json")
-def submission_status(sub_id: int, user: PageUser, session: SessionDep):
+def submission_status(sub_id: SubmissionId, user: PageUser, session: SessionDep):
     sub = submission_out(load_submission(session, sub_id, user), user, utcnow())
     return JSONResponse({"status": sub.status, "score": sub.score, "max_score": sub.max_score})
 
@@ -133,7 +135,7 @@ def histogram(scores: list[float], points: float, bins: int = 10) -> list[dict]:
 
 
 @pages.get("/ui/ta/{slug}", response_class=HTMLResponse)
-def dashboard(slug: str, request: Request, user: StaffPageUser, session: SessionDep):
+def dashboard(slug: Slug, request: Request, user: StaffPageUser, session: SessionDep):
     a = get_assignment(session, slug)
     table = score_table(session, a)
     scored = [r.score for r in table.rows if r.score is not None]
@@ -148,8 +150,15 @@ def dashboard(slug: str, request: Request, user: StaffPageUser, session: Session
                   mean=(sum(scored) / len(scored)) if scored else None, busy=pending is not None)
 
 
+@pages.get("/ui/ta/{slug}/scores.csv")
+def dashboard_csv(slug: Slug, user: StaffPageUser, session: SessionDep):
+    a = get_assignment(session, slug)
+    return Response(scores_csv(score_table(session, a)), media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{a.slug}-scores.csv"'})
+
+
 @pages.post("/ui/ta/submissions/{sub_id}/regrade")
-def regrade_page(sub_id: int, request: Request, user: StaffPageUser, session: SessionDep,
+def regrade_page(sub_id: SubmissionId, request: Request, user: StaffPageUser, session: SessionDep,
                  csrf: Annotated[str, Form()] = ""):
     _csrf(request, csrf)
     sub = load_submission(session, sub_id, user)
@@ -159,7 +168,7 @@ def regrade_page(sub_id: int, request: Request, user: StaffPageUser, session: Se
 
 
 @pages.post("/ui/ta/{slug}/regrade")
-def regrade_assignment_page(slug: str, request: Request, user: StaffPageUser, session: SessionDep,
+def regrade_assignment_page(slug: Slug, request: Request, user: StaffPageUser, session: SessionDep,
                             csrf: Annotated[str, Form()] = "", only_failed: Annotated[str, Form()] = ""):
     _csrf(request, csrf)
     a = get_assignment(session, slug)

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
+from fastapi import Path
 from pydantic import BaseModel, Field
+
+# Ids fit the databases' 32-bit integer columns; a larger one is a 422, not a driver error.
+SubmissionId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a submission's id")]
+Slug = Annotated[str, Path(min_length=1, max_length=64, description="an assignment's slug")]
 
 
 class UserOut(BaseModel):

@@ -187,10 +187,8 @@ def scores_csv(table: ScoreTable) -> str:
 
 
 # -- roster ------------------------------------------------------------------------
-def import_roster(session: Session, actor: User, text: str, reissue: bool = False) -> RosterOut:
-    """CSV with a header: login (or student_id), name, email, role (default student).
-    New users get a token; `reissue` gives everyone listed a new one (old ones revoked)."""
-    reader = csv.DictReader(io.StringIO(text))
+def _parse_roster(text: str, actor: User) -> list[tuple[str, str, str, str]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     fields = {f.strip().lower() for f in (reader.fieldnames or [])}
     if not fields & {"login", "student_id"}:
         raise HTTPException(422, "the roster needs a header with a 'login' (or 'student_id') column")
@@ -206,6 +204,16 @@ def import_roster(session: Session, actor: User, text: str, reissue: bool = Fals
         if role != "student" and actor.role != "admin":
             raise HTTPException(403, f"line {i}: only an administrator may add {role} accounts")
         rows.append((login, row.get("name", "")[:200], row.get("email", "")[:200], role))
+    return rows
+
+
+def import_roster(session: Session, actor: User, text: str, reissue: bool = False) -> RosterOut:
+    """CSV with a header: login (or student_id), name, email, role (default student).
+    New users get a token; `reissue` gives everyone listed a new one (old ones revoked)."""
+    try:
+        rows = _parse_roster(text, actor)
+    except csv.Error as e:
+        raise HTTPException(422, f"the roster is not readable CSV: {e}") from None
     out = RosterOut(created=[], updated=[], tokens={})
     for login, name, email, role in rows:
         user = session.scalar(select(User).where(User.login == login))

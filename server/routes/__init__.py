@@ -4,6 +4,8 @@ from fastapi import APIRouter
 
 from server.routes import assignments, roster, staff, submissions, system
 
+AUTH = {401: {"description": "missing or invalid API token"}, 403: {"description": "not allowed for this role"}}
+
 api = APIRouter(prefix="/api/v1")
 for module in (system, assignments, submissions, roster, staff):
-    api.include_router(module.router)
+    api.include_router(module.router, responses=AUTH)

@@ -4,7 +4,7 @@ from sqlalchemy import select
 from server.auth import UserDep
 from server.db import SessionDep
 from server.models import AssignmentRow, utcnow
-from server.schemas import AssignmentOut
+from server.schemas import AssignmentOut, Slug
 from server.service import assignment_out, get_assignment
 
 router = APIRouter(tags=["assignments"])
@@ -18,5 +18,5 @@ def list_assignments(user: UserDep, session: SessionDep) -> list[AssignmentOut]:
 
 
 @router.get("/assignments/{slug}", response_model=AssignmentOut, responses={404: {"description": "no such assignment"}})
-def one_assignment(slug: str, user: UserDep, session: SessionDep) -> AssignmentOut:
+def one_assignment(slug: Slug, user: UserDep, session: SessionDep) -> AssignmentOut:
     return assignment_out(session, get_assignment(session, slug), user, utcnow())

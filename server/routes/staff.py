@@ -16,7 +16,7 @@ from server.auth import StaffDep
 from server.db import SessionDep
 from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
 from server.policy import penalty_factor
-from server.schemas import BatchOut, FailedRun, RegradeOut, ScoreTable
+from server.schemas import BatchOut, FailedRun, RegradeOut, ScoreTable, Slug, SubmissionId
 from server.service import (
     get_assignment,
     latest_done,
@@ -36,7 +36,7 @@ NOT_FOUND = {404: {"description": "no such assignment or submission"}}
              responses={**NOT_FOUND, 400: {"description": "unsafe archive"}, 413: {"description": "too large"},
                         422: {"description": "unreadable archive or unknown students"}},
              summary="grade a zip of notebooks named by student login (login.ipynb or login/any.ipynb)")
-async def batch_upload(slug: str, request: Request, user: StaffDep, session: SessionDep,
+async def batch_upload(slug: Slug, request: Request, user: StaffDep, session: SessionDep,
                        file: Annotated[UploadFile, File(description="a zip archive")],
                        submitted_at: Annotated[datetime | None, Form(description="when the work was handed in "
                                                                      "(for the late flag); default now")] = None
@@ -73,14 +73,14 @@ async def batch_upload(slug: str, request: Request, user: StaffDep, session: Ses
 
 
 @router.post("/submissions/{sub_id}/regrade", response_model=RegradeOut, status_code=202, responses=NOT_FOUND)
-def regrade_one(sub_id: int, request: Request, user: StaffDep, session: SessionDep) -> RegradeOut:
+def regrade_one(sub_id: SubmissionId, request: Request, user: StaffDep, session: SessionDep) -> RegradeOut:
     sub = load_submission(session, sub_id, user)
     return RegradeOut(runs=[r.id for r in regrade(request.app, session, [sub])])
 
 
 @router.post("/assignments/{slug}/regrade", response_model=RegradeOut, status_code=202, responses=NOT_FOUND,
              summary="regrade every submission of an assignment (or only those whose last run failed)")
-def regrade_all(slug: str, request: Request, user: StaffDep, session: SessionDep,
+def regrade_all(slug: Slug, request: Request, user: StaffDep, session: SessionDep,
                 only_failed: bool = False) -> RegradeOut:
     a = get_assignment(session, slug)
     subs = session.scalars(select(Submission).where(Submission.assignment_id == a.id)
@@ -92,13 +92,13 @@ def regrade_all(slug: str, request: Request, user: StaffDep, session: SessionDep
 
 @router.get("/assignments/{slug}/scores", response_model=ScoreTable, responses=NOT_FOUND,
             summary="the final score per student, by the assignment's policy, late penalty applied")
-def scores(slug: str, user: StaffDep, session: SessionDep) -> ScoreTable:
+def scores(slug: Slug, user: StaffDep, session: SessionDep) -> ScoreTable:
     return score_table(session, get_assignment(session, slug))
 
 
 @router.get("/assignments/{slug}/scores.csv", responses={**NOT_FOUND, 200: {"content": {"text/csv": {}}}},
             summary="the score table as CSV for an LMS")
-def scores_as_csv(slug: str, user: StaffDep, session: SessionDep) -> Response:
+def scores_as_csv(slug: Slug, user: StaffDep, session: SessionDep) -> Response:
     a = get_assignment(session, slug)
     return Response(scores_csv(score_table(session, a)), media_type="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{a.slug}-scores.csv"'})
@@ -106,7 +106,7 @@ def scores_as_csv(slug: str, user: StaffDep, session: SessionDep) -> Response:
 
 @router.get("/assignments/{slug}/gradescope.zip", responses={**NOT_FOUND, 200: {"content": {"application/zip": {}}}},
             summary="Gradescope results.json of each student's final submission: <login>/results.json")
-def gradescope_export(slug: str, user: StaffDep, session: SessionDep) -> Response:
+def gradescope_export(slug: Slug, user: StaffDep, session: SessionDep) -> Response:
     a = get_assignment(session, slug)
     table = score_table(session, a)
     buf = io.BytesIO()

@@ -9,7 +9,7 @@ from server import auth
 from server.auth import UserDep
 from server.db import SessionDep
 from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
-from server.schemas import SubmissionOut, SubmitOut
+from server.schemas import Slug, SubmissionId, SubmissionOut, SubmitOut
 from server.service import get_assignment, load_submission, submission_out, submit
 
 router = APIRouter(tags=["submissions"])
@@ -21,7 +21,7 @@ ERRORS = {400: {"description": "bad request"}, 404: {"description": "no such ass
 
 @router.post("/assignments/{slug}/submissions", response_model=SubmitOut, status_code=201, responses=ERRORS,
              summary="submit a notebook (.ipynb) or Python file (.py) for grading")
-async def create_submission(slug: str, request: Request, user: UserDep, session: SessionDep,
+async def create_submission(slug: Slug, request: Request, user: UserDep, session: SessionDep,
                             file: Annotated[UploadFile, File(description="the notebook")]) -> SubmitOut:
     limit = request.app.state.settings.max_upload_bytes
     data = await file.read(limit + 1)
@@ -50,14 +50,14 @@ def list_submissions(user: UserDep, session: SessionDep, assignment: str | None 
 
 
 @router.get("/submissions/{sub_id}", response_model=SubmissionOut, responses={404: {"description": "not yours or none"}})
-def one_submission(sub_id: int, user: UserDep, session: SessionDep) -> SubmissionOut:
+def one_submission(sub_id: SubmissionId, user: UserDep, session: SessionDep) -> SubmissionOut:
     return submission_out(load_submission(session, sub_id, user), user, utcnow())
 
 
 @router.get("/submissions/{sub_id}/file", responses={404: {"description": "not yours or none"},
                                                       200: {"content": {"application/octet-stream": {}}}},
             summary="the file as it was submitted")
-def submission_file(sub_id: int, request: Request, user: UserDep, session: SessionDep) -> Response:
+def submission_file(sub_id: SubmissionId, request: Request, user: UserDep, session: SessionDep) -> Response:
     sub = load_submission(session, sub_id, user)
     data = request.app.state.store.get(sub.content_hash)
     return Response(data, media_type="application/octet-stream",

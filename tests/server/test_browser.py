@@ -1,0 +1,153 @@
+"""End to end in a real headless Chromium (Debian's, driven by Playwright) against
+`dlopt serve` on loopback with the real engine: a student signs in, uploads, watches the
+status go live to the results; a bad upload is explained; a TA opens the dashboard
+(score table, histogram, failed runs) and regrades. Screenshots are kept in
+test-artifacts/browser/ (or $DLOPT_ARTIFACTS)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium); "
+                                                         "the browser tests need Debian's Chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(tmp_path, course):
+    port = free_port()
+    env = dict(os.environ, DLOPT_DATA_DIR=str(tmp_path / "data"), DLOPT_ASSIGNMENTS_DIR=str(course),
+               DLOPT_WORKERS="1", DLOPT_POLL_SECONDS="0.2")
+    env.pop("DLOPT_BROKER_URL", None)
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "autograder.cli", "serve", "--port", str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    import httpx
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx.get(base + "/api/v1/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("dlopt serve did not start: " + (tmp_path / "serve.log").read_text()[-2000:])
+    admin = (tmp_path / "data" / "admin-token").read_text().strip()
+    r = httpx.post(base + "/api/v1/roster", headers={"Authorization": f"Bearer {admin}"},
+                   files={"file": ("r.csv", "login,name,role\nta1,Tea,ta\nalice,Alice,student\nbob,Bob,student\n")})
+    tokens = dict(r.json()["tokens"], admin=admin)
+    yield base, tokens
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def shots(request):
+    out = Path(os.environ.get("DLOPT_ARTIFACTS", REPO / "test-artifacts")) / "browser"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def shot(page, name: str) -> None:
+        page.screenshot(path=str(out / f"{request.node.name}-{name}.png"), full_page=True)
+    return shot
+
+
+def sign_in(browser, base, token):
+    page = browser.new_context().new_page()
+    page.goto(base + "/")
+    page.fill("#token", token)
+    page.click("#signin")
+    page.wait_for_url(base + "/ui")
+    return page
+
+
+def test_student_uploads_and_watches_the_result_then_a_ta_regrades(live_server, browser, shots, tmp_path):
+    base, tokens = live_server
+    good = tmp_path / "my_solution.py"
+    good.write_text("def double(x):\n    return 2 * x\n\ndef square(v):\n    return v * v\n")
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a notebook")
+
+    page = sign_in(browser, base, tokens["alice"])
+    assert page.locator("#assignment-open").is_visible()
+    shots(page, "1-student-home")
+    page.locator("#assignment-open input[type=file]").set_input_files(str(good))
+    page.locator("#assignment-open button[type=submit]").click()
+    page.wait_for_url("**/ui/submissions/*")
+    assert page.locator("#status").get_attribute("data-status") in ("queued", "running", "done")
+    shots(page, "2-submitted")
+    page.wait_for_selector("#status[data-status=done]", timeout=90_000)  # live: the page polls, then reloads
+    page.wait_for_selector("#score")
+    assert page.locator("#score").inner_text() == "10 / 10"
+    assert page.locator("#tests tr").count() >= 4
+    shots(page, "3-graded")
+
+    page.goto(base + "/ui")
+    page.locator("#assignment-open input[type=file]").set_input_files(str(bad))
+    page.locator("#assignment-open button[type=submit]").click()
+    assert ".ipynb" in page.locator("#error").inner_text()
+    shots(page, "4-refused")
+
+    bob = sign_in(browser, base, tokens["bob"])  # gpu_only on a machine without a GPU: a run with an error
+    bob.locator("#assignment-gpu_only input[type=file]").set_input_files(str(good))
+    bob.locator("#assignment-gpu_only button[type=submit]").click()
+    bob.wait_for_selector("#status[data-status=done]", timeout=90_000)
+    assert "needs a GPU" in bob.locator("#run-error").inner_text()
+    assert bob.goto(base + "/ui/ta/open").status == 403  # students have no dashboard
+
+    ta = sign_in(browser, base, tokens["ta1"])
+    ta.goto(base + "/ui/ta/open")
+    assert ta.locator("#histogram rect").count() == 10
+    row = ta.locator("#scores tr", has_text="alice")
+    assert "10" in row.inner_text()
+    shots(ta, "5-dashboard")
+    with ta.expect_download() as dl:
+        ta.click("#csv")
+    assert "alice" in Path(dl.value.path()).read_text()
+    row.locator("button.regrade").click()
+    ta.wait_for_selector("#regraded")
+    shots(ta, "6-regrade-queued")
+    ta.goto(base + "/ui/ta/gpu_only")
+    assert "needs a GPU" in ta.locator("#failed").inner_text()
+    shots(ta, "7-failed-runs")
+
+
+def test_bad_tokens_and_forged_forms_are_refused(live_server, browser):
+    base, tokens = live_server
+    page = browser.new_context().new_page()
+    page.goto(base + "/")
+    page.fill("#token", "dlopt_wrong")
+    page.click("#signin")
+    assert "not valid" in page.locator("#error").inner_text()
+    assert page.goto(base + "/ui").url.rstrip("/") == base  # sent back to sign in
+    # a form posted without the CSRF field (as from another site) is refused
+    page = sign_in(browser, base, tokens["ta1"])
+    r = page.request.post(base + "/ui/ta/open/regrade", form={"only_failed": ""})
+    assert r.status == 403
