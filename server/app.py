@@ -13,7 +13,7 @@ from sqlalchemy import select
 from autograder import __version__
 from server import auth, catalog
 from server.config import Settings
-from server.db import Database
+from server.db import Database, begin_write
 from server.models import User
 from server.queue import EmbeddedPool, GradingQueue
 from server.storage import Store
@@ -24,6 +24,7 @@ log = logging.getLogger("dlopt.server")
 def bootstrap_admin(db: Database, settings: Settings) -> str | None:
     """A fresh database gets one admin; its token is written to data_dir/admin-token (mode 600)."""
     with db.session() as s:
+        begin_write(s)
         if s.scalar(select(User).where(User.role == "admin")) is not None:
             return None
         admin = s.scalar(select(User).where(User.login == "admin")) or User(login="admin", name="Administrator")
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
     db = Database(settings.database)
     db.migrate()
     with db.session() as s:
+        begin_write(s)
         catalog.sync(s, settings.assignments_dir, settings.include_unfinished)
         s.commit()
     bootstrap_admin(db, settings)

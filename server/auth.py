@@ -65,6 +65,7 @@ def check_csrf(token: str, given: str | None) -> bool:
 def current_user(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
                  session: SessionDep) -> User:
     user = user_for_token(session, creds.credentials if creds else None)
+    session.commit()  # end the lookup's transaction: the route's own begins when it needs one
     if user is None:
         raise HTTPException(401, "missing or invalid API token", headers={"WWW-Authenticate": "Bearer"})
     return user

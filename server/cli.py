@@ -65,13 +65,14 @@ def token(args) -> int:
 
     from server import auth
     from server.config import Settings
-    from server.db import Database
+    from server.db import Database, begin_write
     from server.models import User
 
     s = Settings()
     db = Database(s.database)
     db.migrate()
     with db.session() as session:
+        begin_write(session)
         user = session.scalar(select(User).where(User.login == args.login))
         if user is None:
             print(f"no user {args.login!r}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +20,9 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # As many connections as the threadpool has threads (40), so no request thread waits for one.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=40, max_overflow=10)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -34,13 +37,14 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn) -> None:
-            # Take the write lock at BEGIN: a deferred transaction that reads, then writes after
-            # another writer fails at once with SQLITE_BUSY instead of waiting; every
-            # transaction here is short, so serializing them costs little.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A transaction that will write takes the write lock at BEGIN (`begin_write`): a
+            # deferred one that reads, then writes after another writer committed, fails at once
+            # with SQLITE_BUSY instead of waiting. Readers stay deferred: under WAL they never
+            # block, and a request's session may stay open until FastAPI tears it down.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("dlopt_write") else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=30)
 
 
 def alembic_config(url: str):
@@ -62,10 +66,47 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def request_session(request: Request) -> Iterator[Session]:
-    """FastAPI dependency: one session per request, shared by its dependencies."""
-    with request.app.state.db.session() as s:
+def begin_write(session: Session) -> None:
+    """End the session's current transaction and start one that will write (SQLite: BEGIN
+    IMMEDIATE, waiting for the lock up to the busy timeout). Loaded objects stay usable."""
+    session.commit()
+    session.connection(execution_options={"dlopt_write": True})
+
+
+def releases_session(fn):
+    """Route decorator: close the request's session when the route returns.
+
+    FastAPI validates a sync route's response, and tears down its dependencies, only after
+    the route returns, and the validation needs a threadpool thread. A session left open
+    until then keeps its connection: under load (hundreds of requests, 40 threads) every
+    thread can end up waiting for a connection held by a finished route whose response
+    is waiting for a thread. Routes build their whole answer before returning, so the
+    session is not needed after."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            session = kwargs.get("session")
+            if session is not None:
+                session.close()
+
+    return wrapper
+
+
+async def request_session(request: Request) -> AsyncIterator[Session]:
+    """FastAPI dependency: one session per request, shared by its dependencies.
+
+    Async on purpose: its teardown (closing the session, which hands the connection back)
+    runs on the event loop. As a sync dependency it would wait for a thread of the
+    threadpool, and under load every thread can be waiting for a connection that only a
+    teardown would give back."""
+    s = request.app.state.db.sessions()
+    try:
         yield s
+    finally:
+        s.close()
 
 
 class Database:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from server import auth
-from server.db import SessionDep
+from server.db import SessionDep, releases_session
 from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
 from server.schemas import Slug, SubmissionId
 from server.service import (
@@ -37,6 +37,7 @@ pages = APIRouter(include_in_schema=False)
 
 def page_user(request: Request, session: SessionDep) -> User:
     user = auth.user_for_token(session, request.cookies.get(auth.COOKIE))
+    session.commit()  # end the lookup's transaction
     if user is None:
         raise HTTPException(303, headers={"Location": "/"})
     return user
@@ -66,6 +67,7 @@ def render(request: Request, name: str, status: int = 200, **ctx) -> HTMLRespons
 
 
 @pages.get("/", response_class=HTMLResponse)
+@releases_session
 def login_page(request: Request, session: SessionDep):
     if auth.user_for_token(session, request.cookies.get(auth.COOKIE)):
         return RedirectResponse("/ui", 303)
@@ -73,6 +75,7 @@ def login_page(request: Request, session: SessionDep):
 
 
 @pages.post("/login")
+@releases_session
 def login(request: Request, session: SessionDep, token: Annotated[str, Form(max_length=200)]):
     token = token.strip()
     if auth.user_for_token(session, token) is None:
@@ -84,6 +87,7 @@ def login(request: Request, session: SessionDep, token: Annotated[str, Form(max_
 
 
 @pages.post("/logout")
+@releases_session
 def logout():
     resp = RedirectResponse("/", 303)
     resp.delete_cookie(auth.COOKIE)
@@ -91,6 +95,7 @@ def logout():
 
 
 @pages.get("/ui", response_class=HTMLResponse)
+@releases_session
 def home(request: Request, user: PageUser, session: SessionDep):
     now = utcnow()
     rows = session.scalars(select(AssignmentRow).where(AssignmentRow.active).order_by(AssignmentRow.slug)).all()
@@ -102,10 +107,11 @@ def home(request: Request, user: PageUser, session: SessionDep):
 
 
 @pages.post("/ui/assignments/{slug}/submit")
-async def upload(slug: Slug, request: Request, user: PageUser, session: SessionDep,
+@releases_session
+def upload(slug: Slug, request: Request, user: PageUser, session: SessionDep,
                  file: Annotated[UploadFile, File()], csrf: Annotated[str, Form()] = ""):
     _csrf(request, csrf)
-    data = await file.read(request.app.state.settings.max_upload_bytes + 1)
+    data = file.file.read(request.app.state.settings.max_upload_bytes + 1)
     a = get_assignment(session, slug)
     try:
         sub = submit(request.app, session, user, a, file.filename, data)
@@ -115,12 +121,14 @@ async def upload(slug: Slug, request: Request, user: PageUser, session: SessionD
 
 
 @pages.get("/ui/submissions/{sub_id}", response_class=HTMLResponse)
+@releases_session
 def submission_page(sub_id: SubmissionId, request: Request, user: PageUser, session: SessionDep):
     sub = submission_out(load_submission(session, sub_id, user), user, utcnow())
     return render(request, "submission.html", user=user, staff=auth.is_staff(user), sub=sub)
 
 
 @pages.get("/ui/submissions/{sub_id}/status.json")
+@releases_session
 def submission_status(sub_id: SubmissionId, user: PageUser, session: SessionDep):
     sub = submission_out(load_submission(session, sub_id, user), user, utcnow())
     return JSONResponse({"status": sub.status, "score": sub.score, "max_score": sub.max_score})
@@ -135,6 +143,7 @@ def histogram(scores: list[float], points: float, bins: int = 10) -> list[dict]:
 
 
 @pages.get("/ui/ta/{slug}", response_class=HTMLResponse)
+@releases_session
 def dashboard(slug: Slug, request: Request, user: StaffPageUser, session: SessionDep):
     a = get_assignment(session, slug)
     table = score_table(session, a)
@@ -151,6 +160,7 @@ def dashboard(slug: Slug, request: Request, user: StaffPageUser, session: Sessio
 
 
 @pages.get("/ui/ta/{slug}/scores.csv")
+@releases_session
 def dashboard_csv(slug: Slug, user: StaffPageUser, session: SessionDep):
     a = get_assignment(session, slug)
     return Response(scores_csv(score_table(session, a)), media_type="text/csv",
@@ -158,6 +168,7 @@ def dashboard_csv(slug: Slug, user: StaffPageUser, session: SessionDep):
 
 
 @pages.post("/ui/ta/submissions/{sub_id}/regrade")
+@releases_session
 def regrade_page(sub_id: SubmissionId, request: Request, user: StaffPageUser, session: SessionDep,
                  csrf: Annotated[str, Form()] = ""):
     _csrf(request, csrf)
@@ -168,6 +179,7 @@ def regrade_page(sub_id: SubmissionId, request: Request, user: StaffPageUser, se
 
 
 @pages.post("/ui/ta/{slug}/regrade")
+@releases_session
 def regrade_assignment_page(slug: Slug, request: Request, user: StaffPageUser, session: SessionDep,
                             csrf: Annotated[str, Form()] = "", only_failed: Annotated[str, Form()] = ""):
     _csrf(request, csrf)

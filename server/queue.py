@@ -18,6 +18,7 @@ import os
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +28,7 @@ from sqlalchemy import and_, or_, select, update
 from autograder import assignment as engine_assignments
 from autograder.judge.results import SubmissionResult
 from server.config import Settings
-from server.db import Database
+from server.db import Database, begin_write
 from server.models import AssignmentRow, GradingRun, Submission, TestResultRow, utcnow
 from server.storage import Store
 
@@ -71,6 +72,7 @@ class GradingQueue:
         now = utcnow()
         lease = now + timedelta(seconds=self.settings.lease_seconds)
         with self.db.session() as s:
+            begin_write(s)
             res = s.execute(
                 update(GradingRun)
                 .where(GradingRun.id == run_id, GradingRun.attempts < self.settings.max_attempts,
@@ -87,6 +89,7 @@ class GradingQueue:
 
     def heartbeat(self, run_id: int, worker: str, attempt: int) -> bool:
         with self.db.session() as s:
+            begin_write(s)
             res = s.execute(update(GradingRun).where(
                 GradingRun.id == run_id, GradingRun.worker == worker, GradingRun.attempts == attempt,
                 GradingRun.status == "running").values(
@@ -97,6 +100,7 @@ class GradingQueue:
     def record(self, run_id: int, worker: str, attempt: int, result: SubmissionResult) -> bool:
         """Write the result if this worker still holds the run; False if it lost it."""
         with self.db.session() as s:
+            begin_write(s)
             res = s.execute(update(GradingRun).where(
                 GradingRun.id == run_id, GradingRun.worker == worker, GradingRun.attempts == attempt,
                 GradingRun.status == "running").values(
@@ -122,6 +126,7 @@ class GradingQueue:
         Returns the ids put back (for a broker to be told again)."""
         now = utcnow()
         with self.db.session() as s:
+            begin_write(s)
             stale = s.scalars(select(GradingRun).where(GradingRun.status == "running",
                                                        GradingRun.lease_until < now)).all()
             back = []
@@ -139,6 +144,7 @@ class GradingQueue:
     def requeue_own(self, prefix: str) -> int:
         """At start: runs left running by an earlier process of this kind (it died) go back."""
         with self.db.session() as s:
+            begin_write(s)
             res = s.execute(update(GradingRun).where(GradingRun.status == "running",
                                                      GradingRun.worker.like(prefix + "%"))
                             .values(lease_until=utcnow() - timedelta(seconds=1)))
@@ -226,9 +232,12 @@ class EmbeddedPool:
 
     def _loop(self) -> None:
         worker = worker_id("embedded")
+        next_reap = 0.0
         while not self.stopping.is_set():
             try:
-                self.queue.reap()
+                if time.monotonic() >= next_reap:
+                    self.queue.reap()
+                    next_reap = time.monotonic() + max(1.0, self.queue.settings.lease_seconds / 4)
                 did = False
                 for run_id in self.queue.next_queued(self.queues):
                     if self.stopping.is_set():

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from server import auth
+from server.db import begin_write
 from server.models import ROLES, AssignmentRow, GradingRun, Submission, User, utcnow
 from server.policy import (
     GradedSubmission,
@@ -60,6 +61,14 @@ def assignment_out(session: Session, a: AssignmentRow, user: User, now: datetime
 
 
 # -- submit ------------------------------------------------------------------------
+def _check_daily_limit(session: Session, user: User, a: AssignmentRow, now: datetime) -> None:
+    limit = a.daily_submission_limit
+    if limit is not None and submissions_today(session, user, a, now) >= limit:
+        reset = day_start(now, tz_from_offset(a.timezone)) + timedelta(days=1)
+        raise HTTPException(429, f"daily limit reached: {limit} submissions of {a.slug} per day; "
+                                 f"the count resets at {reset.isoformat()}")
+
+
 def submit(app, session: Session, user: User, a: AssignmentRow, filename: str | None, data: bytes, *,
            source: str = "upload", by: User | None = None, at: datetime | None = None) -> Submission:
     """Check, store the file (synced), then commit the submission and its queued run."""
@@ -75,12 +84,14 @@ def submit(app, session: Session, user: User, a: AssignmentRow, filename: str | 
         if late.closed:
             raise HTTPException(403, f"{a.slug} closed: the deadline was {a.deadline:%Y-%m-%d %H:%M %Z} and late "
                                      f"submissions are accepted for {a.late_policy.get('max_days_late')} day(s)")
-        limit = a.daily_submission_limit
-        if limit is not None and submissions_today(session, user, a, now) >= limit:
-            reset = day_start(now, tz_from_offset(a.timezone)) + timedelta(days=1)
-            raise HTTPException(429, f"daily limit reached: {limit} submissions of {a.slug} per day; "
-                                     f"the count resets at {reset.isoformat()}")
+        _check_daily_limit(session, user, a, now)
+    # No transaction is held while the file is written and synced (SQLite has one writer);
+    # the limit is checked again in the transaction that inserts the row.
+    session.commit()
     digest = app.state.store.put(data)  # on disk and synced before the row exists
+    begin_write(session)
+    if source == "upload":
+        _check_daily_limit(session, user, a, now)
     sub = Submission(user_id=user.id, assignment_id=a.id, created_at=now, filename=name, kind=kind,
                      content_hash=digest, size=len(data), late=late.late, days_late=late.days_late,
                      source=source, submitted_by_id=by.id if by else None)
@@ -92,6 +103,7 @@ def submit(app, session: Session, user: User, a: AssignmentRow, filename: str | 
 
 
 def regrade(app, session: Session, subs: list[Submission]) -> list[GradingRun]:
+    begin_write(session)
     runs = [app.state.queue.add_run(session, s, s.assignment, reason="regrade") for s in subs]
     session.commit()
     app.state.queue.dispatch(runs)
@@ -214,6 +226,7 @@ def import_roster(session: Session, actor: User, text: str, reissue: bool = Fals
         rows = _parse_roster(text, actor)
     except csv.Error as e:
         raise HTTPException(422, f"the roster is not readable CSV: {e}") from None
+    begin_write(session)
     out = RosterOut(created=[], updated=[], tokens={})
     for login, name, email, role in rows:
         user = session.scalar(select(User).where(User.login == login))

@@ -13,7 +13,7 @@ from sqlalchemy.orm import selectinload
 
 from autograder.judge.results import SubmissionResult
 from server.auth import StaffDep
-from server.db import SessionDep
+from server.db import SessionDep, releases_session
 from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
 from server.policy import penalty_factor
 from server.schemas import BatchOut, FailedRun, RegradeOut, ScoreTable, Slug, SubmissionId
@@ -36,13 +36,14 @@ NOT_FOUND = {404: {"description": "no such assignment or submission"}}
              responses={**NOT_FOUND, 400: {"description": "unsafe archive"}, 413: {"description": "too large"},
                         422: {"description": "unreadable archive or unknown students"}},
              summary="grade a zip of notebooks named by student login (login.ipynb or login/any.ipynb)")
-async def batch_upload(slug: Slug, request: Request, user: StaffDep, session: SessionDep,
+@releases_session
+def batch_upload(slug: Slug, request: Request, user: StaffDep, session: SessionDep,
                        file: Annotated[UploadFile, File(description="a zip archive")],
                        submitted_at: Annotated[datetime | None, Form(description="when the work was handed in "
                                                                      "(for the late flag); default now")] = None
                        ) -> BatchOut:
     s = request.app.state.settings
-    data = await file.read(s.max_batch_bytes + 1)
+    data = file.file.read(s.max_batch_bytes + 1)
     if len(data) > s.max_batch_bytes:
         raise HTTPException(413, f"the archive is larger than {s.max_batch_bytes} bytes")
     a = get_assignment(session, slug)
@@ -73,6 +74,7 @@ async def batch_upload(slug: Slug, request: Request, user: StaffDep, session: Se
 
 
 @router.post("/submissions/{sub_id}/regrade", response_model=RegradeOut, status_code=202, responses=NOT_FOUND)
+@releases_session
 def regrade_one(sub_id: SubmissionId, request: Request, user: StaffDep, session: SessionDep) -> RegradeOut:
     sub = load_submission(session, sub_id, user)
     return RegradeOut(runs=[r.id for r in regrade(request.app, session, [sub])])
@@ -80,6 +82,7 @@ def regrade_one(sub_id: SubmissionId, request: Request, user: StaffDep, session:
 
 @router.post("/assignments/{slug}/regrade", response_model=RegradeOut, status_code=202, responses=NOT_FOUND,
              summary="regrade every submission of an assignment (or only those whose last run failed)")
+@releases_session
 def regrade_all(slug: Slug, request: Request, user: StaffDep, session: SessionDep,
                 only_failed: bool = False) -> RegradeOut:
     a = get_assignment(session, slug)
@@ -92,12 +95,14 @@ def regrade_all(slug: Slug, request: Request, user: StaffDep, session: SessionDe
 
 @router.get("/assignments/{slug}/scores", response_model=ScoreTable, responses=NOT_FOUND,
             summary="the final score per student, by the assignment's policy, late penalty applied")
+@releases_session
 def scores(slug: Slug, user: StaffDep, session: SessionDep) -> ScoreTable:
     return score_table(session, get_assignment(session, slug))
 
 
 @router.get("/assignments/{slug}/scores.csv", responses={**NOT_FOUND, 200: {"content": {"text/csv": {}}}},
             summary="the score table as CSV for an LMS")
+@releases_session
 def scores_as_csv(slug: Slug, user: StaffDep, session: SessionDep) -> Response:
     a = get_assignment(session, slug)
     return Response(scores_csv(score_table(session, a)), media_type="text/csv",
@@ -106,6 +111,7 @@ def scores_as_csv(slug: Slug, user: StaffDep, session: SessionDep) -> Response:
 
 @router.get("/assignments/{slug}/gradescope.zip", responses={**NOT_FOUND, 200: {"content": {"application/zip": {}}}},
             summary="Gradescope results.json of each student's final submission: <login>/results.json")
+@releases_session
 def gradescope_export(slug: Slug, user: StaffDep, session: SessionDep) -> Response:
     a = get_assignment(session, slug)
     table = score_table(session, a)
@@ -131,6 +137,7 @@ def gradescope_export(slug: Slug, user: StaffDep, session: SessionDep) -> Respon
 
 @router.get("/runs/failed", response_model=list[FailedRun],
             summary="runs that failed or ended with a grader error, newest first")
+@releases_session
 def failed_runs(user: StaffDep, session: SessionDep, assignment: str | None = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[FailedRun]:
     q = (select(GradingRun).join(Submission).join(AssignmentRow)

@@ -7,7 +7,7 @@ from sqlalchemy.orm import selectinload
 
 from server import auth
 from server.auth import UserDep
-from server.db import SessionDep
+from server.db import SessionDep, releases_session
 from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
 from server.schemas import Slug, SubmissionId, SubmissionOut, SubmitOut
 from server.service import get_assignment, load_submission, submission_out, submit
@@ -21,10 +21,11 @@ ERRORS = {400: {"description": "bad request"}, 404: {"description": "no such ass
 
 @router.post("/assignments/{slug}/submissions", response_model=SubmitOut, status_code=201, responses=ERRORS,
              summary="submit a notebook (.ipynb) or Python file (.py) for grading")
-async def create_submission(slug: Slug, request: Request, user: UserDep, session: SessionDep,
+@releases_session
+def create_submission(slug: Slug, request: Request, user: UserDep, session: SessionDep,
                             file: Annotated[UploadFile, File(description="the notebook")]) -> SubmitOut:
     limit = request.app.state.settings.max_upload_bytes
-    data = await file.read(limit + 1)
+    data = file.file.read(limit + 1)
     a = get_assignment(session, slug)
     sub = submit(request.app, session, user, a, file.filename, data)
     sub = load_submission(session, sub.id, user)
@@ -35,6 +36,7 @@ async def create_submission(slug: Slug, request: Request, user: UserDep, session
 
 @router.get("/submissions", response_model=list[SubmissionOut],
             summary="my submissions (staff: everyone's, filtered by login and assignment)")
+@releases_session
 def list_submissions(user: UserDep, session: SessionDep, assignment: str | None = None,
                      login: Annotated[str | None, Query(max_length=64)] = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[SubmissionOut]:
@@ -50,6 +52,7 @@ def list_submissions(user: UserDep, session: SessionDep, assignment: str | None 
 
 
 @router.get("/submissions/{sub_id}", response_model=SubmissionOut, responses={404: {"description": "not yours or none"}})
+@releases_session
 def one_submission(sub_id: SubmissionId, user: UserDep, session: SessionDep) -> SubmissionOut:
     return submission_out(load_submission(session, sub_id, user), user, utcnow())
 
@@ -57,6 +60,7 @@ def one_submission(sub_id: SubmissionId, user: UserDep, session: SessionDep) -> 
 @router.get("/submissions/{sub_id}/file", responses={404: {"description": "not yours or none"},
                                                       200: {"content": {"application/octet-stream": {}}}},
             summary="the file as it was submitted")
+@releases_session
 def submission_file(sub_id: SubmissionId, request: Request, user: UserDep, session: SessionDep) -> Response:
     sub = load_submission(session, sub_id, user)
     data = request.app.state.store.get(sub.content_hash)
