@@ -10,7 +10,7 @@ DLOPT := $(VENV)/bin/dlopt
 JOBS ?= 2
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup system-packages demo test check lint bench clean
+.PHONY: setup system-packages demo test check lint bench serve clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ system-packages:
 	    (apt-get install -y -q bubblewrap >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1)) \
 	      && echo "installed bubblewrap" || echo "WARNING: could not install bubblewrap: the sandbox will be weak (rlimits only)"; \
 	  else echo "WARNING: bubblewrap missing (apt-get install bubblewrap): the sandbox will be weak (rlimits only)"; fi; }
+	@# Chromium for the server's browser tests (skipped, with the reason, without it).
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+	      && echo "installed chromium" || echo "WARNING: could not install chromium: the browser tests will be skipped"; \
+	  else echo "WARNING: chromium missing (apt-get install chromium): the browser tests will be skipped"; fi; }
+
+serve: setup
+	$(DLOPT) serve
 
 demo: setup
 	$(DLOPT) demo --jobs $(JOBS)

@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             ep.load()(sub)
         except ImportError as e:  # the server's extra is not installed
             missing = sub.add_parser(ep.name, help=f"(unavailable: {e.name or e} is not installed)")
-            missing.set_defaults(fn=lambda _a, e=e: (console.print(
-                f"[red]{ep.name} needs the server's packages: pip install -e '.[server]' ({e})[/red]"), 2)[1])
+            missing.set_defaults(fn=lambda _a, e=e, name=ep.name: (console.print(
+                f"[red]{name} needs the server's packages: pip install -e '.[server]' ({e})[/red]"), 2)[1])
 
     args = p.parse_args(argv)
     try:

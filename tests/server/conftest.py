@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the server's packages are not installed (pip install -e '.[server]')")
 
 from fastapi.testclient import TestClient  # noqa: E402
+from server_course import Course  # noqa: E402
 
 from server.app import create_app  # noqa: E402
 from server.config import Settings  # noqa: E402
@@ -97,41 +98,6 @@ def settings_for(tmp_path, course, database_url):
         base.update(kw)
         return Settings(_env_file=None, **base)
     return make
-
-
-class Course:
-    """A running app with an admin, a TA and three students, each with a token."""
-
-    def __init__(self, app, client: TestClient) -> None:
-        self.app, self.client = app, client
-        self.tokens = {"admin": (app.state.settings.data_dir / "admin-token").read_text().strip()}
-        roster = "login,name,email,role\nta1,Tea Ay,ta@x.edu,ta\nalice,Alice,a@x.edu,student\n" \
-                 "bob,Bob,b@x.edu,\ncarol,Carol,c@x.edu,student\n"
-        r = self.post("admin", "/api/v1/roster", files={"file": ("roster.csv", roster, "text/csv")})
-        assert r.status_code == 200, r.text
-        self.tokens.update(r.json()["tokens"])
-
-    def h(self, who: str | None) -> dict:
-        return {"Authorization": f"Bearer {self.tokens.get(who, who)}"} if who else {}
-
-    def get(self, who, url, **kw):
-        return self.client.get(url, headers=self.h(who), **kw)
-
-    def post(self, who, url, **kw):
-        return self.client.post(url, headers=self.h(who), **kw)
-
-    def submit(self, who, slug, text="def double(x):\n    return 2 * x\n", name="sol.py"):
-        return self.post(who, f"/api/v1/assignments/{slug}/submissions", files={"file": (name, text.encode())})
-
-    def wait_graded(self, sub_id: int, timeout: float = 60.0) -> dict:
-        import time
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            d = self.get("admin", f"/api/v1/submissions/{sub_id}").json()
-            if d["status"] in ("done", "failed"):
-                return d
-            time.sleep(0.1)
-        raise AssertionError(f"submission {sub_id} not graded within {timeout} s: {d}")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from server_course import Course
 from sqlalchemy import func, select
 
 from server.app import create_app
@@ -55,7 +56,6 @@ def broker_course(tmp_path, course, redis_url, database_url):
         return p
 
     with TestClient(app) as client:
-        from conftest import Course
         c = Course(app, client)
         c.start_worker, c.tmp = start_worker, tmp_path
         yield c

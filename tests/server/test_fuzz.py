@@ -8,6 +8,7 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install -e '.[dev]')")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
+from server_course import Course  # noqa: E402
 
 from server.app import create_app  # noqa: E402
 from server.config import Settings  # noqa: E402
@@ -24,7 +25,6 @@ def fuzzed_app(tmp_path, course):
     app = create_app(s)
     from fastapi.testclient import TestClient
     with TestClient(app) as client:
-        from conftest import Course
         c = Course(app, client)
         c.submit("alice", "open")
         app.state.fuzz_tokens = c.tokens

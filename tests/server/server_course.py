@@ -1,0 +1,40 @@
+"""A running app with its users, for the server's tests (imported by conftest and tests)."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+
+class Course:
+    """A running app with an admin, a TA and three students, each with a token."""
+
+    def __init__(self, app, client: TestClient) -> None:
+        self.app, self.client = app, client
+        self.tokens = {"admin": (app.state.settings.data_dir / "admin-token").read_text().strip()}
+        roster = "login,name,email,role\nta1,Tea Ay,ta@x.edu,ta\nalice,Alice,a@x.edu,student\n" \
+                 "bob,Bob,b@x.edu,\ncarol,Carol,c@x.edu,student\n"
+        r = self.post("admin", "/api/v1/roster", files={"file": ("roster.csv", roster, "text/csv")})
+        assert r.status_code == 200, r.text
+        self.tokens.update(r.json()["tokens"])
+
+    def h(self, who: str | None) -> dict:
+        return {"Authorization": f"Bearer {self.tokens.get(who, who)}"} if who else {}
+
+    def get(self, who, url, **kw):
+        return self.client.get(url, headers=self.h(who), **kw)
+
+    def post(self, who, url, **kw):
+        return self.client.post(url, headers=self.h(who), **kw)
+
+    def submit(self, who, slug, text="def double(x):\n    return 2 * x\n", name="sol.py"):
+        return self.post(who, f"/api/v1/assignments/{slug}/submissions", files={"file": (name, text.encode())})
+
+    def wait_graded(self, sub_id: int, timeout: float = 60.0) -> dict:
+        import time
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            d = self.get("admin", f"/api/v1/submissions/{sub_id}").json()
+            if d["status"] in ("done", "failed"):
+                return d
+            time.sleep(0.1)
+        raise AssertionError(f"submission {sub_id} not graded within {timeout} s: {d}")
