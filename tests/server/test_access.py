@@ -122,3 +122,54 @@ def test_bad_rosters_are_refused_and_change_nothing(course_app, roster, why):
     r = c.post("ta1", "/api/v1/roster", files={"file": ("r.csv", roster)})
     assert r.status_code == 422 and why in r.json()["detail"]
     assert c.get("ta1", "/api/v1/users").json() == before
+
+
+PAGES = [  # (method, path, least role) of the web pages; forms also need the CSRF field
+    ("GET", "/ui", "student"),
+    ("GET", "/ui/submissions/{sub_id}", "student"),
+    ("GET", "/ui/submissions/{sub_id}/status.json", "student"),
+    ("POST", "/ui/assignments/open/submit", "student"),
+    ("GET", "/ui/ta/open", "ta"),
+    ("GET", "/ui/ta/open/scores.csv", "ta"),
+    ("POST", "/ui/ta/submissions/{sub_id}/regrade", "ta"),
+    ("POST", "/ui/ta/open/regrade", "ta"),
+]
+
+
+def test_every_page_is_in_the_table(course_app):
+    from fastapi.routing import APIRoute
+    from server.pages import pages as router
+    served = {(m, r.path) for r in router.routes if isinstance(r, APIRoute) and r.path.startswith("/ui")
+              for m in r.methods}
+    listed = {(m, p.replace("open", "{slug}")) for m, p, _ in PAGES}
+    assert served == listed, f"untested: {served - listed}; gone: {listed - served}"
+
+
+@pytest.mark.parametrize("method,path,least", PAGES, ids=[f"{m} {p}" for m, p, _ in PAGES])
+def test_pages_who_may_and_who_may_not(course_app, method, path, least):
+    from server.auth import COOKIE, csrf_for
+    c = course_app
+    sub_id = c.submit("alice", "open").json()["submission"]["id"]
+    url = path.replace("{sub_id}", str(sub_id))
+    for who in (None, "bob", "alice", "ta1"):
+        c.client.cookies.clear()
+        if who:
+            c.client.cookies.set(COOKIE, c.tokens[who])
+        kw = {"follow_redirects": False}
+        if method == "POST":
+            kw["data"] = {"csrf": csrf_for(c.tokens[who]) if who else ""}
+            if path.endswith("/submit"):
+                kw["files"] = {"file": ("s.py", b"def double(x):\n    return 2 * x\n")}
+        r = c.client.request(method, url, **kw)
+        if who is None:
+            assert r.status_code == 303 and r.headers["location"] == "/", (who, r.status_code)
+        elif least == "ta" and who != "ta1":
+            assert r.status_code == 403, (who, r.status_code)
+        elif who == "bob" and "{sub_id}" in path:
+            assert r.status_code == 404, (who, r.status_code)
+        else:
+            assert r.status_code in (200, 303), (who, r.status_code, r.text[:300])
+        if method == "POST" and who:  # the same form without its CSRF field
+            kw["data"] = {}
+            assert c.client.request(method, url, **kw).status_code in (403, 404)
+    c.client.cookies.clear()
