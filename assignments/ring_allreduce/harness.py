@@ -132,11 +132,25 @@ def _rank_main(ns, rank, world, init_file, cases, conn, device):
         os._exit(0)
 
 
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
 def run_ranks(ns, world, cases, timeout=30.0, device="cpu"):
     """cases: a list of per-rank lists (case[rank] = {"op": ..., ...}). Returns
     {"results": [per rank: [per case: {...}]], "error": str | None}."""
-    if device.startswith("cuda") and torch.cuda.device_count() < world:
-        device = "cpu"  # NCCL needs a GPU per rank: fewer GPUs than ranks run on gloo
+    if device.startswith("cuda") and (torch.cuda.device_count() < world or torch.cuda.is_initialized()):
+        # NCCL needs a GPU per rank, and ranks forked from a process that has already
+        # initialised CUDA cannot use it: those run on gloo, on the CPU.
+        device = "cpu"
+    # Ranks get CPU copies made here: a forked rank must not touch CUDA it did not start.
+    cases = _to_cpu(cases)
     ctx = mp.get_context("fork")
     init_file = tempfile.mktemp(prefix="dlopt-pg-", dir="/tmp")
     procs, conns = [], []

@@ -21,6 +21,18 @@ def store_model(ns, key, model):
     return sum(p.numel() for p in model.parameters())
 
 
+def warm_up(ns, key, loss_fn, batch):
+    """On a GPU: one forward pass and one random draw on the stored model's device before a
+    watched step, so that CUDA's libraries (cuBLAS, the generators) load their host memory
+    outside the measured call: it is not the student's memory."""
+    model = _MODELS[key]
+    p = next(model.parameters())
+    with torch.no_grad():
+        float(loss_fn(model, batch))
+        torch.randn(p.shape, device=p.device, dtype=p.dtype, generator=torch.Generator(p.device).manual_seed(0))
+    return True
+
+
 def drop_model(ns, key):
     _MODELS.pop(key, None)
     return True

@@ -298,6 +298,8 @@ def memory_step(student, device, fn, label, kwargs):
     batch = (torch.randn(8, 1024, generator=g), torch.randn(8, 1024, generator=g))
     student.restart()
     student.task("store_model", label, spec)
+    if device != "cpu":
+        student.task("warm_up", label, LOSS, batch)
     call = describe_call(fn, "MLP(12 x Linear(1024, 1024))", LOSS_FN, batch, **kwargs)
     try:
         r = student.task("step", fn, label, LOSS, batch, kwargs, what=call, watch_memory=True, timeout=120)
@@ -305,7 +307,9 @@ def memory_step(student, device, fn, label, kwargs):
         student.task("drop_model", label)
     largest = 1024 * 1024 * 4
     budget = 4 * largest + (8 << 20)
-    expect_memory_within(r.memory, budget, call=call, advice=(
+    # On a GPU the parameters live there: CUDA's allocator is the measure (the rule);
+    # the host's grows as CUDA loads kernels lazily. The CPU run's kernel measure is the strict one.
+    expect_memory_within(r.memory, budget, call=call, host=device == "cpu", advice=(
         "The largest parameter is 4 MiB, all parameters 48 MiB: regenerate z one parameter at a time from the "
         "seed, and keep no copy of the parameters or of z"))
 

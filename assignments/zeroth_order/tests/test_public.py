@@ -42,7 +42,7 @@ def test_public_coordinate_gradient(student):
 @pytest.mark.function("zo_gradient")
 def test_public_zo_gradient_many_samples(student):
     spec, x, grad = _quadratic(3)
-    got = student.call("zo_gradient", spec, x, 0.1, 5000, 1).value
+    got = torch.as_tensor(student.call("zo_gradient", spec, x, 0.1, 5000, 1).value).cpu()  # cpu: GPU runs return cuda
     # E|error|^2 = (d + 1)|g|^2 / n = 8e-4 |g|^2: an error of half |g| is 17 standard deviations.
     err = float((got - grad).norm())
     if not err < 0.5 * float(grad.norm()):
@@ -52,23 +52,27 @@ def test_public_zo_gradient_many_samples(student):
 
 @pytest.mark.points(2)
 @pytest.mark.function("mezo_step")
-def test_public_mezo_step(student):
+def test_public_mezo_step(student, device):
     g = torch.Generator().manual_seed(1)
     sizes = [3, 4, 2]
     model = build("mlp", {"sizes": sizes, "state": {}, "activation": "tanh", "dtype": torch.float64})
     state = {k: torch.randn(v.shape, generator=g, dtype=torch.float64) for k, v in model.state_dict().items()}
     model.load_state_dict(state)
+    model.to(device)  # on a GPU run student code and the contract's generator are on the GPU
     batch = (torch.randn(8, 3, generator=g, dtype=torch.float64), torch.randn(8, 2, generator=g, dtype=torch.float64))
-    student.task("store_model", "public", mlp_spec(sizes, state, "tanh", torch.float64))
+    spec = mlp_spec(sizes, state, "tanh", torch.float64)
+    spec.params["device"] = device
+    student.task("store_model", "public", spec)
     pg = student.task("step", "mezo_step", "public", Spec("model_loss", {"name": "mse"}), batch,
                       {"lr": 0.1, "eps": 1e-3, "seed": 4}).value
     # The contract, written out: z regenerated from the seed for every pass.
     loss = build("model_loss", {"name": "mse"})
 
     def zs():
-        gen = torch.Generator().manual_seed(4)
-        return [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in model.parameters()]
+        gen = torch.Generator(device).manual_seed(4)
+        return [torch.randn(p.shape, generator=gen, dtype=p.dtype, device=device) for p in model.parameters()]
 
+    batch = tuple(t.to(device) for t in batch)
     with torch.no_grad():
         for p, z in zip(model.parameters(), zs()):
             p += 1e-3 * z
@@ -84,5 +88,5 @@ def test_public_mezo_step(student):
     if not math.isclose(pg, want, rel_tol=1e-8, abs_tol=1e-8):
         raise GradingFailure(f"mezo_step(lr=0.1, eps=1e-3, seed=4): projected_grad {pg:.8g}, expected {want:.8g}")
     for (name, p), q in zip(model.named_parameters(), student.task("parameters", "public").value):
-        expect_close(q, p.detach(), call="mezo_step(lr=0.1, eps=1e-3, seed=4)", what=f"parameter {name}",
+        expect_close(torch.as_tensor(q).cpu(), p.detach().cpu(), call="mezo_step(lr=0.1, eps=1e-3, seed=4)", what=f"parameter {name}",
                      rtol=1e-10, atol=1e-10)
