@@ -47,6 +47,14 @@ def main() -> None:
     import json
 
     cfg = json.loads(sys.argv[1])
+    if cfg.get("socket"):
+        # The docker runner: the judge listens on a Unix socket in a mounted folder.
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(cfg["socket"])
+        cfg["req_fd"] = sock.detach()
+        cfg["rep_fd"] = os.dup(cfg["req_fd"])
     _apply_limits(cfg)
     os.chdir(cfg.get("workdir", "/tmp"))
 

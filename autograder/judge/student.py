@@ -15,7 +15,7 @@ from typing import Any
 
 from autograder.protocol import ProtocolError, decode, read_frame, write_frame
 from autograder.protocol.framing import FrameTimeout
-from autograder.sandbox import Limits, LocalRunner
+from autograder.sandbox import Limits, make_runner
 
 IMPORT_GRACE_SECONDS = 60.0  # torch's import and the submission's top level, on a slow disk
 MAX_RESTARTS = 25
@@ -105,7 +105,7 @@ class StudentCode:
     notes: list[str] = field(default_factory=list)  # intake notes (e.g. a cell with a syntax error)
 
     def __post_init__(self):
-        self.runner = LocalRunner(self.limits, gpu=self.gpu, device=self.device,
+        self.runner = make_runner(self.limits, gpu=self.gpu, device=self.device,
                                   forbidden=self.forbidden_patterns, harness=self.harness,
                                   force_weak=self.force_weak)
         self.handle = None

@@ -138,6 +138,7 @@ PAGES = [  # (method, path, least role) of the web pages; forms also need the CS
 
 def test_every_page_is_in_the_table(course_app):
     from fastapi.routing import APIRoute
+
     from server.pages import pages as router
     served = {(m, r.path) for r in router.routes if isinstance(r, APIRoute) and r.path.startswith("/ui")
               for m in r.methods}

@@ -1,0 +1,214 @@
+"""The docker runner: one container per submission, through the Docker SDK for Python
+(`docker` on PyPI), against a Docker engine or Podman's Docker-compatible API.
+
+The container gets no network, memory / CPU / process limits, a read-only root, a
+private tmpfs at /tmp, no capabilities, no new privileges and a non-root uid; the
+child's runtime (the protocol and child packages, the assignment's harness) is mounted
+read-only at /sandbox, and nothing else of the project. The judge talks to the child
+through a Unix socket in a folder mounted at /io: the same frames as the local
+runner's pipes. On a GPU worker the assignment's GPUs are passed with a device request
+(`DLOPT_GPU_DEVICES`, one worker slot's devices). The container is killed and removed
+after the submission, with everything it started.
+
+Configuration (environment, read where the judge runs):
+- `DLOPT_RUNNER=docker` selects this runner (`dlopt grade --runner docker`).
+- `DOCKER_HOST`: the engine (e.g. unix:///run/podman/podman.sock); default the SDK's.
+- `DLOPT_DOCKER_IMAGE`: the runner image (default `dlopt-runner:latest`, docker/runner.Dockerfile).
+- `DLOPT_DOCKER_PYTHON`: the Python inside the image (default `python3`).
+- `DLOPT_DOCKER_MOUNTS`: extra read-only mounts `host[:container],...` (tests: an empty
+  image that borrows the host's system and Python, read-only).
+- `DLOPT_DOCKER_ULIMITS`: `nofile=1024:1024,nproc=1024:1024` where the host's limits cannot be raised.
+- `DLOPT_GPU_DEVICES`: device ids for this worker slot (e.g. `0` or `0,1`); default all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from .limits import Limits
+from .local import ChildHandle, LocalRunner
+
+SOCKET_NAME = "judge.sock"
+START_SECONDS = 120.0  # image start and the child's first imports
+
+
+def _env_list(name: str) -> list[str]:
+    return [p.strip() for p in os.environ.get(name, "").split(",") if p.strip()]
+
+
+def parse_mounts(spec: list[str]) -> dict:
+    out = {}
+    for item in spec:
+        host, _, inside = item.partition(":")
+        out[host] = {"bind": inside or host, "mode": "ro"}
+    return out
+
+
+def parse_ulimits(spec: list[str]):
+    import docker
+
+    out = []
+    for item in spec:
+        name, _, values = item.partition("=")
+        soft, _, hard = values.partition(":")
+        out.append(docker.types.Ulimit(name=name, soft=int(soft), hard=int(hard or soft)))
+    return out
+
+
+def gpu_device_requests(gpu: bool, device_ids: list[str] | None = None):
+    """The SDK's request for the GPUs of this worker slot (all of them when none named)."""
+    if not gpu:
+        return []
+    import docker
+
+    if device_ids:
+        return [docker.types.DeviceRequest(device_ids=list(device_ids), capabilities=[["gpu"]])]
+    return [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+
+
+class _ContainerProcess:
+    """What the judge needs of a child process (poll, wait, returncode), for a container."""
+
+    pid = None
+
+    def __init__(self, container) -> None:
+        self.container = container
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                self.container.reload()
+                state = self.container.attrs.get("State", {})
+                if state.get("Status") in ("exited", "dead", "stopped"):
+                    self.returncode = int(state.get("ExitCode", -1))
+            except Exception:  # noqa: BLE001 - gone: treat as dead
+                self.returncode = -9
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        try:
+            status = self.container.wait(timeout=timeout)
+            self.returncode = int(status.get("StatusCode", -1))
+        except Exception as e:  # noqa: BLE001 - the SDK raises its transport's timeout
+            if self.poll() is None:
+                raise subprocess.TimeoutExpired("container", timeout) from e
+        return self.returncode
+
+
+class ContainerHandle(ChildHandle):
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        try:
+            self.proc.container.kill()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        self.proc.poll()
+        for fd in {self.req_fd, self.rep_fd}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.req_fd = self.rep_fd = -1
+
+    def log_tail(self, limit: int = 2000) -> str:
+        try:
+            return self.proc.container.logs(tail=200).decode("utf-8", "replace")[-limit:]
+        except Exception:  # noqa: BLE001
+            return ""
+
+    def cleanup(self) -> None:
+        self.kill()
+        try:
+            self.proc.container.remove(force=True)
+        except Exception:  # noqa: BLE001
+            pass
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+class DockerRunner(LocalRunner):
+    """Same interface as LocalRunner (start() -> a handle the judge talks through)."""
+
+    name = "docker"
+
+    def __init__(self, limits: Limits, *, gpu: bool = False, device: str = "cpu",
+                 forbidden: list[str] | None = None, harness: Path | None = None, force_weak: bool = False,
+                 client=None, image: str | None = None):
+        super().__init__(limits, gpu=gpu, device=device, forbidden=forbidden, harness=harness, force_weak=True)
+        import docker
+
+        self.client = client or docker.from_env(timeout=int(START_SECONDS))
+        self.image = image or os.environ.get("DLOPT_DOCKER_IMAGE", "dlopt-runner:latest")
+        self.python = os.environ.get("DLOPT_DOCKER_PYTHON", "python3")
+        self.extra_mounts = parse_mounts(_env_list("DLOPT_DOCKER_MOUNTS"))
+        self.ulimits = parse_ulimits(_env_list("DLOPT_DOCKER_ULIMITS"))
+        self.gpu_ids = _env_list("DLOPT_GPU_DEVICES") or None
+        self.report = {"kind": "docker", "strong": True, "image": self.image, "network": "none",
+                       "read_only_root": True, "capabilities": "none", "unprivileged_uid": True}
+
+    def container_options(self, staging: Path, cfg: dict) -> dict:
+        """Everything the container is created with (a function of its own for the tests)."""
+        lim = self.limits
+        volumes = {**self.extra_mounts,
+                   str(staging / "runtime"): {"bind": "/sandbox", "mode": "ro"},
+                   str(staging / "io"): {"bind": "/io", "mode": "rw"}}
+        env = self._env()
+        if self.gpu and self.gpu_ids:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(self.gpu_ids)))
+        return dict(
+            image=self.image, command=[self.python, "-I", "-B", "/sandbox/autograder/child/main.py", json.dumps(cfg)],
+            detach=True, network_mode="none", read_only=True, user="61000:61000", working_dir="/tmp",
+            tmpfs={"/tmp": f"rw,size={max(64, lim.memory_mb // 4)}m,mode=1777"},
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], environment=env, volumes=volumes,
+            mem_limit=f"{lim.memory_mb}m", memswap_limit=f"{lim.memory_mb}m",
+            nano_cpus=int(float(os.environ.get("DLOPT_DOCKER_CPUS", "2")) * 1e9),
+            pids_limit=lim.processes + 32, ulimits=self.ulimits or None,
+            device_requests=gpu_device_requests(self.gpu, self.gpu_ids) or None,
+            labels={"dlopt.role": "sandbox"}, stdin_open=False, tty=False)
+
+    def start(self) -> ChildHandle:
+        staging = self._stage()
+        io_dir = staging / "io"
+        io_dir.mkdir(mode=0o777)
+        os.chmod(io_dir, 0o777)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(io_dir / SOCKET_NAME))
+        os.chmod(io_dir / SOCKET_NAME, 0o777)
+        listener.listen(1)
+        limits = self.limits.rlimits(self.gpu)
+        limits.pop("memory_bytes", None)  # the container's memory limit is the cgroup's
+        cfg = {"socket": f"/io/{SOCKET_NAME}", "uid": None, "workdir": "/tmp", "limits": limits,
+               "forbidden": self.forbidden, "device": self.device, "watch_memory": self.limits.watch_memory,
+               "harness": "/sandbox/harness.py" if self.harness is not None else None}
+        container = self.client.containers.create(**self.container_options(staging, cfg))
+        proc = _ContainerProcess(container)
+        handle = ContainerHandle(proc, -1, -1, staging / "log.txt", staging)
+        try:
+            container.start()
+            listener.settimeout(1.0)
+            deadline = time.monotonic() + START_SECONDS
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                    break
+                except TimeoutError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("the sandbox container did not start: "
+                                           + handle.log_tail(1500)) from None
+        except BaseException:
+            handle.cleanup()
+            raise
+        finally:
+            listener.close()
+        conn.setblocking(True)
+        handle.req_fd = conn.detach()
+        handle.rep_fd = os.dup(handle.req_fd)
+        return handle
