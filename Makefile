@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# constraints.txt pins torch to the CPU build; the project itself asks only torch>=2.4.
-	$(PIP) install -q -c constraints.txt -e '.[triton,server,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[triton,server,docker,dev]'
 	touch $@
 
 setup: system-packages $(VENV)/.installed
@@ -28,6 +28,12 @@ system-packages:
 	    (apt-get install -y -q bubblewrap >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1)) \
 	      && echo "installed bubblewrap" || echo "WARNING: could not install bubblewrap: the sandbox will be weak (rlimits only)"; \
 	  else echo "WARNING: bubblewrap missing (apt-get install bubblewrap): the sandbox will be weak (rlimits only)"; fi; }
+	@# Podman (a Docker-compatible API) and runc for the docker runner's tests (skipped without).
+	@command -v podman >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q podman runc >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q podman runc >/dev/null 2>&1)) \
+	      && echo "installed podman" || echo "WARNING: could not install podman: the docker runner tests will be skipped"; \
+	  else echo "WARNING: podman missing (apt-get install podman runc): the docker runner tests will be skipped"; fi; }
 	@# Chromium for the server's browser tests (skipped, with the reason, without it).
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import entry_points
@@ -193,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--device", default=None, help="cpu, cuda or auto (default: by the assignment)")
     g.add_argument("--public", action="store_true", help="run only the public tests")
     g.add_argument("--weak-sandbox", action="store_true", help=argparse.SUPPRESS)
+    g.add_argument("--runner", choices=["local", "docker"], default=None,
+                   help="local (default) or docker: a container per submission (DOCKER_HOST, DLOPT_DOCKER_IMAGE)")
     g.add_argument("--verbose", "-v", action="store_true", help="print every test's feedback")
     g.set_defaults(fn=cmd_grade)
 
@@ -211,10 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("assignments", nargs="*")
     c.add_argument("--examples", action="store_true", help="also check the example submissions' scores")
     c.add_argument("--jobs", "-j", type=int, default=2)
+    c.add_argument("--runner", choices=["local", "docker"], default=None, help="as for grade")
     c.set_defaults(fn=cmd_check)
 
     d = sub.add_parser("demo", help="grade the example submissions of every finished assignment")
     d.add_argument("--jobs", "-j", type=int, default=2)
+    d.add_argument("--runner", choices=["local", "docker"], default=None, help="as for grade")
     d.set_defaults(fn=cmd_demo)
 
     sub.add_parser("doctor", help="what sandbox and devices this machine offers").set_defaults(fn=cmd_doctor)
@@ -230,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"[red]{name} needs the server's packages: pip install -e '.[server]' ({e})[/red]"), 2)[1])
 
     args = p.parse_args(argv)
+    if getattr(args, "runner", None):
+        os.environ["DLOPT_RUNNER"] = args.runner  # the judge processes inherit it
     try:
         return args.fn(args)
     except assignments.AssignmentError as e:

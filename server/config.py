@@ -7,6 +7,7 @@ With nothing set the server runs on a fresh machine: SQLite and the submissions 
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Literal
 from pathlib import Path
 
 from pydantic import Field
@@ -30,7 +31,7 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(120.0, gt=0, description="a running job not heartbeating this long is retried")
     poll_seconds: float = Field(1.0, gt=0)
     gpu_queue_for: tuple[str, ...] = Field(("required",), description="assignment gpu modes sent to the gpu queue")
-    runner: str = Field("local", description="the sandbox runner the workers use")
+    runner: Literal["local", "docker"] = Field("local", description="the sandbox runner the workers use")
     grade_function: str = Field("autograder.grading:grade",
                                 description="module:function called to grade; a seam for tests and benchmarks")
 

@@ -50,6 +50,7 @@ class GradingQueue:
         self.dispatcher: Callable[[list[int], dict[int, str]], None] | None = None  # the broker's send
         module, _, name = settings.grade_function.partition(":")
         self._grade = getattr(importlib.import_module(module), name)
+        os.environ["DLOPT_RUNNER"] = settings.runner  # the judge processes this worker starts inherit it
 
     # -- enqueue -----------------------------------------------------------------
     def add_run(self, session, submission: Submission, assignment: AssignmentRow, reason: str) -> GradingRun:

@@ -151,6 +151,10 @@ class DockerRunner(LocalRunner):
         self.extra_mounts = parse_mounts(_env_list("DLOPT_DOCKER_MOUNTS"))
         self.ulimits = parse_ulimits(_env_list("DLOPT_DOCKER_ULIMITS"))
         self.gpu_ids = _env_list("DLOPT_GPU_DEVICES") or None
+        try:
+            self.podman = "podman" in json.dumps(self.client.version()).lower()
+        except Exception:  # noqa: BLE001 - no engine to ask (unit tests): assume Docker
+            self.podman = False
         self.report = {"kind": "docker", "strong": True, "image": self.image, "network": "none",
                        "read_only_root": True, "capabilities": "none", "unprivileged_uid": True}
 
@@ -166,7 +170,8 @@ class DockerRunner(LocalRunner):
         return dict(
             image=self.image, command=[self.python, "-I", "-B", "/sandbox/autograder/child/main.py", json.dumps(cfg)],
             detach=True, network_mode="none", read_only=True, user="61000:61000", working_dir="/tmp",
-            tmpfs={"/tmp": f"rw,size={max(64, lim.memory_mb // 4)}m,mode=1777"},
+            # Podman 4 ignores a tmpfs mode; its U option gives /tmp to the container's user instead.
+            tmpfs={"/tmp": f"rw,size={max(64, lim.memory_mb // 4)}m,mode=1777" + (",U" if self.podman else "")},
             cap_drop=["ALL"], security_opt=["no-new-privileges"], environment=env, volumes=volumes,
             mem_limit=f"{lim.memory_mb}m", memswap_limit=f"{lim.memory_mb}m",
             nano_cpus=int(float(os.environ.get("DLOPT_DOCKER_CPUS", "2")) * 1e9),

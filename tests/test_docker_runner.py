@@ -1,0 +1,128 @@
+"""The docker runner: what each container is made with (from the SDK's own types), and,
+through Podman, that the sandbox holds: no network, a read-only root, no capabilities,
+a non-root uid, nothing of the project, and no container left after a submission."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+docker = pytest.importorskip("docker", reason="the Docker SDK is not installed (pip install docker)")
+
+from autograder.sandbox import Limits  # noqa: E402
+from autograder.sandbox.docker import DockerRunner, gpu_device_requests, parse_mounts, parse_ulimits  # noqa: E402
+
+
+class FakeClient:
+    """Stands in for docker.DockerClient where no engine is needed."""
+
+
+def options(monkeypatch, tmp_path, gpu=False, devices=None, **limits):
+    if devices:
+        monkeypatch.setenv("DLOPT_GPU_DEVICES", devices)
+    r = DockerRunner(Limits(**limits), gpu=gpu, device="cuda" if gpu else "cpu", client=FakeClient(), image="img")
+    return r.container_options(tmp_path, {"socket": "/io/judge.sock"})
+
+
+def test_every_container_is_locked_down(monkeypatch, tmp_path):
+    o = options(monkeypatch, tmp_path, memory_mb=2048, processes=64)
+    assert o["network_mode"] == "none" and o["read_only"] is True
+    assert o["cap_drop"] == ["ALL"] and o["security_opt"] == ["no-new-privileges"]
+    assert o["user"] == "61000:61000" and not o["user"].startswith("0")
+    assert o["mem_limit"] == "2048m" and o["memswap_limit"] == "2048m" and o["pids_limit"] == 64 + 32
+    assert o["tmpfs"]["/tmp"].startswith("rw,size=512m")
+    # only the runtime (read-only) and the socket folder are mounted from the host
+    assert o["volumes"][str(tmp_path / "runtime")] == {"bind": "/sandbox", "mode": "ro"}
+    assert o["volumes"][str(tmp_path / "io")]["bind"] == "/io"
+    assert set(o["volumes"]) == {str(tmp_path / "runtime"), str(tmp_path / "io")}
+    assert o["device_requests"] is None
+
+
+def test_gpu_device_requests_per_worker_slot(monkeypatch, tmp_path):
+    o = options(monkeypatch, tmp_path, gpu=True, devices="2,3")
+    (req,) = o["device_requests"]
+    assert isinstance(req, docker.types.DeviceRequest)
+    assert req["DeviceIDs"] == ["2", "3"] and req["Capabilities"] == [["gpu"]]
+    # inside, the slot's GPUs are numbered from 0
+    assert o["environment"]["CUDA_VISIBLE_DEVICES"] == "0,1"
+    (every,) = gpu_device_requests(True)
+    assert every["Count"] == -1 and every["Capabilities"] == [["gpu"]]
+    assert gpu_device_requests(False) == []
+
+
+def test_mount_and_ulimit_specs():
+    assert parse_mounts(["/usr", "/opt/py:/py"]) == {"/usr": {"bind": "/usr", "mode": "ro"},
+                                                     "/opt/py": {"bind": "/py", "mode": "ro"}}
+    (u,) = parse_ulimits(["nofile=1024:2048"])
+    assert isinstance(u, docker.types.Ulimit) and (u["Name"], u["Soft"], u["Hard"]) == ("nofile", 1024, 2048)
+
+
+PROBE = '''
+import os, socket
+def probe():
+    out = {"uid": os.getuid()}
+    try:
+        socket.create_connection(("1.1.1.1", 53), timeout=2)
+        out["network"] = "open"
+    except OSError as e:
+        out["network"] = type(e).__name__
+    for path in ("/usr/pwned", "/etc/pwned", "/sandbox/pwned"):
+        try:
+            open(path, "w").write("x")
+            out[path] = "written"
+        except OSError:
+            out[path] = "refused"
+    open("/tmp/ok", "w").write("x")
+    out["tmp"] = os.path.exists("/tmp/ok")
+    status = open("/proc/self/status").read()
+    out["cap_eff"] = [l.split()[1] for l in status.splitlines() if l.startswith("CapEff")][0]
+    out["no_new_privs"] = [l.split()[1] for l in status.splitlines() if l.startswith("NoNewPrivs")][0]
+    out["sees"] = sorted(os.listdir("/sandbox"))
+    return out
+'''
+
+
+def test_the_sandbox_holds_through_podman(docker_engine, monkeypatch):
+    for k, v in docker_engine.items():
+        monkeypatch.setenv(k, v)
+    from autograder.judge.student import StudentCode
+
+    client = docker.DockerClient(base_url=docker_engine["DOCKER_HOST"])
+    before = {c.id for c in client.containers.list(all=True)}
+    s = StudentCode(PROBE + "\ndef double(x):\n    return 2 * x\n", Limits())
+    assert torch.equal(s.call("double", torch.arange(4.0)).value, torch.arange(4.0) * 2)
+    out = s.call("probe").value
+    s.close()
+    assert out["uid"] == 61000
+    assert out["network"] != "open"
+    assert all(out[p] == "refused" for p in ("/usr/pwned", "/etc/pwned", "/sandbox/pwned"))
+    assert out["tmp"] is True
+    assert out["cap_eff"] == "0000000000000000" and out["no_new_privs"] == "1"
+    assert out["sees"] == ["autograder"]  # the runtime only: no suite, no reference, no harness here
+    assert s.sandbox["kind"] == "docker"
+    assert {c.id for c in client.containers.list(all=True)} == before  # gone after the submission
+
+
+def test_a_fork_bomb_and_a_runaway_process_end_with_the_container(docker_engine, monkeypatch):
+    for k, v in docker_engine.items():
+        monkeypatch.setenv(k, v)
+    from autograder.judge.student import StudentCode
+
+    client = docker.DockerClient(base_url=docker_engine["DOCKER_HOST"])
+    before = {c.id for c in client.containers.list(all=True)}
+    src = ("import os, subprocess, sys\n"
+           "def spawn():\n"
+           "    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\n"
+           "    n = 0\n"
+           "    try:\n"
+           "        while True:\n"
+           "            if os.fork() == 0:\n"
+           "                import time; time.sleep(600)\n"
+           "            n += 1\n"
+           "    except OSError:\n"
+           "        return n\n")
+    s = StudentCode(src, Limits(processes=32))
+    n = s.call("spawn").value
+    s.close()
+    assert n < 64  # the pids limit stopped it
+    assert {c.id for c in client.containers.list(all=True)} == before
