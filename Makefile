@@ -10,7 +10,7 @@ DLOPT := $(VENV)/bin/dlopt
 JOBS ?= 2
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup system-packages demo test check lint bench serve clean
+.PHONY: setup system-packages demo test check lint bench serve docker-check clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ system-packages:
 	      && echo "installed chromium" || echo "WARNING: could not install chromium: the browser tests will be skipped"; \
 	  else echo "WARNING: chromium missing (apt-get install chromium): the browser tests will be skipped"; fi; }
 
+# Every finished assignment's examples through the docker runner (Podman's API here).
+docker-check: setup
+	$(PY) docker/podman_dev.py run -- $(DLOPT) check --examples --runner docker --jobs $(JOBS)
+
 serve: setup
 	$(DLOPT) serve
 
@@ -51,12 +55,12 @@ check: setup
 	$(DLOPT) check --jobs $(JOBS)
 
 test: setup
-	$(VENV)/bin/ruff check autograder reference server tests bench assignments
+	$(VENV)/bin/ruff check autograder reference server tests bench assignments docker
 	$(DLOPT) check --examples --jobs $(JOBS)
 	TRITON_INTERPRET=1 $(VENV)/bin/pytest -q tests
 
 lint: setup
-	$(VENV)/bin/ruff check autograder reference server tests bench assignments
+	$(VENV)/bin/ruff check autograder reference server tests bench assignments docker
 
 bench: setup
 	$(PY) bench/overhead.py

@@ -7,8 +7,8 @@ With nothing set the server runs on a fresh machine: SQLite and the submissions 
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict

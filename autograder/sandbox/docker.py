@@ -33,6 +33,7 @@ from pathlib import Path
 
 from .limits import Limits
 from .local import ChildHandle, LocalRunner
+from .memwatch import ContainerMemoryWatch
 
 SOCKET_NAME = "judge.sock"
 START_SECONDS = 120.0  # image start and the child's first imports
@@ -214,6 +215,12 @@ class DockerRunner(LocalRunner):
         finally:
             listener.close()
         conn.setblocking(True)
+        if self.limits.watch_memory:
+            container.reload()
+            pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+            if pid > 0:
+                handle.memory = ContainerMemoryWatch(pid)
+                self.report["memory_watch"] = handle.memory.method
         handle.req_fd = conn.detach()
         handle.rep_fd = os.dup(handle.req_fd)
         return handle

@@ -195,3 +195,37 @@ class MemoryWatch:
             except OSError:
                 time.sleep(0.02)
         self.group = None
+
+
+class ContainerMemoryWatch(MemoryWatch):
+    """The same measure for a container the engine (Docker, Podman) made: its own memory
+    cgroup, found from its first process's /proc/PID/cgroup, read and reset in place, never
+    moved or removed; where that cgroup is not writable from here, the process tree's VmHWM."""
+
+    def __init__(self, pid: int):
+        self.method, self.group, self.root_pid, self._baseline = "none", None, pid, {}
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if "memory" in controllers.split(","):
+                group = CGROUP_V1 / path.lstrip("/")
+                if (group / "memory.max_usage_in_bytes").exists() and os.access(group / "memory.max_usage_in_bytes", os.W_OK):
+                    self.group, self.method = group, "cgroup-v1"
+                    return
+            if controllers == "" and line.startswith("0::"):
+                group = CGROUP_V2 / path.lstrip("/")
+                if (group / "memory.peak").exists():
+                    try:
+                        (group / "memory.peak").write_text("0\n")
+                        self.group, self.method = group, "cgroup-v2"
+                        return
+                    except OSError:
+                        pass
+        if os.path.exists(f"/proc/{pid}/clear_refs"):
+            self.method = "proc"
+
+    def close(self) -> None:
+        self.group = None  # the engine's cgroup: it goes with the container
