@@ -113,12 +113,7 @@ class ContainerHandle(ChildHandle):
         except Exception:  # noqa: BLE001 - already gone
             pass
         self.proc.poll()
-        for fd in {self.req_fd, self.rep_fd}:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.req_fd = self.rep_fd = -1
+        self._close_fds()
 
     def log_tail(self, limit: int = 2000) -> str:
         try:

@@ -142,7 +142,10 @@ class ChildHandle:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
-        for fd in (self.req_fd, self.rep_fd):
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in {self.req_fd, self.rep_fd} - {-1}:
             try:
                 os.close(fd)
             except OSError:
