@@ -5,14 +5,11 @@ from pathlib import Path
 import pytest
 
 from autograder import assignment as assignments
-from autograder.sandbox.local import bwrap_path
+
+from sandbox_marks import needs_bwrap  # noqa: F401  (re-exported)
 
 REPO = Path(__file__).resolve().parents[1]
 ADAM_EXAMPLES = REPO / "assignments" / "adam" / "examples"
-
-needs_bwrap = pytest.mark.skipif(
-    bwrap_path() is None, reason="bubblewrap is missing or cannot create namespaces on this machine "
-                                 "(apt-get install bubblewrap); the strong sandbox cannot be tested")
 
 
 @pytest.fixture(scope="session")

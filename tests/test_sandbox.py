@@ -14,7 +14,7 @@ import torch
 from autograder.judge.student import StudentCode, StudentCrash, StudentError, StudentTimeout
 from autograder.sandbox import Limits
 
-from conftest import needs_bwrap
+from sandbox_marks import needs_bwrap
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,10 +13,11 @@ import pytest
 pytest.importorskip("fastapi", reason="the server's packages are not installed (pip install -e '.[server]')")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from server_course import Course  # noqa: E402
 
 from server.app import create_app  # noqa: E402
 from server.config import Settings  # noqa: E402
+
+from server_course import Course  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PROBE = HERE.parent / "fixtures" / "probe"

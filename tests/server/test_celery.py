@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from server_course import Course
 from sqlalchemy import func, select
 
 from server.app import create_app
 from server.models import GradingRun, TestResultRow
+
+from server_course import Course
 
 REDIS_URL = "redis://127.0.0.1:6379/9"
 HERE = Path(__file__).resolve().parent

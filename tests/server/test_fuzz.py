@@ -8,10 +8,11 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install -e '.[dev]')")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
-from server_course import Course  # noqa: E402
 
 from server.app import create_app  # noqa: E402
 from server.config import Settings  # noqa: E402
+
+from server_course import Course  # noqa: E402
 
 # A schema-valid request may still be refused with a 4xx: a file's bytes (a CSV without a
 # login column, a zip that is not a zip) are beyond what the document can describe.
