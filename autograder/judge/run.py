@@ -28,7 +28,9 @@ def run_job(job: dict) -> dict:
     plugin = GradingPlugin(cfg)
     tests = [str(p) for p in a.suite(cfg.suite)]
     args = [*tests, "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--import-mode=importlib",
-            "--rootdir", str(a.root), "-W", "ignore::pytest.PytestAssertRewriteWarning",
+            # Only the assignment's own conftest files: never the repository's tests/conftest.py
+            # above a fixture assignment (the probe lives under tests/).
+            "--rootdir", str(a.root), "--confcutdir", str(a.root), "-W", "ignore::pytest.PytestAssertRewriteWarning",
             "--tb=no", "--no-header", "-rN"]
     if job.get("keyword"):
         args += ["-k", job["keyword"]]
