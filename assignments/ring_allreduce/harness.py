@@ -183,4 +183,5 @@ def run_ranks(ns, world, cases, timeout=30.0, device="cpu"):
         os.unlink(init_file)
     except OSError:
         pass
-    return {"results": results, "error": error, "device": device}
+    return {"results": results, "error": error, "device": device,
+            "backend": "nccl" if device.startswith("cuda") else "gloo"}

@@ -239,6 +239,9 @@ class LocalRunner:
         if self.gpu:
             for dev in sorted(Path("/dev").glob("nvidia*")):
                 args += ["--dev-bind", str(dev), str(dev)]
+            # NCCL (ranks of a multi-GPU assignment) keeps its buffers in /dev/shm and
+            # reads the PCI topology from /sys: a private shm and a read-only /sys.
+            args += ["--perms", "1777", "--tmpfs", "/dev/shm", "--ro-bind-try", "/sys", "/sys"]
         return args
 
     @staticmethod
@@ -261,6 +264,10 @@ class LocalRunner:
                     "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS", "LD_LIBRARY_PATH"):
             if key in os.environ and (self.gpu or key == "TRITON_INTERPRET"):
                 env[key] = os.environ[key]
+        if self.gpu:
+            # torch.cuda.is_available() asks NVML instead of initialising CUDA, so the
+            # child may still fork processes that use the GPU (NCCL ranks).
+            env["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
         if self.limits.watch_memory:
             env["GLIBC_TUNABLES"] = MALLOC_TUNABLES  # see memwatch: freed memory goes back
         return env
