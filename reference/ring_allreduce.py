@@ -7,8 +7,8 @@ $r - 1$ sends, chunk $(r - s - 2) \bmod p$; after the last step it holds chunk $
 over all ranks. All-gather: at step $s$ rank $r$ forwards chunk $(r - s) \bmod p$ and
 receives chunk $(r - s - 1) \bmod p$. Each rank sends $p - 1$ chunks in each phase:
 $2 (p - 1) / p$ of the tensor in all, whatever $p$, which is why NCCL uses rings for
-large messages. Sends and receives of one step are posted together (isend + irecv),
-so no rank waits on a neighbour that is itself waiting to send; empty chunks (fewer
+large messages. Sends and receives of one step are posted together (one
+`batch_isend_irecv`), so no rank waits on a neighbour that is itself waiting to send; empty chunks (fewer
 elements than ranks) are not sent at all, on both sides alike.
 """
 
@@ -25,13 +25,17 @@ def _ring():
 
 
 def _exchange(send: Tensor, recv: Tensor, to: int, frm: int) -> None:
+    # One batch: NCCL runs a batch's sends and receives together. Separate isend and
+    # irecv calls are queued one after the other on the GPU, and two neighbours that
+    # both send first wait forever once a message outgrows NCCL's buffers (~MBs).
     ops = []
     if send.numel():
-        ops.append(dist.isend(send.contiguous(), to))
+        ops.append(dist.P2POp(dist.isend, send.contiguous(), to))
     if recv.numel():
-        ops.append(dist.irecv(recv, frm))
-    for op in ops:
-        op.wait()
+        ops.append(dist.P2POp(dist.irecv, recv, frm))
+    if ops:
+        for work in dist.batch_isend_irecv(ops):
+            work.wait()
 
 
 def ring_reduce_scatter(tensor: Tensor) -> Tensor:

@@ -28,31 +28,29 @@ FORBIDDEN = ["all_reduce", "reduce_scatter", "reduce_scatter_tensor", "all_gathe
              "_all_gather_base"]
 
 
+# The child keeps the judge's tensors on the CPU: each rank moves its own inputs to its
+# GPU. A child that touched CUDA before forking could not give its ranks NCCL.
+HOST_TENSORS = True
+
+
 class ForbiddenCollective(RuntimeError):
     pass
 
 
 def _instrument(dist, sent: list[int]):
-    def count(t):
-        sent[0] += t.numel() * t.element_size()
+    # Bytes are counted where every send ends: ProcessGroup.send, which send, isend and
+    # batch_isend_irecv all call, however the student imported them (`from
+    # torch.distributed import isend` before this runs, `dist.P2POp(dist.isend, ...)`,
+    # whose op must stay torch's own function).
+    pg_class = torch._C._distributed_c10d.ProcessGroup
+    orig_pg_send = pg_class.send
 
-    orig_send, orig_isend, orig_batch = dist.send, dist.isend, dist.batch_isend_irecv
+    def pg_send(self, tensors, *a, **k):
+        for t in tensors:
+            sent[0] += t.numel() * t.element_size()
+        return orig_pg_send(self, tensors, *a, **k)
 
-    def send(tensor, *a, **k):
-        count(tensor)
-        return orig_send(tensor, *a, **k)
-
-    def isend(tensor, *a, **k):
-        count(tensor)
-        return orig_isend(tensor, *a, **k)
-
-    def batch_isend_irecv(p2p_op_list):
-        for op in p2p_op_list:
-            if getattr(op.op, "__name__", "") in ("isend", "send"):
-                count(op.tensor)
-        return orig_batch(p2p_op_list)
-
-    dist.send, dist.isend, dist.batch_isend_irecv = send, isend, batch_isend_irecv
+    pg_class.send = pg_send
     for name in FORBIDDEN:
         if hasattr(dist, name):
             def forbidden(*a, _name=name, **k):

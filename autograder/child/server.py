@@ -160,7 +160,10 @@ def serve(req_fd: int, rep_fd: int, cfg: dict) -> None:
         except EOFError:
             return
         try:
-            req = decode(header, payload, device=child.device, specs=child.specs)
+            # Tensors go to the grading device, unless the harness places them itself
+            # (HOST_TENSORS: it forks processes that must start CUDA on their own).
+            host = getattr(child.harness, "HOST_TENSORS", False)
+            req = decode(header, payload, device=None if host else child.device, specs=child.specs)
             op = req.get("op") if isinstance(req, dict) else None
             if op == "load":
                 reply = child.load(req["source"], cfg.get("harness"))
