@@ -45,9 +45,11 @@ def run(a, path: Path, world: int) -> dict:
     try:
         reply = student.task("run_ranks", world, [[{"op": "all_reduce", "input": ins[r]} for r in range(world)]],
                              RANK_SECONDS, DEVICE, timeout=RANK_SECONDS + 30, what="run_ranks").value
+        log = student.log_tail()
     finally:
         student.close()
-    row = {"backend": reply.get("backend"), "error": reply.get("error"), "seconds": time.perf_counter() - started}
+    row = {"backend": reply.get("backend"), "error": reply.get("error"), "seconds": time.perf_counter() - started,
+           "log": log}
     if reply.get("error") is None:
         outs = [r[0] for r in reply["results"]]
         row["ok"] = all(o["ok"] and torch.equal(o["value"].double(), want) for o in outs)
@@ -67,10 +69,13 @@ def main() -> int:
     ex = a.examples_dir
     plan = [(a.master, w, gpu_backend, True) for w in range(1, gpus + 1)]
     plan += [(ex / "correct_alternative.py", gpus, gpu_backend, True),
+             (ex / "correct_batch_p2p.py", gpus, gpu_backend, True),
              (ex / "bug_receive_first_deadlock.py", gpus, "timeout", False),
              (ex / "forbidden_dist_all_reduce.py", gpus, "forbidden", False),
              (a.master, gpus, gpu_backend, True),  # after a killed deadlock: the GPUs still work
-             (a.master, gpus + 1, "gloo", True)]  # more ranks than GPUs: gloo on the CPU
+             (a.master, gpus + 1, "gloo", True),  # more ranks than GPUs: gloo on the CPU
+             # isend and irecv as separate calls with 2 MB messages: only observed, see RESULTS
+             (REPO / "bench/probes/ring_separate_isend_irecv.py", gpus, "observe", True)]
     print("| submission | world | backend | all ranks exact | rank 0 sent / (2(p-1)/p n) | error | s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     good = True
@@ -81,12 +86,17 @@ def main() -> int:
             ok = bool(row["error"]) and "timeout" in row["error"]
         elif expect == "forbidden":
             ok = not row.get("ok") and "forbidden" in err
+        elif expect == "observe":
+            ok = True
+            print(f"    observed: {err or 'exact'}; the child's log: {row['log'][-800:]}")
         else:
             ok = row["backend"] == expect and row.get("ok") is exact
         good &= ok
         ratio = f"{row['sent_ratio']:.4f}" if row.get("sent_ratio") else "-"
         print(f"| {path.stem} | {world} | {row['backend']} | {row.get('ok', '-')} | {ratio} | {err[:90]} | "
               f"{row['seconds']:.1f} |" + ("" if ok else " UNEXPECTED"))
+        if not ok:
+            print(f"    full error: {err}\n    the child's log: {row['log'][-1500:]}")
     return 0 if good else 1
 
 
