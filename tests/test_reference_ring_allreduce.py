@@ -18,13 +18,16 @@ from reference import ring_allreduce as ref
 def _worker(rank, world, path, results_dir):
     dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=world)
     sent = [0]
-    orig = dist.isend
+    # Counted where every send ends (as the grading harness does): the reference's
+    # batch_isend_irecv needs torch's own isend in its P2POps.
+    pg_class = torch._C._distributed_c10d.ProcessGroup
+    orig = pg_class.send
 
-    def counting_isend(tensor, *a, **k):
-        sent[0] += tensor.numel() * tensor.element_size()
-        return orig(tensor, *a, **k)
+    def counting_send(self, tensors, *a, **k):
+        sent[0] += sum(t.numel() * t.element_size() for t in tensors)
+        return orig(self, tensors, *a, **k)
 
-    dist.isend = counting_isend
+    pg_class.send = counting_send
     out = {}
     for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.int64):
         for n in (1, world, 3 * world + 1, 1000):

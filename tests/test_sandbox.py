@@ -209,3 +209,42 @@ def test_weak_sandbox_still_limits_time_and_environment(monkeypatch):
         assert code.call("ok", 1).value == 2
     finally:
         code.close()
+
+
+SHM_PROBE = '''
+import os
+
+def shm_and_sys():
+    try:
+        with open("/dev/shm/probe", "wb") as f:
+            f.write(b"x")
+        shm = "writable"
+    except OSError as e:
+        shm = type(e).__name__
+    sys_visible = os.path.isdir("/sys/class")
+    try:
+        open("/sys/kernel/mm/transparent_hugepage/enabled", "w").close()
+        sys_write = "writable"
+    except OSError as e:
+        sys_write = type(e).__name__
+    return [shm, sys_visible, sys_write, os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")]
+'''
+
+
+@needs_bwrap
+@pytest.mark.parametrize("gpu", [False, True])
+def test_gpu_sandboxes_get_a_private_shm_and_a_read_only_sys(gpu):
+    # NCCL (the ring assignment's ranks on GPUs) needs /dev/shm and reads the PCI topology
+    # from /sys; a GPU child checks CUDA through NVML so that it may still fork NCCL ranks.
+    # A GPU-flagged sandbox runs here on the CPU: only what it mounts is checked.
+    code = StudentCode(SHM_PROBE, Limits(call_seconds=10, submission_seconds=60), gpu=gpu,
+                       device="cuda" if gpu else "cpu")
+    try:
+        shm, sys_visible, sys_write, nvml = code.call("shm_and_sys").value
+    finally:
+        code.close()
+    if gpu:
+        assert (shm, sys_visible, nvml) == ("writable", True, "1")
+        assert sys_write != "writable"
+    else:
+        assert shm != "writable" and not sys_visible and nvml is None
