@@ -45,6 +45,10 @@ def test_gpu_device_requests_per_worker_slot(monkeypatch, tmp_path):
     assert req["DeviceIDs"] == ["2", "3"] and req["Capabilities"] == [["gpu"]]
     # inside, the slot's GPUs are numbered from 0
     assert o["environment"]["CUDA_VISIBLE_DEVICES"] == "0,1"
+    # NCCL ranks: room in /dev/shm, and CUDA asked through NVML so the child may fork them
+    assert o["shm_size"] == "1024m"  # a quarter of the default 4096 MiB limit
+    assert o["environment"]["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
+    assert options(monkeypatch, tmp_path)["shm_size"] is None
     (every,) = gpu_device_requests(True)
     assert every["Count"] == -1 and every["Capabilities"] == [["gpu"]]
     assert gpu_device_requests(False) == []

@@ -173,6 +173,9 @@ class DockerRunner(LocalRunner):
             nano_cpus=int(float(os.environ.get("DLOPT_DOCKER_CPUS", "2")) * 1e9),
             pids_limit=lim.processes + 32, ulimits=self.ulimits or None,
             device_requests=gpu_device_requests(self.gpu, self.gpu_ids) or None,
+            # NCCL (ranks of a multi-GPU assignment) keeps buffers in /dev/shm: Docker's
+            # 64 MiB is too little for several ranks; it counts against the memory limit.
+            shm_size=f"{max(64, lim.memory_mb // 4)}m" if self.gpu else None,
             labels={"dlopt.role": "sandbox"}, stdin_open=False, tty=False)
 
     def start(self) -> ChildHandle:
