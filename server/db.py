@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -71,6 +71,15 @@ def begin_write(session: Session) -> None:
     IMMEDIATE, waiting for the lock up to the busy timeout). Loaded objects stay usable."""
     session.commit()
     session.connection(execution_options={"dlopt_write": True})
+
+
+def serialize_on(session: Session, key1: int, key2: int) -> None:
+    """Within a write transaction: wait until no other transaction holds (key1, key2), and
+    hold it until this one ends. PostgreSQL: a transaction-level advisory lock (its read
+    committed isolation would let two transactions both read a count, then both insert).
+    SQLite: nothing to do, BEGIN IMMEDIATE already lets one writer in at a time."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": key1, "b": key2})
 
 
 def releases_session(fn):

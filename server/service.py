@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from server import auth
-from server.db import begin_write
+from server.db import begin_write, serialize_on
 from server.models import ROLES, AssignmentRow, GradingRun, Submission, User, utcnow
 from server.policy import (
     GradedSubmission,
@@ -91,6 +91,8 @@ def submit(app, session: Session, user: User, a: AssignmentRow, filename: str | 
     digest = app.state.store.put(data)  # on disk and synced before the row exists
     begin_write(session)
     if source == "upload":
+        # one student's simultaneous uploads count one after the other
+        serialize_on(session, user.id, a.id)
         _check_daily_limit(session, user, a, now)
     sub = Submission(user_id=user.id, assignment_id=a.id, created_at=now, filename=name, kind=kind,
                      content_hash=digest, size=len(data), late=late.late, days_late=late.days_late,

@@ -92,6 +92,20 @@ def test_the_daily_limit_counts_own_uploads_only(course_app):
     assert c.post("ta1", "/api/v1/assignments/open/batch", files={"file": ("b.zip", zip_of({"alice.py": GOOD}))}).status_code == 201
 
 
+def test_simultaneous_uploads_cannot_pass_the_daily_limit_together(course_app):
+    # 8 uploads of one student at once against a limit of 3: each is checked again inside
+    # the transaction that inserts it (SQLite: one writer at a time; PostgreSQL: an advisory
+    # lock per student and assignment, since read committed would let all 8 read "0 today").
+    from concurrent.futures import ThreadPoolExecutor
+
+    c = course_app
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(lambda i: c.submit("alice", "open", GOOD + f"# {i}\n").status_code, range(8)))
+    assert codes == [201] * 3 + [429] * 5
+    with c.app.state.db.session() as s:
+        assert s.scalar(select(func.count(Submission.id))) == 3
+
+
 def test_late_and_closed(course_app):
     c = course_app
     r = c.submit("alice", "late")  # deadline 2.5 days ago: late by 3 days (ceil), still accepted
