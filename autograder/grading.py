@@ -19,7 +19,7 @@ from pathlib import Path
 from autograder import __version__
 from autograder.assignment import Assignment
 from autograder.judge.results import SubmissionResult
-from autograder.notebook import extract
+from autograder.notebook import extract_bounded
 
 JUDGE_GRACE_SECONDS = 120.0
 SUBMISSION_SUFFIXES = (".ipynb", ".py")
@@ -56,18 +56,59 @@ def find_submissions(paths: list[str | Path]) -> list[Path]:
 def grade(a: Assignment, path: str | Path, *, suite: str = "hidden", device: str | None = None,
           force_weak: bool = False, label: str | None = None, source_path: Path | None = None,
           keyword: str | None = None) -> SubmissionResult:
-    """Grade one submission file against `suite` ("hidden": everything, "public")."""
-    path = Path(path)
+    """Grade one submission file against `suite` ("hidden": everything, "public").
+    Never raises: whatever goes wrong ends as the result's `error`."""
     started = time.perf_counter()
+    try:
+        result = _grade(a, Path(path), suite=suite, device=device, force_weak=force_weak, label=label,
+                        source_path=source_path, keyword=keyword)
+    except Exception as e:  # noqa: BLE001  (a batch never loses a file to an engine failure)
+        import traceback
+
+        result = SubmissionResult(assignment=a.slug, submission=label or str(path), engine_version=__version__,
+                                  suite=suite)
+        result.error = "the grader failed on this submission (staff have been told)"
+        result.grader_errors.append("".join(traceback.format_exception(e))[-3000:])
+    result.duration = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _run_judge(cmd: list[str], env: dict, timeout: float) -> tuple[int | None, str, str]:
+    """Run a judge in a session of its own; on timeout kill its whole process group (its
+    sandboxes die with it). Returns (exit code or None on timeout, stdout, stderr)."""
+    import signal
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired:
+        return None, "", ""
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the judge and anything it left behind
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+
+
+def _grade(a: Assignment, path: Path, *, suite: str, device: str | None, force_weak: bool, label: str | None,
+           source_path: Path | None, keyword: str | None) -> SubmissionResult:
     result = SubmissionResult(assignment=a.slug, submission=label or str(path), engine_version=__version__,
                               suite=suite)
     dev, problem = pick_device(a, device)
     if problem:
         result.error = problem
         return result
-    extracted = extract(source_path or path, a.extraction)
+    extracted = extract_bounded(source_path or path, a.extraction)
     with tempfile.TemporaryDirectory(prefix="dlopt-judge-") as tmp:
         tmp = Path(tmp)
+        # The judge's sandboxes stage their files under this folder, so they go with it
+        # whatever way the judge ends (even SIGKILL). 0711: a dropped uid may pass, not list.
+        os.chmod(tmp, 0o711)
+        (tmp / "scratch").mkdir(mode=0o711)
+        os.chmod(tmp / "scratch", 0o711)
         (tmp / "extracted.json").write_text(json.dumps(extracted.as_dict()))
         job = {"assignment_dir": str(a.root), "label": result.submission,
                "extracted_path": str(tmp / "extracted.json"), "device": dev, "weak": force_weak,
@@ -76,22 +117,20 @@ def grade(a: Assignment, path: str | Path, *, suite: str = "hidden", device: str
         # Small tensors: one thread each keeps parallel judges and their children from
         # oversubscribing the cores (OpenMP spin-waits made a 2-job run 4x slower).
         env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONDONTWRITEBYTECODE="1",
-                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TMPDIR=str(tmp / "scratch"),
+                   DLOPT_SHARED_TMP=os.environ.get("DLOPT_SHARED_TMP", tempfile.gettempdir()))
         timeout = a.limits.submission_seconds + JUDGE_GRACE_SECONDS
-        try:
-            proc = subprocess.run([sys.executable, "-m", "autograder.judge.run", str(tmp / "job.json")],
-                                  capture_output=True, text=True, timeout=timeout, env=env,
-                                  stdin=subprocess.DEVNULL)
-            out = tmp / "result.json"
-            if proc.returncode == 0 and out.exists():
-                result = SubmissionResult.from_dict(json.loads(out.read_text()))
-            else:
-                result.error = "the grader failed on this submission (staff have been told)"
-                result.grader_errors.append(f"judge exit {proc.returncode}: {proc.stderr[-3000:]}{proc.stdout[-2000:]}")
-        except subprocess.TimeoutExpired:
+        code, stdout, stderr = _run_judge([sys.executable, "-m", "autograder.judge.run", str(tmp / "job.json")],
+                                          env, timeout)
+        out = tmp / "result.json"
+        if code is None:
             result.error = f"grading did not finish within {timeout:.0f} s"
             result.grader_errors.append("judge timeout")
+        elif code == 0 and out.exists():
+            result = SubmissionResult.from_dict(json.loads(out.read_text()))
+        else:
+            result.error = "the grader failed on this submission (staff have been told)"
+            result.grader_errors.append(f"judge exit {code}: {stderr[-3000:]}{stdout[-2000:]}")
     if extracted.fatal:
         result.error = f"your submission could not be read: {extracted.fatal}"
-    result.duration = round(time.perf_counter() - started, 3)
     return result

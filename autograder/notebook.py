@@ -22,7 +22,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MAX_SUBMISSION_BYTES = 20 << 20
+MAX_SUBMISSION_BYTES = 20 << 20  # a notebook file, outputs included
+MAX_SOURCE_BYTES = 2 << 20       # the code itself: a .py file, or all code cells of a notebook together
+MAX_CELLS = 10_000
+# Intake runs in a process of its own with these bounds (extract_bounded): a file built to
+# make the parser spin or swell costs that process, never the grader or the batch.
+INTAKE_SECONDS = 60
+INTAKE_MEMORY_BYTES = 2 << 30
 
 BEGIN_SOLUTION = re.compile(r"^(\s*)#{1,3}\s*BEGIN SOLUTION\b.*$")
 END_SOLUTION = re.compile(r"^\s*#{1,3}\s*END SOLUTION\b.*$")
@@ -73,6 +79,9 @@ def read_cells(path: Path) -> tuple[list[Cell], str, dict]:
     except UnicodeDecodeError as e:
         raise ValueError(f"the file is not UTF-8 text ({e.reason} at byte {e.start})") from None
     if path.suffix == ".py":
+        if len(raw) > MAX_SOURCE_BYTES:
+            raise ValueError(f"the file holds {len(raw) / 2**20:.1f} MB of code; the limit is "
+                             f"{MAX_SOURCE_BYTES >> 20} MB")
         return [Cell(None, text)], "python", {}
     try:
         data = json.loads(text)
@@ -85,28 +94,39 @@ def read_cells(path: Path) -> tuple[list[Cell], str, dict]:
     if major not in (3, 4):
         raise ValueError(f"unsupported notebook format version {major!r} (expected 4, as Jupyter, "
                          "VS Code and Colab save)")
-    try:
-        import nbformat  # here, not at the top: GPU workers grade without the Jupyter stack
-    except ImportError:
-        nbformat = None
-    if nbformat is None and major == 4:
-        nb = data  # nbformat 4 is plain JSON: read its cells directly
+    if major == 4:
+        # nbformat 4 is plain JSON: its cells are read directly (nbformat's schema validation
+        # took 21 s on a notebook of 52k cells, and grading needs only the code).
+        nb = data
         if not isinstance(nb.get("cells"), list):
             raise ValueError("the notebook could not be read: `cells` is not a list")
-    elif nbformat is None:
-        raise ValueError("nbformat 3 notebooks need the nbformat package to be converted")
     else:
+        try:
+            import nbformat  # here, not at the top: GPU workers grade without the Jupyter stack
+        except ImportError:
+            raise ValueError("nbformat 3 notebooks need the nbformat package to be converted") from None
         try:
             nb = nbformat.reads(text, as_version=4)
         except Exception as e:  # noqa: BLE001  (nbformat raises many kinds on odd files)
             raise ValueError(f"the notebook could not be read: {str(e)[:200]}") from None
-    cells = []
+    if len(nb.get("cells", [])) > MAX_CELLS:
+        raise ValueError(f"the notebook has {len(nb['cells']):,} cells; the limit is {MAX_CELLS:,}")
+    cells, total = [], 0
     for i, cell in enumerate(nb.get("cells", []), start=1):
         if isinstance(cell, dict) and cell.get("cell_type") == "code":
             src = cell.get("source", "")
-            cells.append(Cell(i, "".join(src) if isinstance(src, list) else str(src)))
-    meta = dict(nb.get("metadata", {}).get("dlopt", {}))
-    return cells, "notebook", meta
+            if isinstance(src, list):
+                src = "".join(x for x in src if isinstance(x, str))
+            elif not isinstance(src, str):
+                src = ""
+            total += len(src)
+            if total > MAX_SOURCE_BYTES:
+                raise ValueError(f"the notebook's code cells hold more than {MAX_SOURCE_BYTES >> 20} MB "
+                                 "of code together, which is the limit")
+            cells.append(Cell(i, src))
+    nb_meta = nb.get("metadata")
+    meta = nb_meta.get("dlopt") if isinstance(nb_meta, dict) else None
+    return cells, "notebook", dict(meta) if isinstance(meta, dict) else {}
 
 
 # -- extraction ------------------------------------------------------------------------
@@ -171,10 +191,22 @@ def extract(path: str | Path, mode: str = "definitions") -> ExtractedCode:
     path = Path(path)
     result = ExtractedCode(kind="notebook" if path.suffix == ".ipynb" else "python")
     try:
-        cells, result.kind, result.metadata = read_cells(path)
+        _extract_into(result, path, mode)
     except (OSError, ValueError) as e:
         result.fatal = str(e)
-        return result
+    except RecursionError:
+        result.fatal = "the file is nested too deeply to be read"
+    except MemoryError:
+        result.fatal = "the file needs too much memory to be read"
+    except Exception as e:  # noqa: BLE001  (whatever the file holds, it ends as a reason)
+        result.fatal = f"the file could not be read ({type(e).__name__}: {str(e)[:200]})"
+    if result.fatal:
+        result.source, result.line_map = "", []
+    return result
+
+
+def _extract_into(result: ExtractedCode, path: Path, mode: str) -> None:
+    cells, result.kind, result.metadata = read_cells(path)
     out_lines: list[str] = []
     dropped_work = 0
     for cell in cells:
@@ -187,6 +219,10 @@ def extract(path: str | Path, mode: str = "definitions") -> ExtractedCode:
             tree = ast.parse(src)
         except SyntaxError as e:
             result.notes.append(f"{label}: syntax error at line {e.lineno}: {e.msg}; "
+                                "nothing in this cell was graded")
+            continue
+        except (RecursionError, MemoryError, ValueError) as e:
+            result.notes.append(f"{label}: the code is nested too deeply to be read ({type(e).__name__}); "
                                 "nothing in this cell was graded")
             continue
         lines = src.split("\n")
@@ -202,7 +238,50 @@ def extract(path: str | Path, mode: str = "definitions") -> ExtractedCode:
         result.notes.append(f"{dropped_work} top-level statement(s) that do work (calls, loops, "
                             "plots) were not run; only definitions are graded")
     result.source = "\n".join(out_lines) + "\n"
-    return result
+
+
+def _intake_limits() -> None:  # pragma: no cover - runs in the intake process
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (INTAKE_MEMORY_BYTES, INTAKE_MEMORY_BYTES))
+    resource.setrlimit(resource.RLIMIT_CPU, (INTAKE_SECONDS, INTAKE_SECONDS + 5))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def extract_bounded(path: str | Path, mode: str = "definitions") -> ExtractedCode:
+    """`extract` in a process of its own, bounded in time (INTAKE_SECONDS of CPU, twice
+    that of wall time) and memory (INTAKE_MEMORY_BYTES): a hostile file ends as that
+    file's `fatal` reason, never as a stalled or swollen grader."""
+    import subprocess
+    import sys
+
+    path = Path(path)
+    kind = "notebook" if path.suffix == ".ipynb" else "python"
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return ExtractedCode(kind=kind, fatal=f"the file could not be read ({e.strerror})")
+    limit = MAX_SUBMISSION_BYTES if kind == "notebook" else MAX_SOURCE_BYTES
+    if size > limit:  # refused before anything parses it
+        return ExtractedCode(kind=kind, fatal=f"the file is {size / 2**20:.1f} MB; the limit is "
+                             f"{limit >> 20} MB" + (" (clear the notebook's outputs and submit again)"
+                                                    if kind == "notebook" else ""))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "autograder.notebook", "extract", str(path), mode],
+                              capture_output=True, timeout=2 * INTAKE_SECONDS, stdin=subprocess.DEVNULL,
+                              preexec_fn=_intake_limits)
+    except subprocess.TimeoutExpired:
+        return ExtractedCode(kind=kind, fatal=f"reading the file took more than {2 * INTAKE_SECONDS} s; "
+                             "it is too large or too deeply nested to grade")
+    if proc.returncode != 0:
+        return ExtractedCode(kind=kind, fatal="reading the file needed more time or memory than a submission "
+                             f"may use ({INTAKE_SECONDS} s, {INTAKE_MEMORY_BYTES >> 30} GiB); it is too large "
+                             "or too deeply nested to grade")
+    try:
+        data = json.loads(proc.stdout)
+        return ExtractedCode(**{k: data[k] for k in ("source", "line_map", "notes", "fatal", "kind", "metadata")})
+    except (ValueError, KeyError, TypeError):
+        return ExtractedCode(kind=kind, fatal="the file could not be read (the reader's output was malformed)")
 
 
 # -- release ---------------------------------------------------------------------------
@@ -294,3 +373,12 @@ def release_notebook(master: Path, slug: str):
             cell.metadata.pop(key, None)
     nb.metadata["dlopt"] = {"slug": slug, "released": True}
     return nb
+
+
+if __name__ == "__main__":  # `python -m autograder.notebook extract PATH MODE`: the bounded intake
+    import sys
+
+    if len(sys.argv) == 4 and sys.argv[1] == "extract":
+        sys.stdout.write(json.dumps(extract(sys.argv[2], sys.argv[3]).as_dict()))
+    else:
+        sys.exit("usage: python -m autograder.notebook extract PATH MODE")

@@ -77,6 +77,7 @@ class GradingPlugin:
                                        notes=list(cfg.extracted.get("notes", [])))
         self.static_findings = [f.as_dict() for f in scan(cfg.extracted.get("source", ""), cfg.forbidden)]
         self._student = None
+        self._group = "hidden"
         self._started = time.perf_counter()
 
     # -- fixtures ------------------------------------------------------------------------
@@ -93,6 +94,7 @@ class GradingPlugin:
                     gpu=self.cfg.device != "cpu", forbidden_patterns=self.cfg.forbidden,
                     harness=Path(self.cfg.harness) if self.cfg.harness else None,
                     force_weak=self.cfg.force_weak, notes=self.cfg.extracted.get("notes", []))
+                self._student.enter_group(self._group)
         yield self._student
 
     @pytest.fixture(scope="session")
@@ -104,6 +106,26 @@ class GradingPlugin:
         for line in ("points(n): points of the test", "visibility(v): public, hidden or after_deadline",
                      "function(*names): the student functions the test grades"):
             config.addinivalue_line("markers", line)
+
+    @staticmethod
+    def _visibility(item) -> str:
+        vis = item.get_closest_marker("visibility")
+        return vis.args[0] if vis and vis.args and vis.args[0] in VISIBILITIES else "hidden"
+
+    def pytest_collection_modifyitems(self, session, config, items):
+        # Tests of one visibility run together (public first), so each visibility needs one
+        # child of its own and no more (see pytest_runtest_setup).
+        order = {"public": 0, "after_deadline": 1, "hidden": 2}
+        items.sort(key=lambda item: order[self._visibility(item)])
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        # Hidden and public tests never share a child: whatever the student's code saw
+        # in a hidden call (its inputs, logged in memory or in /tmp) cannot reach the
+        # feedback of a visible test, which starts in a fresh process and sandbox.
+        self._group = self._visibility(item)
+        if isinstance(self._student, StudentCode):
+            self._student.enter_group(self._group)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):

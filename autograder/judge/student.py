@@ -150,6 +150,13 @@ class StudentCode:
         if not reply.get("ok"):
             self.load_error = reply.get("error") or {"type": "Error", "message": "unknown"}
 
+    def enter_group(self, group: str) -> None:
+        """Calls of another visibility group (public, after_deadline, hidden) get a child
+        of their own: the current one is closed when the group changes."""
+        if getattr(self, "group", None) not in (None, group):
+            self.close()
+        self.group = group
+
     def restart(self) -> None:
         """Start a fresh child for the next call (nothing left over from earlier calls)."""
         self.close()
@@ -180,10 +187,18 @@ class StudentCode:
 
     # -- the exchange ------------------------------------------------------------------
     def _exchange(self, message: dict, seconds: float, what: str) -> dict:
+        """Send one request and read its reply, within the call's time and reply budget.
+        Whatever the child sends (a forged frame, a header nested 5000 deep, nothing at
+        all, or it stops reading), the judge holds at most the reply budget in memory,
+        waits at most the deadline, and on any failure kills the child and fails only
+        this call: the channel is never left out of step."""
         handle = self.handle
+        deadline = self._deadline(seconds)
         try:
-            write_frame(handle.req_fd, message)
-            header, payload = read_frame(handle.rep_fd, deadline=self._deadline(seconds))
+            sent = write_frame(handle.req_fd, message, deadline=deadline)
+            max_header, max_payload = self.limits.reply_budget(sent)
+            header, payload = read_frame(handle.rep_fd, max_payload=max_payload, deadline=deadline,
+                                         max_header=max_header)
             reply = decode(header, payload, device=None, specs=None)
             if not isinstance(reply, dict):
                 raise ProtocolError("reply is not a message")
@@ -212,7 +227,13 @@ class StudentCode:
             raise StudentCrash(msg) from None
         except ProtocolError as e:
             handle.kill()
+            self.events.append(f"invalid reply: {what}")
             raise StudentCrash(f"{what}: your code's process sent an invalid reply ({e})") from None
+        except Exception as e:  # noqa: BLE001  (anything else while reading a reply: the child's fault)
+            handle.kill()
+            self.events.append(f"invalid reply: {what}: {type(e).__name__}")
+            raise StudentCrash(f"{what}: your code's process sent a reply that could not be read "
+                               f"({type(e).__name__})") from None
 
     def _note_forbidden(self, reply: dict) -> None:
         for f in reply.get("forbidden") or []:

@@ -230,7 +230,12 @@ def decode(header: Any, payload: bytes, *, device: str | None = None, specs: Any
     def _bad(what: str):
         raise ProtocolError(f"malformed {what}")
 
-    return dec(header, 0)
+    try:
+        return dec(header, 0)
+    except ProtocolError:
+        raise
+    except Exception as e:  # noqa: BLE001  (any other failure to decode is a malformed message)
+        raise ProtocolError(f"malformed message: {type(e).__name__}: {str(e)[:200]}") from None
 
 
 def dumps_header(header: Any) -> bytes:
@@ -240,5 +245,5 @@ def dumps_header(header: Any) -> bytes:
 def loads_header(raw: bytes) -> Any:
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ProtocolError(f"malformed message header: {e}") from e
+    except Exception as e:  # noqa: BLE001  (RecursionError from 5000 "[", MemoryError...: all malformed)
+        raise ProtocolError(f"malformed message header: {type(e).__name__}: {str(e)[:200]}") from None

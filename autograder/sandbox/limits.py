@@ -15,6 +15,13 @@ class Limits:
     file_mb: int = 64                   # largest file the child may write (RLIMIT_FSIZE)
     open_files: int = 256
     watch_memory: bool = False          # measure each watched call's peak memory from outside
+    reply_mb: int = 256                 # the most payload one reply may carry (or 4x the request's)
+    reply_header_kb: int = 4096         # the most JSON header one reply may carry
+
+    def reply_budget(self, request_bytes: int) -> tuple[int, int]:
+        """(header bytes, payload bytes) the judge accepts in reply to a request whose
+        payload was `request_bytes`: what it holds for one reply is bounded by these."""
+        return self.reply_header_kb << 10, max(self.reply_mb << 20, 4 * request_bytes)
 
     def rlimits(self, gpu: bool) -> dict:
         out = {

@@ -72,7 +72,8 @@ def _python_world_readable() -> bool:
 
 
 UID_RANGE = range(61000, 64000)
-UID_LOCK_DIR = Path(tempfile.gettempdir()) / "dlopt-sandbox-uids"
+# Shared by every judge on the machine (each judge has a TMPDIR of its own).
+UID_LOCK_DIR = Path(os.environ.get("DLOPT_SHARED_TMP") or tempfile.gettempdir()) / "dlopt-sandbox-uids"
 
 
 def _claim_uid() -> tuple[int, int | None]:

@@ -1,0 +1,256 @@
+"""Attacks on what the judge believes and holds, written as a student would (issue 13).
+
+Each attack runs real student code in a real sandboxed child and asserts what the
+judge does: how much memory it takes whatever the child sends, how long it waits,
+that the channel never falls out of step, that no hidden input reaches visible
+feedback, and that a hostile file ends as that file's result.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+import torch
+
+from autograder import assignment as assignments
+from autograder.grading import grade
+from autograder.judge.student import StudentCode, StudentCrash, StudentTimeout
+from autograder.notebook import MAX_SOURCE_BYTES, extract_bounded
+from autograder.sandbox import Limits
+
+from sandbox_marks import needs_bwrap
+
+REPO = Path(__file__).resolve().parents[1]
+TRUST = REPO / "tests" / "fixtures" / "trust"
+
+# The reply channel is the child's fd named in its configuration (argv) or, in a
+# container, its one socket: a student reads either as easily as we do.
+FORGE = r'''
+import json, os, struct, sys, time
+
+def _reply_fd():
+    cfg = json.loads(sys.argv[-1])
+    if cfg.get("rep_fd") is not None:
+        return cfg["rep_fd"]
+    for name in os.listdir("/proc/self/fd"):
+        if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+            return int(name)
+
+def ok(x):
+    return x + 1
+
+def huge_claim():
+    os.write(_reply_fd(), struct.pack("<4sIQ", b"DLO1", 64 << 20, 4 << 30))
+    time.sleep(30)
+
+def claim_and_stall():
+    fd = _reply_fd()
+    os.write(fd, struct.pack("<4sIQ", b"DLO1", 2, 200 << 20) + b"{}" + b"0123456789")
+    time.sleep(30)
+
+def nested_header():
+    head = b"[" * 5000 + b"]" * 5000
+    os.write(_reply_fd(), struct.pack("<4sIQ", b"DLO1", len(head), 0) + head)
+    time.sleep(30)
+
+def stop_reading():
+    import autograder.child.server as server
+    server.read_frame = lambda *a, **k: time.sleep(10**6)
+    return "stopped"
+'''
+
+
+def _code(source: str, **limits) -> StudentCode:
+    return StudentCode(source, Limits(**{"call_seconds": 4, "submission_seconds": 120, **limits}))
+
+
+def _judge_peak(fn) -> tuple[object, int]:
+    """Run fn() and return (its outcome, the judge's peak Python allocation in bytes)."""
+    tracemalloc.start()
+    try:
+        try:
+            outcome = fn()
+        except Exception as e:  # noqa: BLE001
+            outcome = e
+        return outcome, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_forged_frame_claiming_gigabytes_costs_the_judge_nothing():
+    code = _code(FORGE)
+    try:
+        code.call("ok", 1)  # the child is up before memory is measured
+        started = time.monotonic()
+        outcome, peak = _judge_peak(lambda: code.call("huge_claim"))
+        assert isinstance(outcome, StudentCrash) and "too large" in str(outcome), outcome
+        assert time.monotonic() - started < 3, "refused at the prefix, not after waiting"
+        assert peak < 2 << 20, f"the judge allocated {peak:,} bytes for a refused frame"
+        assert code.call("ok", 41).value == 42  # a fresh child, the channel in step
+    finally:
+        code.close()
+
+
+def test_a_frame_that_stalls_holds_only_what_arrived_until_the_deadline():
+    code = _code(FORGE, call_seconds=3)
+    try:
+        code.call("ok", 1)
+        started = time.monotonic()
+        outcome, peak = _judge_peak(lambda: code.call("claim_and_stall"))
+        elapsed = time.monotonic() - started
+        assert isinstance(outcome, StudentTimeout), outcome
+        assert 2.5 < elapsed < 8, elapsed
+        # 200 MiB were claimed (within the reply budget): memory grows only as bytes arrive.
+        assert peak < 4 << 20, f"the judge allocated {peak:,} bytes for 10 bytes received"
+        assert code.call("ok", 1).value == 2
+    finally:
+        code.close()
+
+
+def test_a_header_nested_5000_deep_fails_that_call_and_the_channel_stays_in_step():
+    code = _code(FORGE)
+    try:
+        with pytest.raises(StudentCrash, match="invalid reply"):
+            code.call("nested_header")
+        # Before: an uncaught RecursionError left the channel one reply behind, and every
+        # later call read the previous call's answer.
+        assert [code.call("ok", k).value for k in range(5)] == [1, 2, 3, 4, 5]
+    finally:
+        code.close()
+
+
+def test_a_child_that_stops_reading_cannot_block_the_judge():
+    code = _code(FORGE, call_seconds=3)
+    try:
+        assert code.call("stop_reading").value == "stopped"
+        big = torch.randn(4 << 20)  # 16 MiB: far more than a pipe holds
+        started = time.monotonic()
+        with pytest.raises(StudentTimeout):
+            code.call("ok", big)
+        assert time.monotonic() - started < 8, "the write gave up at the call's deadline"
+        assert code.call("ok", 1).value == 2
+    finally:
+        code.close()
+
+
+def test_the_reply_budget_follows_the_limits_and_the_request():
+    lim = Limits(reply_mb=8, reply_header_kb=64)
+    assert lim.reply_budget(0) == (64 << 10, 8 << 20)
+    assert lim.reply_budget(100 << 20) == (64 << 10, 400 << 20)  # 4x what was sent
+
+
+# -- hidden and public suites never share a child ------------------------------------------
+LOGGER = '''
+SEEN = []
+
+def echo(x):
+    try:
+        with open("/tmp/seen.txt") as f:
+            earlier = f.read().split()
+    except OSError:
+        earlier = []
+    with open("/tmp/seen.txt", "a") as f:
+        f.write(f"{x}\\n")
+    SEEN.append(x)
+    if SEEN[:-1] or earlier:
+        return {"seen in this process": SEEN, "seen in /tmp": earlier}
+    return x
+'''
+
+
+@needs_bwrap
+def test_hidden_inputs_never_reach_visible_feedback(tmp_path):
+    sub = tmp_path / "logger.py"
+    sub.write_text(LOGGER)
+    r = grade(assignments.load(TRUST), sub)
+    assert r.error is None, r.error
+    by_name = {t.name: t for t in r.tests}
+    assert by_name["test_public_echo"].status == "passed", by_name["test_public_echo"].feedback
+    for t in r.tests:
+        assert "918273645" not in (t.feedback or ""), t
+    assert r.score == 4, [(t.name, t.feedback) for t in r.tests]
+
+
+@needs_bwrap
+def test_each_visibility_group_gets_a_fresh_child():
+    code = _code(LOGGER)
+    try:
+        code.enter_group("hidden")
+        assert code.call("echo", 918273645).value == 918273645
+        code.enter_group("public")  # a new process and a new /tmp
+        assert code.call("echo", 7).value == 7
+        code.enter_group("public")  # the same group: the same child
+        assert code.call("echo", 8).value["seen in this process"] == [7, 8]
+    finally:
+        code.close()
+
+
+# -- intake never loses a batch -----------------------------------------------------------
+def _notebook(cells: list[str], **extra) -> dict:
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+          "cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                     "source": c} for c in cells]}
+    nb.update(extra)
+    return nb
+
+
+HOSTILE_FILES = {
+    "meta_list.ipynb": json.dumps(_notebook(["def echo(x):\n    return x\n"], metadata={"dlopt": [1]})),
+    "meta_str.ipynb": json.dumps(_notebook(["def echo(x):\n    return x\n"], metadata="oops")),
+    "deep_json.ipynb": '{"nbformat": 4, "cells": [], "metadata": ' + "[" * 100000 + "]" * 100000 + "}",
+    "cells_not_strings.ipynb": json.dumps(_notebook([["def echo(x):\n", 3, None, "    return x\n"]])),
+    "deep_code.ipynb": json.dumps(_notebook(["def echo(x):\n    return x\n", "y = " + "(" * 5000 + "1" + ")" * 5000,
+                                            "z = " + "-" * 200000 + "1", "w = " + "[" * 100000])),
+    "huge.py": "x = 1\n" * ((MAX_SOURCE_BYTES // 6) + 10),
+    "binary.ipynb": "\udcff",
+    "empty.ipynb": "",
+}
+
+
+def _write_hostile(folder: Path) -> list[Path]:
+    paths = []
+    for name, text in HOSTILE_FILES.items():
+        p = folder / name
+        p.write_bytes(text.encode("utf-8", "surrogateescape"))
+        paths.append(p)
+    return paths
+
+
+def test_hostile_files_end_as_reasons_quickly(tmp_path):
+    for p in _write_hostile(tmp_path):
+        started = time.monotonic()
+        ex = extract_bounded(p)
+        took = time.monotonic() - started
+        assert took < 20, f"{p.name}: {took:.1f} s"
+        if p.name in ("meta_list.ipynb", "meta_str.ipynb", "cells_not_strings.ipynb", "deep_code.ipynb"):
+            assert ex.fatal is None and "def echo" in ex.source, (p.name, ex.fatal)
+        else:
+            assert ex.fatal, p.name
+    huge = extract_bounded(tmp_path / "huge.py")
+    assert "limit is 2 MB" in huge.fatal
+    deep = extract_bounded(tmp_path / "deep_code.ipynb")
+    assert len(deep.notes) == 3 and all("cell" in n for n in deep.notes), deep.notes
+
+
+def test_a_cli_batch_of_hostile_files_writes_one_entry_per_file(tmp_path):
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    paths = _write_hostile(folder)
+    (folder / "good.py").write_text("def echo(x):\n    return x\n")
+    out = tmp_path / "scores.json"
+    proc = subprocess.run([sys.executable, "-m", "autograder.cli", "grade", str(TRUST), str(folder),
+                           "--json", str(out), "--jobs", "2"], capture_output=True, text=True, timeout=900)
+    assert out.exists(), proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert sorted(Path(r["path"]).name for r in rows) == sorted([p.name for p in paths] + ["good.py"])
+    good = next(r for r in rows if r["path"].endswith("good.py"))
+    assert good["score"] == 4, good
+    for r in rows:
+        if Path(r["path"]).name in ("deep_json.ipynb", "huge.py", "binary.ipynb", "empty.ipynb"):
+            assert r["error"] and r["score"] == 0, r
