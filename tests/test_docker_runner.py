@@ -4,6 +4,8 @@ a non-root uid, nothing of the project, and no container left after a submission
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -27,7 +29,10 @@ def options(monkeypatch, tmp_path, gpu=False, devices=None, **limits):
 def test_every_container_is_locked_down(monkeypatch, tmp_path):
     o = options(monkeypatch, tmp_path, memory_mb=2048, processes=64)
     assert o["network_mode"] == "none" and o["read_only"] is True
-    assert o["cap_drop"] == ["ALL"] and o["security_opt"] == ["no-new-privileges"]
+    assert o["cap_drop"] == ["ALL"] and o["security_opt"][0] == "no-new-privileges"
+    # our seccomp profile (no namespaces or mounts inside), given as Docker's API takes it
+    profile = json.loads(o["security_opt"][1].removeprefix("seccomp="))
+    assert {"unshare", "mount", "setns"} <= set(profile["syscalls"][0]["names"])
     assert o["user"] == "61000:61000" and not o["user"].startswith("0")
     assert o["mem_limit"] == "2048m" and o["memswap_limit"] == "2048m" and o["pids_limit"] == 64 + 32
     assert o["tmpfs"]["/tmp"].startswith("rw,size=512m")

@@ -120,11 +120,14 @@ def test_calibration_child_is_separate_and_gone():
         st.close()
 
 
-def test_without_watch_memory_there_is_no_outside_measure():
+def test_without_watch_memory_every_child_still_has_its_cgroup_and_limit():
+    # Every child gets a memory cgroup with a hard limit (issue 13); `watch_memory` adds
+    # the malloc tunables that make its peaks exact.
     st = StudentCode(source=SOURCE, limits=Limits())
     try:
         r = st.call("big", 256, watch_memory=True)
-        assert r.memory["method"] == "none" and r.memory["peak_extra_bytes"] is None
+        assert r.memory["method"] in ("cgroup-v1", "cgroup-v2", "proc", "none")
+        assert st.sandbox.get("memory_limit") == r.memory["method"].startswith("cgroup")
         assert r.memory["largest"]["elements"] == 256 * 256  # the in-child watch still works
         assert st.call("big", 256).memory is None
     finally:

@@ -31,6 +31,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from . import seccomp
 from .limits import Limits
 from .local import ChildHandle, LocalRunner
 from .memwatch import ContainerMemoryWatch
@@ -154,6 +155,17 @@ class DockerRunner(LocalRunner):
         self.report = {"kind": "docker", "strong": True, "image": self.image, "network": "none",
                        "read_only_root": True, "capabilities": "none", "unprivileged_uid": True}
 
+    def _seccomp_option(self, staging: Path) -> str:
+        """Our seccomp profile (no namespaces or mounts inside): Docker's API takes the
+        profile itself, Podman's a path on its host (the engine runs beside this judge)."""
+        profile = seccomp.docker_profile()
+        if not self.podman:
+            return "seccomp=" + profile
+        path = staging / "seccomp.json"
+        path.write_text(profile)
+        os.chmod(path, 0o644)
+        return f"seccomp={path}"
+
     def container_options(self, staging: Path, cfg: dict) -> dict:
         """Everything the container is created with (a function of its own for the tests)."""
         lim = self.limits
@@ -167,15 +179,15 @@ class DockerRunner(LocalRunner):
             image=self.image, command=[self.python, "-I", "-B", "/sandbox/autograder/child/main.py", json.dumps(cfg)],
             detach=True, network_mode="none", read_only=True, user="61000:61000", working_dir="/tmp",
             # Podman 4 ignores a tmpfs mode; its U option gives /tmp to the container's user instead.
-            tmpfs={"/tmp": f"rw,size={max(64, lim.memory_mb // 4)}m,mode=1777" + (",U" if self.podman else "")},
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], environment=env, volumes=volumes,
+            tmpfs={"/tmp": f"rw,size={lim.tmp_bytes() >> 20}m,mode=1777" + (",U" if self.podman else "")},
+            cap_drop=["ALL"], security_opt=["no-new-privileges", self._seccomp_option(staging)], environment=env, volumes=volumes,
             mem_limit=f"{lim.memory_mb}m", memswap_limit=f"{lim.memory_mb}m",
             nano_cpus=int(float(os.environ.get("DLOPT_DOCKER_CPUS", "2")) * 1e9),
             pids_limit=lim.processes + 32, ulimits=self.ulimits or None,
             device_requests=gpu_device_requests(self.gpu, self.gpu_ids) or None,
             # NCCL (ranks of a multi-GPU assignment) keeps buffers in /dev/shm: Docker's
             # 64 MiB is too little for several ranks; it counts against the memory limit.
-            shm_size=f"{max(64, lim.memory_mb // 4)}m" if self.gpu else None,
+            shm_size=f"{lim.tmp_bytes() >> 20}m" if self.gpu else None,
             labels={"dlopt.role": "sandbox"}, stdin_open=False, tty=False)
 
     def start(self) -> ChildHandle:

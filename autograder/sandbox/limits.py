@@ -15,8 +15,14 @@ class Limits:
     file_mb: int = 64                   # largest file the child may write (RLIMIT_FSIZE)
     open_files: int = 256
     watch_memory: bool = False          # measure each watched call's peak memory from outside
+    tmp_mb: int = 0                     # size of the sandbox's private /tmp (0: a quarter of memory_mb, >= 64)
     reply_mb: int = 256                 # the most payload one reply may carry (or 4x the request's)
     reply_header_kb: int = 4096         # the most JSON header one reply may carry
+
+    def tmp_bytes(self) -> int:
+        """The size of the sandbox's /tmp (and a GPU sandbox's /dev/shm): files there are
+        memory, so they are bounded as memory is."""
+        return (self.tmp_mb or max(64, self.memory_mb // 4)) << 20
 
     def reply_budget(self, request_bytes: int) -> tuple[int, int]:
         """(header bytes, payload bytes) the judge accepts in reply to a request whose

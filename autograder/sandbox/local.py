@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .limits import Limits
+from . import seccomp
 from .memwatch import MALLOC_TUNABLES, MemoryWatch
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../autograder
@@ -222,7 +223,8 @@ class LocalRunner:
             if os.path.exists(f):
                 args += ["--ro-bind", f, f]
         # /tmp first: binds below it (a Python installed under /tmp) must go on top of it.
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+        size = str(self.limits.tmp_bytes())
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
         # The Python that runs the child, and its packages; never the repository itself.
         made: set[str] = set()
         for prefix in sorted({sys.base_prefix, sys.prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}):
@@ -242,7 +244,7 @@ class LocalRunner:
                 args += ["--dev-bind", str(dev), str(dev)]
             # NCCL (ranks of a multi-GPU assignment) keeps its buffers in /dev/shm and
             # reads the PCI topology from /sys: a private shm and a read-only /sys.
-            args += ["--perms", "1777", "--tmpfs", "/dev/shm", "--ro-bind-try", "/sys", "/sys"]
+            args += ["--perms", "1777", "--size", size, "--tmpfs", "/dev/shm", "--ro-bind-try", "/sys", "/sys"]
         return args
 
     @staticmethod
@@ -298,18 +300,35 @@ class LocalRunner:
                "device": self.device, "watch_memory": self.limits.watch_memory,
                "harness": f"{root}/harness.py" if self.harness is not None else None}
         cmd = [sys.executable, "-I", "-B", f"{root}/autograder/child/main.py", json.dumps(cfg)]
+        pass_fds = [req_r, rep_w]
+        filter_fd = None
         if strong:
-            cmd = [*self._bwrap_args(staging, uid), "--", *cmd]
+            extra = []
+            bpf = seccomp.program()
+            if bpf is not None:
+                # No namespaces or mounts from inside (see seccomp.py): bwrap loads it last.
+                (staging / "seccomp.bpf").write_bytes(bpf)
+                filter_fd = os.open(staging / "seccomp.bpf", os.O_RDONLY)
+                pass_fds.append(filter_fd)
+                extra = ["--seccomp", str(filter_fd)]
+            self.report["seccomp"] = bpf is not None
+            cmd = [*self._bwrap_args(staging, uid), *extra, "--", *cmd]
         log_path = staging / "log.txt"
-        memory = MemoryWatch() if self.limits.watch_memory else None
+        # A memory cgroup of its own for every child: the kernel's limit on everything it
+        # touches (heap, tmpfs files in its /tmp, page cache), and the peak measure of
+        # watched calls. Without one, RLIMIT_AS (CPU runs) is the only bound.
+        memory = MemoryWatch(limit_bytes=self.limits.memory_mb << 20)
+        self.report["memory_limit"] = memory.limited
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                pass_fds=(req_r, rep_w), env=self._env(), start_new_session=True,
-                cwd=staging / "work", preexec_fn=memory.preexec if memory is not None else None)
+                pass_fds=tuple(pass_fds), env=self._env(), start_new_session=True,
+                cwd=staging / "work", preexec_fn=memory.preexec)
         os.close(req_r)
         os.close(rep_w)
-        if memory is not None:
-            memory.attach(proc.pid)
+        if filter_fd is not None:
+            os.close(filter_fd)
+        memory.attach(proc.pid)
+        if self.limits.watch_memory:
             self.report["memory_watch"] = memory.method
         return ChildHandle(proc, req_w, rep_r, log_path, staging, uid, uid_lock, memory)

@@ -68,12 +68,28 @@ class MemoryWatch:
     `attach(pid)` in the child before exec (`preexec`), `reset()` before a call,
     `peak_bytes()` after it, `close()` when the child is gone."""
 
-    def __init__(self):
+    def __init__(self, limit_bytes: int | None = None):
         self.method = "none"
         self.group: Path | None = None
         self.root_pid: int | None = None
         self._baseline: dict[int, int] = {}
+        self.limited = False  # a hard memory limit is set on the group (memory.limit_in_bytes / memory.max)
         self._prepare()
+        if limit_bytes and self.group is not None:
+            self._limit(limit_bytes)
+
+    def _limit(self, limit_bytes: int) -> None:
+        """The kernel's hard limit on the group: tmpfs files and page cache count too, and
+        a child above it is killed by the kernel, not asked to stop."""
+        files = ([("memory.limit_in_bytes", limit_bytes), ("memory.memsw.limit_in_bytes", limit_bytes)]
+                 if self.method == "cgroup-v1" else [("memory.max", limit_bytes), ("memory.swap.max", 0)])
+        for name, value in files:
+            try:
+                (self.group / name).write_text(f"{value}\n")
+                if name in ("memory.limit_in_bytes", "memory.max"):
+                    self.limited = True
+            except OSError:
+                pass
 
     def _prepare(self) -> None:
         name = f"child-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -108,7 +124,7 @@ class MemoryWatch:
 
     # -- in the child, between fork and exec -------------------------------------------
     def preexec(self) -> None:
-        if self.group is not None:
+        if self.group is not None and self.method.startswith("cgroup"):
             (self.group / "cgroup.procs").write_text(str(os.getpid()))
 
     def attach(self, pid: int) -> None:
