@@ -22,6 +22,8 @@ from autograder.judge.results import SubmissionResult
 from autograder.notebook import extract_bounded
 
 JUDGE_GRACE_SECONDS = 120.0
+OVERLOAD_ATTEMPTS = 3  # a run that hit the wall backstop on an overloaded host is graded again
+OVERLOAD_PAUSE_SECONDS = 10.0
 SUBMISSION_SUFFIXES = (".ipynb", ".py")
 
 
@@ -58,10 +60,18 @@ def grade(a: Assignment, path: str | Path, *, suite: str = "hidden", device: str
           keyword: str | None = None) -> SubmissionResult:
     """Grade one submission file against `suite` ("hidden": everything, "public").
     Never raises: whatever goes wrong ends as the result's `error`."""
+    from autograder.judge.student import OVERLOADED
+
     started = time.perf_counter()
     try:
-        result = _grade(a, Path(path), suite=suite, device=device, force_weak=force_weak, label=label,
-                        source_path=source_path, keyword=keyword)
+        for attempt in range(1, OVERLOAD_ATTEMPTS + 1):
+            result = _grade(a, Path(path), suite=suite, device=device, force_weak=force_weak, label=label,
+                            source_path=source_path, keyword=keyword)
+            if result.error != OVERLOADED or attempt == OVERLOAD_ATTEMPTS:
+                break
+            time.sleep(OVERLOAD_PAUSE_SECONDS * attempt)  # let the load pass, then grade again
+        if result.error == OVERLOADED:
+            result.score = 0.0  # not scored: a TA regrades it (the server retries the run)
     except Exception as e:  # noqa: BLE001  (a batch never loses a file to an engine failure)
         import traceback
 
@@ -119,7 +129,7 @@ def _grade(a: Assignment, path: Path, *, suite: str, device: str | None, force_w
         env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONDONTWRITEBYTECODE="1",
                    OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TMPDIR=str(tmp / "scratch"),
                    DLOPT_SHARED_TMP=os.environ.get("DLOPT_SHARED_TMP", tempfile.gettempdir()))
-        timeout = a.limits.submission_seconds + JUDGE_GRACE_SECONDS
+        timeout = a.limits.submission_seconds * a.limits.wall_factor + JUDGE_GRACE_SECONDS
         code, stdout, stderr = _run_judge([sys.executable, "-m", "autograder.judge.run", str(tmp / "job.json")],
                                           env, timeout)
         out = tmp / "result.json"

@@ -25,7 +25,7 @@ from autograder import __version__
 from autograder.judge.compare import GradingFailure, PartialCredit
 from autograder.judge.forbidden import scan
 from autograder.judge.results import VISIBILITIES, SubmissionResult, TestResult
-from autograder.judge.student import StudentCode, StudentFailure, SubmissionLoadError
+from autograder.judge.student import OVERLOADED, HostOverloaded, StudentCode, StudentFailure, SubmissionLoadError
 from autograder.sandbox import Limits
 
 MAX_FEEDBACK_LINES = 12
@@ -158,6 +158,11 @@ class GradingPlugin:
                 test.points = round(max_points * exc.fraction, 6)
                 test.status = "partial" if exc.fraction > 0 else "failed"
                 test.feedback = _shorten(str(exc))
+            elif isinstance(exc, HostOverloaded):
+                test.status = "error"
+                test.feedback = "the grading machine was overloaded during this test; the submission is graded again"
+                self.result.error = OVERLOADED
+                self.result.grader_errors.append(f"{item.nodeid}: host overloaded: {exc}")
             elif isinstance(exc, StudentFailure):
                 test.status, test.feedback = "failed", _shorten(exc.feedback())
             elif isinstance(exc, AssertionError):

@@ -9,6 +9,7 @@ costs only the tests that made it.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,15 @@ class StudentCrash(StudentFailure):
     pass
 
 
+class HostOverloaded(Exception):
+    """A call hit the wall-clock backstop while the host was overloaded and the child was
+    still getting some CPU: the machine, not the code, was slow. Not the student's
+    failure: the submission is graded again rather than scored (see grading.grade)."""
+
+
+OVERLOADED = "the grading machine was overloaded while this submission ran; it was not scored"
+
+
 @dataclass
 class CallResult:
     value: Any
@@ -110,6 +120,7 @@ class StudentCode:
                                   force_weak=self.force_weak)
         self.handle = None
         self.started_at = time.monotonic()
+        self.cpu_spent = 0.0  # CPU seconds of this submission's children that have ended
         self.restarts = 0
         self.load_error: dict | None = None
         self.names: list[str] = []
@@ -119,19 +130,36 @@ class StudentCode:
         self.sandbox = self.runner.report
 
     # -- lifecycle ---------------------------------------------------------------------
-    def _deadline(self, seconds: float) -> float:
-        overall = self.started_at + self.limits.submission_seconds
-        return min(time.monotonic() + seconds, overall)
+    # Time limits count the child's CPU time, by the kernel's count from outside its
+    # process (CpuWatch), so a grade does not depend on how busy the machine is; the wall
+    # clock is only a backstop (wall_factor times the CPU limit), and a call that reaches
+    # it while the host is overloaded ends the run as "not scored", to be graded again.
+    def cpu_used(self) -> float:
+        """CPU seconds this submission's children have used so far."""
+        now = self.handle.cpu_seconds() if self.handle is not None else None
+        return self.cpu_spent + (now or 0.0)
+
+    def _wall_backstop(self) -> float:
+        return self.started_at + self.limits.submission_seconds * self.limits.wall_factor
 
     def _over_budget(self) -> bool:
-        return time.monotonic() >= self.started_at + self.limits.submission_seconds
+        return (self.cpu_used() >= self.limits.submission_seconds
+                or time.monotonic() >= self._wall_backstop())
+
+    @staticmethod
+    def host_overloaded() -> bool:
+        """More runnable work than cores (1-minute load average)."""
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+        return os.getloadavg()[0] > cores
 
     def _ensure_started(self) -> None:
         if self.handle is not None and self.handle.alive():
             return
         if self.handle is not None:
-            self.handle.cleanup()
-            self.handle = None
+            self.close()
         if self.restarts >= MAX_RESTARTS:
             raise StudentCrash("your code's process was restarted too many times; later tests were not run")
         if self._over_budget():
@@ -179,6 +207,7 @@ class StudentCode:
 
     def close(self) -> None:
         if self.handle is not None:
+            self.cpu_spent += self.handle.cpu_seconds() or 0.0
             self.handle.cleanup()
             self.handle = None
 
@@ -193,25 +222,38 @@ class StudentCode:
         waits at most the deadline, and on any failure kills the child and fails only
         this call: the channel is never left out of step."""
         handle = self.handle
-        deadline = self._deadline(seconds)
+        started = time.monotonic()
+        cpu_start = handle.cpu_seconds()
+        cpu_left = self.limits.submission_seconds - self.cpu_used()
+        cpu_cap = min(seconds, max(cpu_left, 0.0))
+        wall_cap = min(started + seconds * self.limits.wall_factor + 10, self._wall_backstop())
         try:
-            sent = write_frame(handle.req_fd, message, deadline=deadline)
+            sent = write_frame(handle.req_fd, message, deadline=wall_cap)
             max_header, max_payload = self.limits.reply_budget(sent)
-            header, payload = read_frame(handle.rep_fd, max_payload=max_payload, deadline=deadline,
-                                         max_header=max_header)
+            self._await_reply(handle, started, cpu_start, cpu_cap, wall_cap)
+            # Once a reply has begun, the rest comes at pipe speed: a child that stalls
+            # inside a frame gets the call's own seconds (+10), not the wall backstop.
+            header, payload = read_frame(handle.rep_fd, max_payload=max_payload, max_header=max_header,
+                                         deadline=min(wall_cap, time.monotonic() + seconds + 10))
             reply = decode(header, payload, device=None, specs=None)
             if not isinstance(reply, dict):
                 raise ProtocolError("reply is not a message")
             return reply
-        except FrameTimeout:
+        except FrameTimeout as e:
+            used = (handle.cpu_seconds() or 0.0) - (cpu_start or 0.0)
+            wall = time.monotonic() - started
             handle.kill()
+            if getattr(e, "cpu", False) is False and used >= 0.05 * wall and self.host_overloaded():
+                self.events.append(f"host overloaded: {what}: {used:.1f} s CPU in {wall:.0f} s")
+                raise HostOverloaded(f"{what}: {used:.1f} s of CPU in {wall:.0f} s of wall time") from None
             budget = self._over_budget()
             self.events.append(f"timeout: {what}")
             raise StudentTimeout(
                 f"{what}: no answer within "
-                + (f"the submission's time budget ({self.limits.submission_seconds:.0f} s)" if budget
-                   else f"{seconds:.0f} s (time limit per call)")
-                + "; look for an endless loop or far too much work") from None
+                + (f"the submission's time budget ({self.limits.submission_seconds:.0f} s of CPU time)" if budget
+                   else f"{seconds:.0f} s of CPU time (the limit per call)" if getattr(e, "cpu", False)
+                   else f"{wall:.0f} s (its process was waiting, not computing)")
+                + "; look for an endless loop, a deadlock or far too much work") from None
         except (EOFError, BrokenPipeError, OSError):
             tail = handle.log_tail(600).strip()
             try:
@@ -234,6 +276,30 @@ class StudentCode:
             self.events.append(f"invalid reply: {what}: {type(e).__name__}")
             raise StudentCrash(f"{what}: your code's process sent a reply that could not be read "
                                f"({type(e).__name__})") from None
+
+    @staticmethod
+    def _await_reply(handle, started: float, cpu_start: float | None, cpu_cap: float, wall_cap: float) -> None:
+        """Wait until the child starts its reply; FrameTimeout (cpu=True) once it has used
+        `cpu_cap` seconds of CPU for this call, FrameTimeout once the wall clock reaches
+        `wall_cap`."""
+        import select
+
+        while True:
+            now = time.monotonic()
+            if now >= wall_cap:
+                raise FrameTimeout()
+            if select.select([handle.rep_fd], [], [], min(0.25, wall_cap - now))[0]:
+                return
+            if cpu_start is not None:
+                used = (handle.cpu_seconds() or 0.0) - cpu_start
+                if used >= cpu_cap:
+                    e = FrameTimeout()
+                    e.cpu = True
+                    raise e
+            elif time.monotonic() - started >= cpu_cap:  # no CPU count here: the wall clock
+                e = FrameTimeout()
+                e.cpu = True
+                raise e
 
     def _note_forbidden(self, reply: dict) -> None:
         for f in reply.get("forbidden") or []:

@@ -34,7 +34,7 @@ from pathlib import Path
 from . import seccomp
 from .limits import Limits
 from .local import ChildHandle, LocalRunner
-from .memwatch import ContainerMemoryWatch
+from .memwatch import ContainerMemoryWatch, CpuWatch
 
 SOCKET_NAME = "judge.sock"
 START_SECONDS = 120.0  # image start and the child's first imports
@@ -225,10 +225,14 @@ class DockerRunner(LocalRunner):
         finally:
             listener.close()
         conn.setblocking(True)
-        if self.limits.watch_memory:
-            container.reload()
-            pid = int(container.attrs.get("State", {}).get("Pid") or 0)
-            if pid > 0:
+        container.reload()
+        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+        if pid > 0:
+            # The container's CPU time from its process tree (the limits count it, see
+            # CpuWatch); its memory limit is the container's own.
+            handle.cpu = CpuWatch(proc_only=True)
+            handle.cpu.attach(pid)
+            if self.limits.watch_memory:
                 handle.memory = ContainerMemoryWatch(pid)
                 self.report["memory_watch"] = handle.memory.method
         handle.req_fd = conn.detach()

@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class Limits:
-    call_seconds: float = 20.0          # wall time of one call of a student function
-    submission_seconds: float = 240.0   # wall time of the whole submission
+    call_seconds: float = 20.0          # CPU time of one call of a student function (its whole process tree)
+    submission_seconds: float = 240.0   # CPU time of the whole submission (all its children)
+    wall_factor: float = 4.0            # wall-clock backstop: this many times the CPU limits (+10 s per call)
     cpu_seconds: int = 300              # CPU time of the child (RLIMIT_CPU)
     memory_mb: int = 4096               # address space of the child (RLIMIT_AS); not on GPUs
     processes: int = 64                 # processes and threads of the sandbox uid (RLIMIT_NPROC)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .limits import Limits
 from . import seccomp
-from .memwatch import MALLOC_TUNABLES, MemoryWatch
+from .memwatch import MALLOC_TUNABLES, CpuWatch, MemoryWatch
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../autograder
 SANDBOX_ROOT = "/sandbox"
@@ -125,6 +125,10 @@ class ChildHandle:
     uid: int | None = None  # the unprivileged uid the child runs as, when it dropped one
     uid_lock: int | None = None  # fd holding that uid's lock, released at cleanup
     memory: MemoryWatch | None = None  # the kernel's peak-memory measure, when watched
+    cpu: CpuWatch | None = None  # the kernel's count of the child's CPU time
+
+    def cpu_seconds(self) -> float | None:
+        return self.cpu.seconds() if self.cpu is not None else None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -169,6 +173,8 @@ class ChildHandle:
         shutil.rmtree(self.staging, ignore_errors=True)
         if self.memory is not None:
             self.memory.close()
+        if self.cpu is not None:
+            self.cpu.close()
         if self.uid_lock is not None:
             os.close(self.uid_lock)  # closing the fd releases the flock
             self.uid_lock = None
@@ -319,16 +325,24 @@ class LocalRunner:
         # watched calls. Without one, RLIMIT_AS (CPU runs) is the only bound.
         memory = MemoryWatch(limit_bytes=self.limits.memory_mb << 20)
         self.report["memory_limit"] = memory.limited
+        cpu = CpuWatch(memory.group if memory.method == "cgroup-v2" else None)
+        self.report["cpu_clock"] = cpu.method
+
+        def preexec() -> None:
+            memory.preexec()
+            cpu.preexec()
+
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 pass_fds=tuple(pass_fds), env=self._env(), start_new_session=True,
-                cwd=staging / "work", preexec_fn=memory.preexec)
+                cwd=staging / "work", preexec_fn=preexec)
         os.close(req_r)
         os.close(rep_w)
         if filter_fd is not None:
             os.close(filter_fd)
         memory.attach(proc.pid)
+        cpu.attach(proc.pid)
         if self.limits.watch_memory:
             self.report["memory_watch"] = memory.method
-        return ChildHandle(proc, req_w, rep_r, log_path, staging, uid, uid_lock, memory)
+        return ChildHandle(proc, req_w, rep_r, log_path, staging, uid, uid_lock, memory, cpu)
