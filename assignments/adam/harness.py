@@ -9,10 +9,14 @@ from __future__ import annotations
 import torch
 
 
-def train_adamw(ns, model, X, Y, groups, defaults, steps, use_closure=False, extra_frozen=False):
+def train_adamw(ns, model, X, Y, groups, defaults, steps, use_closure=False, extra_frozen=False,
+                intermittent=False):
     """Train `model` (an mlp spec, built here) on MSE(model(X), Y) for `steps` steps with
     `ns["AdamW"]`. `groups`: None for `model.parameters()`, else a list of dicts with
     "layers" (indices into the model's parameter list) and per-group options.
+    `intermittent`: one more parameter that gets a gradient only on every third step
+    (its .grad is None on the others), so its own step count differs from the number of
+    step() calls: bias correction must use the parameter's count, as torch's does.
     Returns the final parameters, the losses, and what step(closure) returned."""
     AdamW = ns["AdamW"]
     params = list(model.parameters())
@@ -20,22 +24,27 @@ def train_adamw(ns, model, X, Y, groups, defaults, steps, use_closure=False, ext
     if extra_frozen:
         # A parameter the loss never touches: its .grad stays None and AdamW must skip it.
         frozen = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 7, dtype=params[0].dtype))
+    sometimes = None
+    if intermittent:
+        sometimes = torch.nn.Parameter(torch.linspace(0.5, -0.5, 5, dtype=params[0].dtype))
+    extra = [p for p in (frozen, sometimes) if p is not None]
     if groups is None:
-        arg = params + ([frozen] if frozen is not None else [])
+        arg = params + extra
     else:
         arg = []
         for g in groups:
             entry = {k: (tuple(v) if k == "betas" else v) for k, v in g.items() if k != "layers"}
             entry["params"] = [params[i] for i in g["layers"]]
             arg.append(entry)
-        if frozen is not None:
-            arg[0]["params"].append(frozen)
+        arg[0]["params"] += extra
     opt = AdamW(arg, **{k: (tuple(v) if k == "betas" else v) for k, v in defaults.items()})
     losses, returned = [], []
-    for _ in range(steps):
-        def closure():
+    for k in range(steps):
+        def closure(k=k):
             opt.zero_grad()
             loss = torch.nn.functional.mse_loss(model(X), Y)
+            if sometimes is not None and k % 3 == 2:
+                loss = loss + 0.5 * ((sometimes - 0.3) ** 2).sum()
             loss.backward()
             return loss
 
@@ -49,4 +58,5 @@ def train_adamw(ns, model, X, Y, groups, defaults, steps, use_closure=False, ext
             losses.append(float(loss.detach()))
     return {"params": [p.detach().clone() for p in params],
             "frozen": frozen.detach().clone() if frozen is not None else None,
+            "sometimes": sometimes.detach().clone() if sometimes is not None else None,
             "losses": losses, "returned": returned}

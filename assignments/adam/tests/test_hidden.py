@@ -308,17 +308,18 @@ def _problem(label: str, sizes=(6, 16, 16, 3), n=64):
     return list(sizes), state, X, Y
 
 
-def _train_and_compare(student, device, label, groups, defaults, steps, use_closure=False, extra_frozen=False):
+def _train_and_compare(student, device, label, groups, defaults, steps, use_closure=False, extra_frozen=False,
+                       intermittent=False):
     sizes, state, X, Y = _problem(label)
     spec = mlp_spec(sizes, state, "tanh")
     spec.params["device"] = device
     got = student.task("train_adamw", spec, X.to(device), Y.to(device), groups, defaults, steps,
-                       use_closure=use_closure, extra_frozen=extra_frozen, timeout=60,
+                       use_closure=use_closure, extra_frozen=extra_frozen, intermittent=intermittent, timeout=60,
                        what=f"training an MLP {sizes} for {steps} steps with your AdamW").value
     model = build_mlp(sizes, state, "tanh")
     exp = HARNESS.train_adamw({"AdamW": lambda *a, **k: torch.optim.AdamW(*a, foreach=False, **k)},
                               model, X, Y, groups, defaults, steps, use_closure=use_closure,
-                              extra_frozen=extra_frozen)
+                              extra_frozen=extra_frozen, intermittent=intermittent)
     call = f"AdamW({'param groups ' + str(groups) if groups else 'model.parameters()'}, {defaults})"
     if not isinstance(got, dict) or "params" not in got:
         raise GradingFailure(f"{call}: training did not return parameters")
@@ -356,7 +357,7 @@ def test_adamw_large_weight_decay_and_eps(student, device):
 
 
 @ADAMW
-@pytest.mark.points(4)
+@pytest.mark.points(2)
 def test_adamw_skips_parameters_without_gradient(student, device):
     """A parameter whose .grad stays None is left exactly as it was (no decay either)."""
     got, exp = _train_and_compare(student, device, "adamw-frozen", None, {"lr": 1e-2, "weight_decay": 0.1}, 20,
@@ -364,6 +365,18 @@ def test_adamw_skips_parameters_without_gradient(student, device):
     expect_close(got["frozen"], exp["frozen"], call="AdamW(... a parameter that never gets a gradient)",
                  what="that parameter", rtol=0.0, atol=0.0,
                  why="skip parameters whose .grad is None: torch neither steps nor decays them")
+
+
+@ADAMW
+@pytest.mark.points(2)
+def test_adamw_counts_steps_per_parameter(student, device):
+    """A parameter with a gradient on every third step only keeps its own step count."""
+    got, exp = _train_and_compare(student, device, "adamw-intermittent", None, {"lr": 1e-2, "weight_decay": 0.1},
+                                   12, intermittent=True)
+    expect_close(got["sometimes"], exp["sometimes"], call="AdamW(... a parameter with a gradient on steps 3, 6, 9, 12)",
+                 what="that parameter after 12 steps", rtol=TRAIN_RTOL, atol=TRAIN_ATOL,
+                 why="keep the step count in each parameter's state (state[p]['step']), not one count per "
+                     "optimizer: bias correction uses how many updates that parameter has had")
 
 
 @ADAMW

@@ -1,0 +1,58 @@
+"""Degenerate: importance_sampled_gradient returns the exact full mean gradient instead of
+sampling (unbiased, zero variance). Everything else is the correct alternative's code."""
+import torch
+
+SCHEMES = {"uniform", "random_reshuffling", "shuffle_once", "cyclic"}
+
+
+def _perm(n, g):
+    return torch.argsort(torch.rand(n, generator=g))
+
+
+def sample_batches(n, batch_size, num_batches, scheme, seed):
+    if scheme not in SCHEMES or batch_size > n:
+        raise ValueError("bad scheme or batch size")
+    g = torch.Generator().manual_seed(seed)
+    per_epoch = n // batch_size
+    once = _perm(n, g) if scheme == "shuffle_once" else None
+    rows = []
+    for k in range(num_batches):
+        if scheme == "uniform":
+            rows.append(torch.randint(n, (batch_size,), generator=g))
+            continue
+        if k % per_epoch == 0:
+            order = {"random_reshuffling": lambda: _perm(n, g), "shuffle_once": lambda: once,
+                     "cyclic": lambda: torch.arange(n)}[scheme]()
+        j = k % per_epoch
+        rows.append(order[j * batch_size:(j + 1) * batch_size])
+    return torch.stack(rows).long() if rows else torch.zeros(0, batch_size, dtype=torch.long)
+
+
+def importance_probabilities(lipschitz):
+    if not bool(torch.all(torch.isfinite(lipschitz) & (lipschitz > 0))):
+        raise ValueError("need positive, finite constants")
+    return lipschitz / torch.sum(lipschitz)
+
+
+def importance_sampled_gradient(per_sample_grads, probs, batch_size, seed):
+    # The degenerate "estimate": the exact mean gradient, no draw at all. It is unbiased
+    # and has no variance, so only the law of single draws tells it from sampling.
+    return per_sample_grads.mean(0)
+
+
+def sgd_least_squares(A, y, x0, lr, num_epochs, batch_size, scheme, seed):
+    n = len(y)
+    steps = n // batch_size
+    B = sample_batches(n, batch_size, num_epochs * steps, scheme, seed)
+    lrs = list(lr) if isinstance(lr, (list, tuple)) else [lr] * len(B)
+    x = x0.to(torch.float64).clone()
+    loss = lambda x: 0.5 * torch.mean((A.double() @ x - y.double()) ** 2)
+    out = [loss(x)]
+    for e in range(num_epochs):
+        for s in range(steps):
+            t = e * steps + s
+            S = B[t]
+            r = A[S].double() @ x - y[S].double()
+            x -= lrs[t] * torch.einsum("bd,b->d", A[S].double(), r) / batch_size
+        out.append(loss(x))
+    return torch.stack(out).double()
