@@ -33,6 +33,15 @@ class Assignment:
     public_tests: list[Path] = field(default_factory=list)
     hidden_tests: list[Path] = field(default_factory=list)
     forbidden: list[str] = field(default_factory=list)
+    flags_cost_points: bool = False  # [forbidden] flags_cost_points
+    runtime_forbidden: list[str] = field(default_factory=list)  # [forbidden] runtime: ops and objects made to raise
+    block_autograd: bool = False  # [forbidden] block_autograd: no gradient can be computed in the child
+
+    @property
+    def guard(self) -> dict | None:
+        if not (self.runtime_forbidden or self.block_autograd):
+            return None
+        return {"patterns": list(self.runtime_forbidden), "block_autograd": self.block_autograd}
     limits: Limits = field(default_factory=Limits)
     deadline: datetime | None = None
     late_policy: dict = field(default_factory=dict)
@@ -69,6 +78,9 @@ def load(slug_or_path: str | Path) -> Assignment:
     extraction = cfg.get("extraction", "definitions")
     if extraction not in EXTRACTION_MODES:
         raise AssignmentError(f"{cfg_path}: extraction must be one of {EXTRACTION_MODES}")
+    unknown = set(cfg.get("forbidden", {})) - {"apis", "runtime", "block_autograd", "flags_cost_points"}
+    if unknown:
+        raise AssignmentError(f"{cfg_path}: unknown keys in [forbidden]: {sorted(unknown)}")
     limit_keys = set(Limits.__dataclass_fields__)
     unknown = set(cfg.get("limits", {})) - limit_keys
     if unknown:
@@ -88,6 +100,9 @@ def load(slug_or_path: str | Path) -> Assignment:
         public_tests=[root / p for p in cfg.get("public_tests", [])],
         hidden_tests=[root / p for p in cfg.get("hidden_tests", [])],
         forbidden=list(cfg.get("forbidden", {}).get("apis", [])),
+        flags_cost_points=bool(cfg.get("forbidden", {}).get("flags_cost_points", False)),
+        runtime_forbidden=list(cfg.get("forbidden", {}).get("runtime", [])),
+        block_autograd=bool(cfg.get("forbidden", {}).get("block_autograd", False)),
         limits=Limits(**cfg.get("limits", {})),
         deadline=deadline,
         late_policy=dict(cfg.get("late_policy", {})),

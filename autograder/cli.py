@@ -12,6 +12,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -41,11 +42,14 @@ def _grade_many(a: assignments.Assignment, paths: list[Path], jobs: int, **kw) -
 
 def _status(r: SubmissionResult) -> str:
     if r.error:
-        return f"[red]{r.error}[/red]"
+        return f"[red]{escape(r.error)}[/red]"
     if r.grader_errors:
         return "[red]grader error[/red]"
     failed = sum(t.status in ("failed", "partial") for t in r.tests)
     extra = "" if r.sandbox.get("strong", True) else " [yellow](weak sandbox)[/yellow]"
+    if r.flags:
+        extra += f" [magenta]flagged for review ({len(r.flags)}: {escape(r.flags[0]['construct'])}, " \
+                 f"{r.flags[0]['where']})[/magenta]"
     return (f"{failed} test(s) lost points" if failed else "all tests passed") + extra
 
 
@@ -58,7 +62,7 @@ def _summary(results: list[SubmissionResult], title: str, expected: dict | None 
     table.add_column("time", justify="right")
     table.add_column("status")
     for r in results:
-        row = [Path(r.submission).name, f"{r.score:g} / {r.max_score:g}"]
+        row = [escape(Path(r.submission).name), f"{r.score:g} / {r.max_score:g}"]
         if expected is not None:
             want = expected.get(Path(r.submission).name)
             ok = want is not None and abs(want - r.score) < 1e-6
@@ -76,7 +80,7 @@ def _test_table(r: SubmissionResult, show_hidden: bool) -> Table:
     for t in r.tests:
         fb = t.feedback if (show_hidden or t.visibility == "public") else ("" if t.status == "passed" else "(hidden test)")
         color = {"passed": "green", "partial": "yellow"}.get(t.status, "red")
-        table.add_row(t.name, f"[{color}]{t.points:g} / {t.max_points:g}[/]", fb)
+        table.add_row(escape(t.name), f"[{color}]{t.points:g} / {t.max_points:g}[/]", escape(fb or ""))
     return table
 
 
@@ -94,7 +98,10 @@ def cmd_grade(args) -> int:
             console.print(f"[bold]{r.submission}[/bold]")
             console.print(_test_table(r, show_hidden=True))
             for n in r.notes:
-                console.print(f"  note: {n}")
+                console.print(f"  note: {escape(n)}")
+            for f in r.flags:
+                console.print(f"  [magenta]flagged for review[/magenta]: {escape(f['construct'])} in "
+                              f"{escape(f['function'])} ({f['where']})")
     if args.json:
         Path(args.json).write_text(json.dumps(
             [{"path": r.submission, **{k: v for k, v in r.as_dict().items() if k != "submission"}} for r in results],

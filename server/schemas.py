@@ -66,6 +66,8 @@ class RunOut(BaseModel):
     sandbox: dict | None = None
     engine_version: str | None = None
     grader_errors: list[str] | None = None
+    flags: list[dict] | None = Field(default=None, description="constructs flagged for a TA's review "
+                                     "(computed getattr, importlib, frames, the engine's modules...)")
 
 
 class SubmissionOut(BaseModel):

@@ -134,6 +134,7 @@ def run_out(run: GradingRun, a: AssignmentRow, staff: bool, now: datetime) -> Ru
     if staff:
         out.worker, out.runner, out.sandbox = run.worker, run.runner, run.sandbox
         out.engine_version, out.grader_errors = run.engine_version, list(run.grader_errors or [])
+        out.flags = list(result.get("flags", []))
     return out
 
 

@@ -16,7 +16,8 @@ def test_direct_alias_and_from_imports():
            "def a(p):\n    return torch.optim.SGD([p], lr=1)\n"
            "def b(p):\n    return opt.SGD([p], lr=1)\n"
            "class C(torch.optim.Optimizer):\n    def step(self):\n        return A\n")
-    assert found(src) == {("torch.optim.SGD", "a"), ("torch.optim.SGD", "b"), ("torch.optim.AdamW", "C")}
+    assert found(src) == {("torch.optim.SGD", "a"), ("torch.optim.SGD", "b"), ("torch.optim.AdamW", "C"),
+                          ("torch.optim.AdamW", "A")}  # the name A is bound to it
 
 
 def test_helpers_propagate_to_the_graded_function():
@@ -38,7 +39,18 @@ def test_allowed_uses_are_not_flagged():
 
 
 def test_unused_module_level_import_is_still_reported():
-    assert found("from torch.optim import SGD\n") == {("torch.optim.SGD", "<module>")}
+    assert found("from torch.optim import SGD\n") == {("torch.optim.SGD", "SGD")}
+    assert found("import torch.optim as o\nx = 1\n") == set()
+
+
+def test_a_graded_name_bound_to_a_forbidden_object_uses_it():
+    # issue 13: a file with no AdamW class, only torch's imported under the graded name.
+    assert ("torch.optim.AdamW", "AdamW") in found("from torch.optim import AdamW\n")
+    assert ("torch.optim.AdamW", "AdamW") in found("import torch\nAdamW = torch.optim.AdamW\n")
+    assert ("torch.optim.AdamW", "AdamW") in found("import torch.optim as o\nclass AdamW(o.AdamW):\n    pass\n")
+    # rebound by the student's own class afterwards: their class is what is graded
+    src = "from torch.optim import AdamW\nimport torch\nclass AdamW(torch.optim.Optimizer):\n    pass\n"
+    assert ("torch.optim.AdamW", "AdamW") not in found(src)
 
 
 def test_syntax_errors_do_not_crash_the_scan():

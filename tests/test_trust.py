@@ -20,7 +20,7 @@ import torch
 
 from autograder import assignment as assignments
 from autograder.grading import grade
-from autograder.judge.student import StudentCode, StudentCrash, StudentTimeout
+from autograder.judge.student import StudentCode, StudentCrash, StudentError, StudentTimeout
 from autograder.notebook import MAX_SOURCE_BYTES, extract_bounded
 from autograder.sandbox import Limits
 
@@ -356,3 +356,164 @@ def test_a_call_within_its_cpu_limit_passes_on_an_oversubscribed_machine():
             h.kill()
         code.close()
     assert loaded_wall > 2.5, f"the machine was not oversubscribed ({loaded_wall:.1f} s): the test proves nothing"
+
+
+# -- forbidden routines cannot be reached ------------------------------------------------------
+# Every path a student finds to a forbidden routine, each a function of its own; each must
+# raise in the sandbox (the guard is installed before any student code exists there).
+PATHS = r'''
+import gc, importlib, math, sys
+import torch
+import torch.nn.functional as F
+
+def _q(n=8):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(1, 2, n, 16, generator=g) for _ in range(3)]
+
+def sdpa_plain():
+    return F.scaled_dot_product_attention(*_q())
+
+def sdpa_c_nn():
+    return torch._C._nn.scaled_dot_product_attention(*_q())
+
+def sdpa_aten_computed():
+    op = getattr(torch.ops.aten, "_scaled_dot_product_" + "flash_attention_for_cpu")
+    return getattr(op, "__wrapped__", op)(*_q(), 0.0, False)[0]
+
+def sdpa_inference_mode():
+    with torch.inference_mode():
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(*_q(), 0.0, False)[0]
+
+def sdpa_redispatch_cpu():
+    ks = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default.redispatch(ks, *_q(), 0.0, False)[0]
+
+def sdpa_in_dispatch_mode():
+    from torch.utils._python_dispatch import TorchDispatchMode
+    class M(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+    with M():
+        return F.scaled_dot_product_attention(*_q())
+
+def sdpa_after_destroying_libraries():
+    for o in gc.get_objects():
+        if isinstance(o, torch.library.Library):
+            try:
+                o._destroy()
+            except Exception:
+                pass
+    return F.scaled_dot_product_attention(*_q())
+
+def mha_module():
+    m = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+    x = torch.randn(1, 4, 16)
+    return m(x, x, x)[0]
+
+def autograd_grad():
+    x = torch.randn(3, requires_grad=True)
+    return torch.autograd.grad((x * x).sum(), x)[0]
+
+def autograd_importlib_no_inference():
+    ag = importlib.import_module("torch.auto" + "grad")
+    with torch.inference_mode(False), torch.enable_grad():
+        x = torch.randn(3, requires_grad=True)
+        return ag.grad((x * x).sum(), x)[0]
+
+def tensor_backward():
+    with torch.enable_grad():
+        x = torch.randn(3, requires_grad=True)
+        (x * x).sum().backward()
+        return x.grad
+
+def func_grad():
+    return torch.func.grad(lambda x: (x * x).sum())(torch.randn(3))
+
+def func_jvp():
+    return torch.func.jvp(lambda x: x * x, (torch.randn(3),), (torch.ones(3),))[1]
+
+def grad_fn_call():
+    with torch.enable_grad():
+        x = torch.randn(3, requires_grad=True)
+        y = x * 3
+        return y.grad_fn(torch.ones(3))
+
+def ordinary_ops():
+    q, k, v = _q()
+    s = q @ k.transpose(-1, -2) / math.sqrt(16)
+    p = torch.exp(s - s.amax(-1, keepdim=True))
+    o = (p / p.sum(-1, keepdim=True)) @ v
+    with torch.no_grad():
+        w = torch.nn.functional.relu(torch.randn(4, 4)) @ torch.randn(4, 4)
+    return float(o.sum() + w.sum())
+
+def foreach_wrapped():
+    fn = getattr(torch, "_foreach" + "_add_")
+    xs = [torch.ones(3)]
+    getattr(fn, "__wrapped__", fn)(xs, [torch.ones(3)])
+    return xs[0]
+
+def fused_adamw():
+    p = [torch.ones(3)]
+    torch._fused_adamw_(p, [torch.ones(3)], [torch.zeros(3)], [torch.zeros(3)], [], [torch.ones(())],
+                        lr=0.1, beta1=0.9, beta2=0.99, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+    return p[0]
+
+def adamw_subclass():
+    class A(getattr(torch.optim, "Adam" + "W")):
+        pass
+    w = torch.nn.Parameter(torch.ones(3))
+    w.grad = torch.ones(3)
+    A([w], lr=0.1).step()
+    return w.detach()
+
+def adamw_through_subclasses():
+    cls = next(c for c in torch.optim.Adam.__subclasses__() + [torch.optim.Adam] if "Adam" in c.__name__)
+    w = torch.nn.Parameter(torch.ones(3))
+    w.grad = torch.ones(3)
+    cls([w], lr=0.1).step()
+    return w.detach()
+
+def own_optimizer_still_works():
+    class Mine(torch.optim.Optimizer):
+        def __init__(self, ps):
+            super().__init__(ps, {"lr": 0.5})
+        def step(self):
+            for g in self.param_groups:
+                for p in g["params"]:
+                    p.data.add_(p.grad, alpha=-g["lr"])
+    w = torch.nn.Parameter(torch.ones(3))
+    w.grad = torch.ones(3)
+    opt = Mine([w])
+    opt.step()
+    opt.zero_grad()
+    return w.detach()
+'''
+
+ATTENTION_GUARD = assignments.load("attention").guard
+ADAM_GUARD = assignments.load("adam").guard
+
+
+@pytest.mark.parametrize("guard,blocked,allowed", [
+    (ATTENTION_GUARD, ["sdpa_plain", "sdpa_c_nn", "sdpa_aten_computed", "sdpa_inference_mode", "sdpa_redispatch_cpu",
+                       "sdpa_in_dispatch_mode", "sdpa_after_destroying_libraries", "mha_module", "autograd_grad",
+                       "autograd_importlib_no_inference", "tensor_backward", "func_grad", "func_jvp", "grad_fn_call"],
+     ["ordinary_ops"]),
+    (ADAM_GUARD, ["foreach_wrapped", "fused_adamw", "adamw_subclass", "adamw_through_subclasses"],
+     ["own_optimizer_still_works", "autograd_grad", "ordinary_ops"]),
+], ids=["attention", "adam"])
+def test_forbidden_routines_raise_whatever_the_path(guard, blocked, allowed):
+    code = StudentCode(PATHS, Limits(call_seconds=30, submission_seconds=300), guard=guard)
+    try:
+        reached = []
+        for fn in blocked:
+            try:
+                code.call(fn)
+                reached.append(fn)
+            except StudentError:
+                pass  # raised (most say "forbidden by the assignment"; some torch paths fail earlier)
+        assert not reached, f"forbidden routines reached through {reached}"
+        for fn in allowed:
+            code.call(fn)  # ordinary code keeps working
+    finally:
+        code.close()

@@ -54,7 +54,34 @@ class Child:
             with AllocationWatch(SUBMISSION_FILE):
                 torch.ones(2, 2) @ torch.ones(2, 2)
 
+    def _guard(self) -> dict | None:
+        """Make the assignment's forbidden routines raise, below Python, before any harness
+        or student code exists in this process (see guard.py)."""
+        spec = self.cfg.get("guard") or {}
+        if not (spec.get("patterns") or spec.get("block_autograd")):
+            return None
+        from autograder.child import guard
+
+        summary = guard.install(list(spec.get("patterns") or []), bool(spec.get("block_autograd")))
+        problems = guard.verify()
+        if problems:
+            raise RuntimeError(f"the guard did not hold: {problems[:3]}")
+        # Its helpers (a raw memory writer among them) are no use to the code that follows.
+        sys.modules.pop("autograder.child.guard", None)
+        for name in ("ctypes", "_tp_word", "_force_setattr", "_incref", "_leak", "_type_modified", "_swap",
+                     "_block_ops", "_block_python", "_block_autograd", "_neuter_function", "_neuter_class",
+                     "_block_c10d_backends", "install", "verify", "_installed", "_CPP_CALL"):
+            if hasattr(guard, name):
+                delattr(guard, name)
+        return {"ops": len(summary["dispatcher"]["ops"]), "autograd": summary["autograd"] is not None,
+                "python": len(summary["python"]["neutered"]), "seconds": round(summary["seconds"]["total"], 3)}
+
     def load(self, source: str, harness_path: str | None) -> dict:
+        try:
+            guard = self._guard()
+        except Exception as e:  # noqa: BLE001  (never run student code unguarded)
+            return {"ok": False, "names": [], "problems": [], "seconds": 0.0, "forbidden": [],
+                    "error": {"type": "GuardError", "message": f"{type(e).__name__}: {str(e)[:500]}", "frames": []}}
         self.tracer.install()
         if harness_path:
             spec = importlib.util.spec_from_file_location("harness", harness_path)
@@ -85,7 +112,7 @@ class Child:
                 self.load_problems.append(err)
         names = sorted(k for k, v in self.namespace.items()
                        if not k.startswith("__") and (callable(v) or isinstance(v, type)))
-        return {"ok": self.load_error is None, "error": self.load_error, "names": names,
+        return {"ok": self.load_error is None, "error": self.load_error, "names": names, "guard": guard,
                 "problems": self.load_problems[:20],
                 "seconds": time.perf_counter() - started, "forbidden": self.tracer.take()}
 

@@ -23,9 +23,15 @@ import pytest
 
 from autograder import __version__
 from autograder.judge.compare import GradingFailure, PartialCredit
-from autograder.judge.forbidden import scan
+from autograder.judge.forbidden import scan, scan_flags
 from autograder.judge.results import VISIBILITIES, SubmissionResult, TestResult
-from autograder.judge.student import OVERLOADED, HostOverloaded, StudentCode, StudentFailure, SubmissionLoadError
+from autograder.judge.student import (
+    OVERLOADED,
+    HostOverloaded,
+    StudentCode,
+    StudentFailure,
+    SubmissionLoadError,
+)
 from autograder.sandbox import Limits
 
 MAX_FEEDBACK_LINES = 12
@@ -42,6 +48,8 @@ class GradingConfig:
     device: str = "cpu"
     force_weak: bool = False
     suite: str = "hidden"
+    flags_cost_points: bool = False  # [forbidden] flags_cost_points: a flagged function earns nothing
+    guard: dict | None = None  # [forbidden] runtime + block_autograd: made to raise in the child
 
 
 class _FatalStudent:
@@ -62,6 +70,14 @@ class _FatalStudent:
         pass
 
 
+def _where(line_map: list, line: int) -> str:
+    """A line of the extracted source as the student sees it: cell and line in the notebook."""
+    if 0 < line <= len(line_map) and line_map[line - 1]:
+        cell, cell_line = line_map[line - 1]
+        return f"cell {cell}, line {cell_line}" if cell is not None else f"line {cell_line}"
+    return f"line {line}"
+
+
 def _shorten(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     if len(lines) > MAX_FEEDBACK_LINES:
@@ -76,6 +92,9 @@ class GradingPlugin:
                                        engine_version=__version__, suite=cfg.suite,
                                        notes=list(cfg.extracted.get("notes", [])))
         self.static_findings = [f.as_dict() for f in scan(cfg.extracted.get("source", ""), cfg.forbidden)]
+        line_map = cfg.extracted.get("line_map", [])
+        self.result.flags = [{**f.as_dict(), "where": _where(line_map, f.line)}
+                             for f in scan_flags(cfg.extracted.get("source", ""))]
         self._student = None
         self._group = "hidden"
         self._started = time.perf_counter()
@@ -93,8 +112,10 @@ class GradingPlugin:
                     line_map=self.cfg.extracted.get("line_map", []), device=self.cfg.device,
                     gpu=self.cfg.device != "cpu", forbidden_patterns=self.cfg.forbidden,
                     harness=Path(self.cfg.harness) if self.cfg.harness else None,
-                    force_weak=self.cfg.force_weak, notes=self.cfg.extracted.get("notes", []))
+                    force_weak=self.cfg.force_weak, notes=self.cfg.extracted.get("notes", []),
+                    guard=self.cfg.guard)
                 self._student.enter_group(self._group)
+                self._student.current_functions = getattr(self, "_functions", [])
         yield self._student
 
     @pytest.fixture(scope="session")
@@ -124,8 +145,11 @@ class GradingPlugin:
         # in a hidden call (its inputs, logged in memory or in /tmp) cannot reach the
         # feedback of a visible test, which starts in a fresh process and sandbox.
         self._group = self._visibility(item)
+        fmark = item.get_closest_marker("function")
+        self._functions = list(fmark.args) if fmark else []
         if isinstance(self._student, StudentCode):
             self._student.enter_group(self._group)
+            self._student.current_functions = self._functions
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
@@ -196,8 +220,22 @@ class GradingPlugin:
                     self.result.notes.append(note)
             student.close()
         self._apply_forbidden(self.static_findings + dynamic)
+        self._apply_flags()
         self.result.total()
         self.result.duration = round(time.perf_counter() - self._started, 3)
+
+    def _apply_flags(self) -> None:
+        """Flags are for a TA's review; where the assignment says so, a flagged function
+        (or every function, for a flag at module level) earns nothing."""
+        if not (self.cfg.flags_cost_points and self.result.flags):
+            return
+        for t in self.result.tests:
+            hits = [f for f in self.result.flags if f["function"] in t.function or f["function"] == "<module>"]
+            if hits and t.function:
+                t.points, t.status = 0.0, "failed"
+                what = "; ".join(f"{h['construct']} ({h['where']})" for h in hits[:3])
+                t.feedback = _shorten(f"no points: this assignment does not accept code that uses {what}\n"
+                                      f"{t.feedback}")
 
     def _apply_forbidden(self, findings: list[dict]) -> None:
         if not self.cfg.forbidden:

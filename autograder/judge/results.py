@@ -37,6 +37,9 @@ class SubmissionResult:
     grader_errors: list[str] = field(default_factory=list)  # staff only
     sandbox: dict = field(default_factory=dict)
     forbidden: list[dict] = field(default_factory=list)
+    # Constructs that exist to evade (computed getattr, importlib, frames, gc, the engine's
+    # modules...), each {"construct", "function", "line", "where"}: flagged for a TA's review.
+    flags: list[dict] = field(default_factory=list)
     duration: float = 0.0
     engine_version: str = ""
     suite: str = "hidden"
@@ -61,6 +64,7 @@ class SubmissionResult:
         """What a student may see: hidden tests as score only, after-deadline ones once passed."""
         out = self.as_dict()
         out.pop("grader_errors")
+        out.pop("flags", None)  # for the course staff's review
         for t in out["tests"]:
             if t["visibility"] == "hidden" or (t["visibility"] == "after_deadline" and not deadline_passed):
                 t["feedback"] = ""

@@ -19,12 +19,16 @@ from autograder.judge.plugin import GradingConfig, GradingPlugin
 
 
 def run_job(job: dict) -> dict:
+    from autograder.judge.forbidden import validate
+
     a = assignments.load(job["assignment_dir"])
+    validate(a)  # a forbidden list that names nothing is the assignment's error, never a silent no-op
     extracted = json.loads(Path(job["extracted_path"]).read_text())
     cfg = GradingConfig(
         assignment=a.slug, submission=job["label"], extracted=extracted, limits=a.limits,
         forbidden=a.forbidden, harness=str(a.harness) if a.harness else None,
-        device=job.get("device", "cpu"), force_weak=bool(job.get("weak")), suite=job.get("suite", "hidden"))
+        device=job.get("device", "cpu"), force_weak=bool(job.get("weak")), suite=job.get("suite", "hidden"),
+        flags_cost_points=a.flags_cost_points, guard=a.guard)
     plugin = GradingPlugin(cfg)
     tests = [str(p) for p in a.suite(cfg.suite)]
     args = [*tests, "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--import-mode=importlib",

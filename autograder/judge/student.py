@@ -77,6 +77,7 @@ class HostOverloaded(Exception):
     failure: the submission is graded again rather than scored (see grading.grade)."""
 
 
+GUARD_PREFIX = "forbidden by the assignment: "  # what a routine made to raise by child/guard.py says
 OVERLOADED = "the grading machine was overloaded while this submission ran; it was not scored"
 
 
@@ -110,6 +111,7 @@ class StudentCode:
     device: str = "cpu"
     gpu: bool = False
     forbidden_patterns: list[str] = field(default_factory=list)
+    guard: dict | None = None  # routines the child makes raise before any student code (child/guard.py)
     harness: Any = None
     force_weak: bool = False
     notes: list[str] = field(default_factory=list)  # intake notes (e.g. a cell with a syntax error)
@@ -117,7 +119,7 @@ class StudentCode:
     def __post_init__(self):
         self.runner = make_runner(self.limits, gpu=self.gpu, device=self.device,
                                   forbidden=self.forbidden_patterns, harness=self.harness,
-                                  force_weak=self.force_weak)
+                                  force_weak=self.force_weak, guard=self.guard)
         self.handle = None
         self.started_at = time.monotonic()
         self.cpu_spent = 0.0  # CPU seconds of this submission's children that have ended
@@ -169,6 +171,10 @@ class StudentCode:
         self.handle = self.runner.start()
         reply = self._exchange({"op": "load", "source": self.source}, IMPORT_GRACE_SECONDS,
                                "loading your code")
+        if (reply.get("error") or {}).get("type") == "GuardError":
+            # Not the student's doing (it runs before their code): a grader error for staff.
+            raise RuntimeError(f"the child could not install its guard: {reply['error'].get('message')}")
+        self.guard_report = reply.get("guard")
         self._note_forbidden(reply)
         self.names = reply.get("names", [])
         self.load_problems = []
@@ -198,7 +204,7 @@ class StudentCode:
         """What a child running trusted `source` holds after calling `fn(*args)` once (a
         watched call, as the student's warm-up is): the baseline against which memory a
         submission keeps between calls (preallocated buffers, say) is measured."""
-        trusted = StudentCode(source=source, limits=self.limits, device=self.device, gpu=self.gpu)
+        trusted = StudentCode(source=source, limits=self.limits, device=self.device, gpu=self.gpu, guard=self.guard)
         try:
             trusted.call(fn, *args, watch_memory=True, **kwargs)
             return trusted.resident_bytes()
@@ -301,6 +307,12 @@ class StudentCode:
                 e.cpu = True
                 raise e
 
+    def _task_function(self) -> str | None:
+        """The graded function a harness task exercises, when the suite named one (the
+        plugin sets `current_functions` from the test's function marker)."""
+        fns = getattr(self, "current_functions", None) or []
+        return fns[0] if len(fns) == 1 else None
+
     def _note_forbidden(self, reply: dict) -> None:
         for f in reply.get("forbidden") or []:
             if isinstance(f, dict) and f not in self.forbidden_found:
@@ -337,6 +349,14 @@ class StudentCode:
             err = reply.get("error") or {}
             if err.get("type") == "MissingFunction":
                 raise MissingFunction(fn, err)
+            msg = str(err.get("message", ""))
+            if msg.startswith(GUARD_PREFIX):
+                # A routine the guard made raise: the student's function reached it. Only
+                # ever costs points (a child can hide this report, never gain by it).
+                found = {"api": msg[len(GUARD_PREFIX):].split()[0][:120], "function": fn if op == "call"
+                         else self._task_function(), "line": (err.get("frames") or [[None]])[-1][0]}
+                if found["function"] and found not in self.forbidden_found:
+                    self.forbidden_found.append(found)
             raise StudentError(what, err, self.line_map)
         return CallResult(reply.get("value"), float(reply.get("seconds") or 0.0), reply.get("args_after"), memory)
 

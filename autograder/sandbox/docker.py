@@ -138,8 +138,10 @@ class DockerRunner(LocalRunner):
 
     def __init__(self, limits: Limits, *, gpu: bool = False, device: str = "cpu",
                  forbidden: list[str] | None = None, harness: Path | None = None, force_weak: bool = False,
+                 guard: dict | None = None,
                  client=None, image: str | None = None):
-        super().__init__(limits, gpu=gpu, device=device, forbidden=forbidden, harness=harness, force_weak=True)
+        super().__init__(limits, gpu=gpu, device=device, forbidden=forbidden, harness=harness, force_weak=True,
+                         guard=guard)
         import docker
 
         self.client = client or docker.from_env(timeout=int(START_SECONDS))
@@ -202,7 +204,7 @@ class DockerRunner(LocalRunner):
         limits = self.limits.rlimits(self.gpu)
         limits.pop("memory_bytes", None)  # the container's memory limit is the cgroup's
         cfg = {"socket": f"/io/{SOCKET_NAME}", "uid": None, "workdir": "/tmp", "limits": limits,
-               "forbidden": self.forbidden, "device": self.device, "watch_memory": self.limits.watch_memory,
+               "forbidden": self.forbidden, "guard": self.guard, "device": self.device, "watch_memory": self.limits.watch_memory,
                "harness": "/sandbox/harness.py" if self.harness is not None else None}
         container = self.client.containers.create(**self.container_options(staging, cfg))
         proc = _ContainerProcess(container)

@@ -24,8 +24,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .limits import Limits
 from . import seccomp
+from .limits import Limits
 from .memwatch import MALLOC_TUNABLES, CpuWatch, MemoryWatch
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../autograder
@@ -185,11 +185,12 @@ class LocalRunner:
 
     def __init__(self, limits: Limits, *, gpu: bool = False, device: str = "cpu",
                  forbidden: list[str] | None = None, harness: Path | None = None,
-                 force_weak: bool = False):
+                 force_weak: bool = False, guard: dict | None = None):
         self.limits = limits
         self.gpu = gpu
         self.device = device
         self.forbidden = forbidden or []
+        self.guard = guard  # {"patterns": [...], "block_autograd": bool}: what the child makes raise
         self.harness = harness
         self.bwrap = None if force_weak else bwrap_path()
         self.report = sandbox_report() if not force_weak else {
@@ -302,7 +303,7 @@ class LocalRunner:
         if uid is not None and not strong:
             os.chown(staging / "work", uid, uid)
         cfg = {"req_fd": req_r, "rep_fd": rep_w, "uid": uid, "workdir": workdir,
-               "limits": limits, "forbidden": self.forbidden,
+               "limits": limits, "forbidden": self.forbidden, "guard": self.guard,
                "device": self.device, "watch_memory": self.limits.watch_memory,
                "harness": f"{root}/harness.py" if self.harness is not None else None}
         cmd = [sys.executable, "-I", "-B", f"{root}/autograder/child/main.py", json.dumps(cfg)]
