@@ -175,7 +175,7 @@ def test_hidden_inputs_never_reach_visible_feedback(tmp_path):
     assert by_name["test_public_echo"].status == "passed", by_name["test_public_echo"].feedback
     for t in r.tests:
         assert "918273645" not in (t.feedback or ""), t
-    assert r.score == 4, [(t.name, t.feedback) for t in r.tests]
+    assert r.score == 4, [(t.name, t.feedback) for t in r.tests]  # add_all is not defined: 0 of 1
 
 
 @needs_bwrap
@@ -251,7 +251,7 @@ def test_a_cli_batch_of_hostile_files_writes_one_entry_per_file(tmp_path):
     rows = json.loads(out.read_text())
     assert sorted(Path(r["path"]).name for r in rows) == sorted([p.name for p in paths] + ["good.py"])
     good = next(r for r in rows if r["path"].endswith("good.py"))
-    assert good["score"] == 4, good
+    assert good["score"] == 4, good  # echo right; add_all missing
     for r in rows:
         if Path(r["path"]).name in ("deep_json.ipynb", "huge.py", "binary.ipynb", "empty.ipynb"):
             assert r["error"] and r["score"] == 0, r
@@ -517,3 +517,95 @@ def test_forbidden_routines_raise_whatever_the_path(guard, blocked, allowed):
             code.call(fn)  # ordinary code keeps working
     finally:
         code.close()
+
+
+LOOPBACK = '''
+import socket
+
+def chatter(nbytes):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    cli = socket.create_connection(srv.getsockname())
+    conn, _ = srv.accept()
+    cli.sendall(b"x" * nbytes)
+    got = 0
+    while got < nbytes:
+        got += len(conn.recv(1 << 20))
+    for s in (cli, conn, srv):
+        s.close()
+    return got
+'''
+
+
+@needs_bwrap
+def test_the_judge_counts_the_sandboxs_loopback_bytes_itself():
+    # The ring's total traffic is the kernel's count of the sandbox's own network: 1 MB
+    # sent there shows up, whatever the child would say about it.
+    code = StudentCode(LOOPBACK, Limits(call_seconds=10, submission_seconds=60))
+    try:
+        small = code.call("chatter", 1000).loopback_bytes
+        big = code.call("chatter", 1_000_000).loopback_bytes
+        assert small is not None and big is not None
+        assert 1_000_000 <= big - small < 1_100_000, (small, big)
+    finally:
+        code.close()
+
+
+# -- through the real path and both runners: one submission, one attack per class ----------------
+HOSTILE_ALL = r'''
+import json, os, struct, sys, time
+import torch
+
+def _reply_fd():
+    cfg = json.loads(sys.argv[-1])
+    if cfg.get("rep_fd") is not None:
+        return cfg["rep_fd"]
+    for name in os.listdir("/proc/self/fd"):
+        if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+            return int(name)
+
+def _fill_tmp():
+    for k in range(64):
+        try:
+            with open(f"/tmp/fill{k}", "wb") as f:
+                for _ in range(64):
+                    f.write(b"\\1" * (1 << 20))
+        except OSError:
+            return
+
+def echo(x):
+    if x == 918273645:  # the hidden call: forge a reply claiming 4 GiB, then stall
+        os.write(_reply_fd(), struct.pack("<4sIQ", b"DLO1", 64, 4 << 30) + b"{" * 64)
+        time.sleep(60)
+    if x == 918273646:  # the after-deadline call: fill /tmp first (bounded), then answer
+        _fill_tmp()
+    return x
+
+def add_all(xs, c):
+    fn = getattr(torch, "_foreach" + "_add")  # a computed name: raises in the child, and flagged
+    return list(fn(xs, c))
+'''
+
+
+def test_every_attack_class_through_the_real_path(runner, tmp_path):
+    import resource
+
+    if runner == "local" and not __import__("autograder.sandbox.local", fromlist=["x"]).bwrap_path():
+        pytest.skip("bubblewrap is missing here: the local runner is weak")
+    sub = tmp_path / "hostile_all.py"
+    sub.write_text(HOSTILE_ALL)
+    started = time.monotonic()
+    r = grade(assignments.load(TRUST), sub)
+    took = time.monotonic() - started
+    by = {t.name: t for t in r.tests}
+    assert r.error is None and not r.grader_errors, (r.error, r.grader_errors)
+    # honest behaviour: echo answers 7 and the secret + 1; the forged frame fails only its own test
+    assert by["test_public_echo"].points == 2 and by["test_after_deadline_echo"].points == 1, by
+    assert by["test_hidden_echo"].points == 0 and "invalid reply" in by["test_hidden_echo"].feedback
+    assert by["test_add_all"].points == 0 and by["forbidden_api_check"].status == "failed"
+    assert r.score == 3
+    assert any("computed name" in f["construct"] for f in r.flags), r.flags
+    # the judge never took the 4 GiB it was offered (max RSS of any process grade() waited for)
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1_500_000, "KiB"
+    assert took < 120, took

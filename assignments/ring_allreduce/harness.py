@@ -61,6 +61,8 @@ def _instrument(dist, sent: list[int]):
 
 def _run_case(ns, case, device):
     op = case["op"]
+    if op == "noop":  # the process group alone: the judge's baseline for loopback bytes
+        return None
     if op == "reduce_scatter":
         return ns["ring_reduce_scatter"](case["input"].to(device))
     if op == "all_gather":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import linecache
+import os
 import sys
 import time
 import traceback
@@ -178,6 +179,29 @@ class Child:
         return reply
 
 
+def _shared(header, payload, xfer: str | None):
+    """A request whose payload the judge put in a shared file (`{"shm": name, "size": n,
+    "h": header}`): its tensors are views of that file, mapped shared, so what the call
+    does to its inputs is in the judge's file, where the judge reads it after the reply."""
+    if not (isinstance(header, dict) and set(header) == {"shm", "size", "h"}):
+        return header, payload
+    import mmap
+    import re
+
+    name, size = header["shm"], header["size"]
+    if not (xfer and isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}\.bin", name)
+            and isinstance(size, int) and size > 0):
+        raise ProtocolError("malformed shared-memory request")
+    fd = os.open(os.path.join(xfer, name), os.O_RDWR)
+    try:
+        if os.fstat(fd).st_size != size:
+            raise ProtocolError("shared-memory file of the wrong size")
+        view = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+    return header["h"], view
+
+
 def serve(req_fd: int, rep_fd: int, cfg: dict) -> None:
     # Student prints go to the log (fd 1/2), never to the reply channel.
     child = Child(cfg)
@@ -187,6 +211,7 @@ def serve(req_fd: int, rep_fd: int, cfg: dict) -> None:
         except EOFError:
             return
         try:
+            header, payload = _shared(header, payload, cfg.get("xfer"))
             # Tensors go to the grading device, unless the harness places them itself
             # (HOST_TENSORS: it forks processes that must start CUDA on their own).
             host = getattr(child.harness, "HOST_TENSORS", False)

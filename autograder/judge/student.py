@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from autograder.protocol import ProtocolError, decode, read_frame, write_frame
-from autograder.protocol.framing import FrameTimeout
+from autograder.protocol.framing import FrameTimeout, write_encoded
 from autograder.sandbox import Limits, make_runner
 
 IMPORT_GRACE_SECONDS = 60.0  # torch's import and the submission's top level, on a slow disk
@@ -87,6 +88,16 @@ class CallResult:
     seconds: float
     args_after: list | None = None
     memory: dict | None = None  # watched calls: the child's allocation report + the kernel's peak
+    # Bytes the child's sandbox sent on its own loopback during the call, by the kernel's
+    # count read by the judge (None without a network namespace of its own).
+    loopback_bytes: int | None = None
+
+
+def _keep_specs(name, params):
+    """Decoding the judge's own request again: specs come back as what was sent (never built)."""
+    from autograder.protocol import Spec
+
+    return Spec(name, params)
 
 
 def _describe_exit(code: int | None) -> str:
@@ -221,6 +232,40 @@ class StudentCode:
         return self.handle.log_tail() if self.handle is not None else ""
 
     # -- the exchange ------------------------------------------------------------------
+    def _shared_exchange(self, message: dict, seconds: float, what: str) -> tuple[dict, dict | None]:
+        """As `_exchange`, with the request's tensors in a file the child maps shared
+        (inputs are views of it there): after the reply the judge reads the file back and
+        decodes the message as the call left it. The inputs-unchanged verdict rests on
+        those bytes, read outside the student's process, not on what the child reports.
+        Returns (reply, message as the call left it; None where no file could be shared)."""
+        import uuid
+
+        from autograder.protocol.codec import encode_chunks
+
+        xfer = getattr(self.handle, "xfer", None)
+        header, chunks = encode_chunks(message)
+        size = sum(len(c) for c in chunks)
+        if xfer is None or size == 0:
+            return self._exchange(message, seconds, what), None
+        name = f"call-{uuid.uuid4().hex[:16]}.bin"
+        path = Path(xfer) / name
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
+        try:
+            os.fchmod(fd, 0o666)
+            with os.fdopen(os.dup(fd), "wb") as f:
+                for c in chunks:
+                    f.write(c)
+            reply = self._exchange({"__raw__": {"shm": name, "size": size, "h": header}}, seconds, what)
+            after = bytearray(size)
+            got = os.preadv(fd, [after], 0)
+            if got != size:
+                raise ProtocolError("the shared file was truncated")
+            left = decode(header, after, device=None, specs=_keep_specs)
+            return reply, left
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+
     def _exchange(self, message: dict, seconds: float, what: str) -> dict:
         """Send one request and read its reply, within the call's time and reply budget.
         Whatever the child sends (a forged frame, a header nested 5000 deep, nothing at
@@ -234,7 +279,11 @@ class StudentCode:
         cpu_cap = min(seconds, max(cpu_left, 0.0))
         wall_cap = min(started + seconds * self.limits.wall_factor + 10, self._wall_backstop())
         try:
-            sent = write_frame(handle.req_fd, message, deadline=wall_cap)
+            if "__raw__" in message:  # a pre-encoded header whose payload lies in a shared file
+                write_encoded(handle.req_fd, message["__raw__"], [], deadline=wall_cap)
+                sent = message["__raw__"]["size"]
+            else:
+                sent = write_frame(handle.req_fd, message, deadline=wall_cap)
             max_header, max_payload = self.limits.reply_budget(sent)
             self._await_reply(handle, started, cpu_start, cpu_cap, wall_cap)
             # Once a reply has begun, the rest comes at pipe speed: a child that stalls
@@ -332,9 +381,14 @@ class StudentCode:
         if watch:
             self._exchange({"op": "collect"}, IMPORT_GRACE_SECONDS, "collecting garbage before a watched call")
         before = watcher.reset() if watcher is not None else None
-        reply = self._exchange({"op": op, "fn": fn, "args": list(args), "kwargs": dict(kwargs),
-                                "return_args": return_args, "inference": inference, "watch": watch},
-                               timeout or self.limits.call_seconds, what)
+        request = {"op": op, "fn": fn, "args": list(args), "kwargs": dict(kwargs),
+                   "return_args": return_args, "inference": inference, "watch": watch}
+        left = None
+        lo_before = self.handle.loopback_tx_bytes()
+        if return_args and op == "call" and self.device == "cpu":
+            reply, left = self._shared_exchange(request, timeout or self.limits.call_seconds, what)
+        else:
+            reply = self._exchange(request, timeout or self.limits.call_seconds, what)
         memory = None
         if watch:
             peak = watcher.peak_bytes() if watcher is not None else None
@@ -358,7 +412,12 @@ class StudentCode:
                 if found["function"] and found not in self.forbidden_found:
                     self.forbidden_found.append(found)
             raise StudentError(what, err, self.line_map)
-        return CallResult(reply.get("value"), float(reply.get("seconds") or 0.0), reply.get("args_after"), memory)
+        # Inputs as the call left them: read back from the shared file by the judge where
+        # there was one (CPU calls); the child's own report only where there was none (GPU).
+        args_after = list(left["args"]) if isinstance(left, dict) and "args" in left else reply.get("args_after")
+        lo_after = self.handle.loopback_tx_bytes() if self.handle is not None else None
+        loopback = lo_after - lo_before if lo_before is not None and lo_after is not None else None
+        return CallResult(reply.get("value"), float(reply.get("seconds") or 0.0), args_after, memory, loopback)
 
     def call(self, fn: str, *args, timeout: float | None = None, return_args: bool = False,
              autograd: bool = True, watch_memory: bool = False, **kwargs) -> CallResult:

@@ -146,7 +146,7 @@ def decode(header: Any, payload: bytes, *, device: str | None = None, specs: Any
     """
     count = [0]
     view = memoryview(payload)
-    writable = isinstance(payload, bytearray)
+    writable = isinstance(payload, bytearray) or type(payload).__name__ == "mmap"
 
     def dec(h: Any, depth: int) -> Any:
         count[0] += 1

@@ -33,6 +33,11 @@ def write_frame(fd: int, message: Any, deadline: float | None = None) -> int:
     time.monotonic() value, when given: the fd is then written without blocking).
     Returns the payload's size in bytes."""
     header, chunks = encode_chunks(message)
+    return write_encoded(fd, header, chunks, deadline)
+
+
+def write_encoded(fd: int, header: Any, chunks: list, deadline: float | None = None) -> int:
+    """Write an already encoded message (codec.encode_chunks); returns the payload size."""
     head = dumps_header(header)
     size = sum(len(c) for c in chunks)
     _write_all(fd, _PREFIX.pack(MAGIC, len(head), size) + head, deadline)

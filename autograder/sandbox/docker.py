@@ -105,6 +105,20 @@ class _ContainerProcess:
 
 
 class ContainerHandle(ChildHandle):
+    container_pid: int | None = None  # the container's first process, seen from the host
+
+    def loopback_tx_bytes(self) -> int | None:
+        if not self.container_pid:
+            return None
+        try:
+            for line in Path(f"/proc/{self.container_pid}/net/dev").read_text().splitlines():
+                name, _, rest = line.partition(":")
+                if name.strip() == "lo":
+                    return int(rest.split()[8])
+        except (OSError, ValueError, IndexError):
+            return None
+        return None
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -203,12 +217,12 @@ class DockerRunner(LocalRunner):
         listener.listen(1)
         limits = self.limits.rlimits(self.gpu)
         limits.pop("memory_bytes", None)  # the container's memory limit is the cgroup's
-        cfg = {"socket": f"/io/{SOCKET_NAME}", "uid": None, "workdir": "/tmp", "limits": limits,
+        cfg = {"socket": f"/io/{SOCKET_NAME}", "uid": None, "workdir": "/tmp", "limits": limits, "xfer": "/io",
                "forbidden": self.forbidden, "guard": self.guard, "device": self.device, "watch_memory": self.limits.watch_memory,
                "harness": "/sandbox/harness.py" if self.harness is not None else None}
         container = self.client.containers.create(**self.container_options(staging, cfg))
         proc = _ContainerProcess(container)
-        handle = ContainerHandle(proc, -1, -1, staging / "log.txt", staging)
+        handle = ContainerHandle(proc, -1, -1, staging / "log.txt", staging, xfer=io_dir)
         try:
             container.start()
             listener.settimeout(1.0)
@@ -230,6 +244,7 @@ class DockerRunner(LocalRunner):
         container.reload()
         pid = int(container.attrs.get("State", {}).get("Pid") or 0)
         if pid > 0:
+            handle.container_pid = pid
             # The container's CPU time from its process tree (the limits count it, see
             # CpuWatch); its memory limit is the container's own.
             handle.cpu = CpuWatch(proc_only=True)

@@ -30,6 +30,7 @@ from .memwatch import MALLOC_TUNABLES, CpuWatch, MemoryWatch
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../autograder
 SANDBOX_ROOT = "/sandbox"
+XFER_ROOT = "/xfer"  # where the child finds the judge's shared-memory files
 
 
 @functools.cache
@@ -115,6 +116,19 @@ def _processes_of(uid: int) -> int:
     return count
 
 
+def _netns(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+
+
+def _tree_pids(root: int) -> list[int]:
+    watch = MemoryWatch.__new__(MemoryWatch)
+    watch.root_pid = root
+    return watch._tree()
+
+
 @dataclass
 class ChildHandle:
     proc: subprocess.Popen
@@ -126,9 +140,27 @@ class ChildHandle:
     uid_lock: int | None = None  # fd holding that uid's lock, released at cleanup
     memory: MemoryWatch | None = None  # the kernel's peak-memory measure, when watched
     cpu: CpuWatch | None = None  # the kernel's count of the child's CPU time
+    xfer: Path | None = None  # folder of shared-memory files the child maps (see StudentCode._shared_call)
 
     def cpu_seconds(self) -> float | None:
         return self.cpu.seconds() if self.cpu is not None else None
+
+    def loopback_tx_bytes(self) -> int | None:
+        """Bytes sent on the loopback of the child's own network namespace, by the kernel's
+        count (/proc/PID/net/dev of a process inside it), read from outside the child.
+        None where the child shares the host's network (the weak sandbox)."""
+        own = _netns(os.getpid())
+        for pid in _tree_pids(self.proc.pid):
+            ns = _netns(pid)
+            if ns is not None and ns != own:
+                try:
+                    for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines():
+                        name, _, rest = line.partition(":")
+                        if name.strip() == "lo":
+                            return int(rest.split()[8])
+                except (OSError, ValueError, IndexError):
+                    return None
+        return None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -214,6 +246,10 @@ class LocalRunner:
         work.mkdir()
         for p in [staging, *staging.rglob("*")]:
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        # Shared-memory files of calls whose inputs the judge reads back (inputs unchanged):
+        # the child may open the judge's files by name, not list or create any.
+        (staging / "xfer").mkdir(mode=0o711)
+        os.chmod(staging / "xfer", 0o711)
         return staging
 
     def _bwrap_args(self, staging: Path, uid: int | None) -> list[str]:
@@ -245,7 +281,8 @@ class LocalRunner:
             args += ["--ro-bind", prefix, prefix]
         for hidden in self._installed_private_packages():
             args += ["--tmpfs", hidden]
-        args += ["--ro-bind", str(staging / "runtime"), SANDBOX_ROOT, "--chdir", "/tmp"]
+        args += ["--ro-bind", str(staging / "runtime"), SANDBOX_ROOT, "--bind", str(staging / "xfer"), XFER_ROOT,
+                 "--chdir", "/tmp"]
         if self.gpu:
             for dev in sorted(Path("/dev").glob("nvidia*")):
                 args += ["--dev-bind", str(dev), str(dev)]
@@ -304,6 +341,7 @@ class LocalRunner:
             os.chown(staging / "work", uid, uid)
         cfg = {"req_fd": req_r, "rep_fd": rep_w, "uid": uid, "workdir": workdir,
                "limits": limits, "forbidden": self.forbidden, "guard": self.guard,
+               "xfer": XFER_ROOT if strong else str(staging / "xfer"),
                "device": self.device, "watch_memory": self.limits.watch_memory,
                "harness": f"{root}/harness.py" if self.harness is not None else None}
         cmd = [sys.executable, "-I", "-B", f"{root}/autograder/child/main.py", json.dumps(cfg)]
@@ -346,4 +384,4 @@ class LocalRunner:
         cpu.attach(proc.pid)
         if self.limits.watch_memory:
             self.report["memory_watch"] = memory.method
-        return ChildHandle(proc, req_w, rep_r, log_path, staging, uid, uid_lock, memory, cpu)
+        return ChildHandle(proc, req_w, rep_r, log_path, staging, uid, uid_lock, memory, cpu, staging / "xfer")

@@ -135,19 +135,24 @@ def expected_backward(do, q, k, v, causal, scale, device):
     # relative for scores near 500 in float32. Both are measured.
     others.append(ref.attention_backward(do, q, k, v, o64, lse64, causal, scale))
     others.append(_backward_delta_from_p(do, q, k, v, lse, causal, scale))
+    # ... and that form computed in float32 (P recomputed from S - lse in float32), as a
+    # student may: its rounding of S near 1000 moves P by about |S| u (measured with
+    # examples/correct_delta_rowsum_float32.py, which lost points before this case).
+    work = torch.float64 if q.dtype == torch.float64 else torch.float32
+    others.append(_backward_delta_from_p(do, q, k, v, lse, causal, scale, work=work))
     flash = _flash_reference("backward", (do, q, k, v, o, lse), {"causal": causal, "scale": scale}, device)
     others += [flash] if flash is not None else []
     return (o, lse), truth, _allowed(truth, others, q.dtype, device)
 
 
-def _backward_delta_from_p(do, q, k, v, lse, causal, scale):
-    """The float64 backward with Delta = rowsum(P * dP) instead of do . o."""
-    q, k, v, do = (t.double() for t in (q, k, v, do))
+def _backward_delta_from_p(do, q, k, v, lse, causal, scale, work=torch.float64):
+    """The backward with Delta = rowsum(P * dP) instead of do . o, every step in `work`."""
+    q, k, v, do = (t.to(work) for t in (q, k, v, do))
     tau = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
     s = (q @ k.transpose(-2, -1)) * tau
     if causal:
         s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
-    p = torch.exp(s - lse.double()[..., None])
+    p = torch.exp(s - lse.to(work)[..., None])
     dp = do @ v.transpose(-2, -1)
     ds = p * (dp - (p * dp).sum(-1, keepdim=True))
     return tau * ds @ k, tau * ds.transpose(-2, -1) @ q, p.transpose(-2, -1) @ do

@@ -340,14 +340,23 @@ def test_flash_backward_half_precision(student, device):
 
 
 # -- the memory rule ---------------------------------------------------------------------
-MEM_SHAPE = (1, 2, 4096, 4096, 32)  # one head's N x M scores: 16.8M floats, 64 MiB
+# Shapes where the rule has teeth: few queries and many keys with a small head size, so
+# one full-width row block (block_size x M scores) is 32x the largest input, while the
+# inputs themselves stay small. Causal attention needs N == M: a square shape, D = 4.
+MEM_SHAPE = (1, 1, 1024, 16384, 4)         # one head's scores: 16.8M floats, 64 MiB; a row block 8 MiB
+MEM_SHAPE_CAUSAL = (1, 1, 4096, 4096, 4)   # one head's scores: 64 MiB; a row block 2 MiB
 MEM_BLOCK = 128
-# What a tiled call may touch beyond what it held before: the protocol's copies of its
-# inputs and outputs and a few accumulators (24 tensors of the largest input's size in
-# all) and 16 MiB for the interpreter. Measured: the master solution touches 3-6 MiB;
-# materialising one head's scores touches 128 MiB or more.
-PEAK_TENSORS = 24
-PEAK_SLACK = 16 << 20
+# What a tiled call may touch beyond what it held before, by the kernel's measure: twice
+# its inputs and outputs (the protocol's buffers and the outputs themselves), a few of the
+# rule's largest tensors (accumulators, one tile's scores and probabilities, per-block
+# slices) and 1.5 MiB for the interpreter and allocator. Measured (kernel, cgroup v1) for
+# the master, the float64-internal alternative and the half-precision variant: forward
+# 0.5-1.5 MiB against a budget of 3.6 (2.25 causal), backward 1.6-2.6 MiB against 4.6
+# (2.8 causal); full-width row blocks kept in numpy (hostile_row_blocks_in_numpy.py):
+# 8.8 MiB (2.9 causal); the whole score matrix: 64 MiB and more.
+PEAK_RULE_TENSORS = 4
+PEAK_IO_FACTOR = 2
+PEAK_SLACK = 3 << 19
 # Memory held before the call beyond a child that ran the reference: allocator and
 # import noise is a few MiB (measured -3 to +1 MiB); a prepared score buffer is 64 MiB+.
 RESIDENT_ALLOWANCE = 32 << 20
@@ -363,7 +372,7 @@ def _resident_baseline(student, warm_args) -> int | None:
 
 
 def memory_case(student, fn, device, label, causal):
-    b, h, n, m, d = MEM_SHAPE
+    b, h, n, m, d = MEM_SHAPE_CAUSAL if causal else MEM_SHAPE
     q, k, v, do = C.make_qkv(label, b, h, n, m, d)
     warm = C.make_qkv(label + "/warm-up", 1, 2, 100, 100, d)
     kwargs = {"causal": causal, "scale": None, "block_size": MEM_BLOCK}
@@ -388,22 +397,30 @@ def memory_case(student, fn, device, label, causal):
         C.compare(g, t, a, call=call, what=name, dtype=like.dtype)
     mem = r.memory or {}
     limit = max(b * h * MEM_BLOCK * MEM_BLOCK, *(t.numel() for t in [*args, *outputs]))
-    if not mem.get("intact", False):
-        raise GradingFailure(f"{call}: the grader's allocation watch was switched off during your call; "
-                             "the memory rule cannot be checked, so this test earns nothing")
-    big = mem.get("largest") or {}
-    if big.get("elements", 0) > limit:
-        raise GradingFailure(
-            f"{call}: allocated a tensor of shape {big.get('shape')} ({big['elements']:,} elements, by "
-            f"{big.get('op')} at {big.get('where', 'an unknown line')}); the memory rule allows at most "
-            f"{limit:,} = max(B*H*block_size**2, the largest input or output)")
     itemsize = q.element_size()
-    budget = PEAK_SLACK + PEAK_TENSORS * limit * itemsize
-    # Host memory by the kernel's measure on every device (a GPU run may still compute on
-    # the host), and on a GPU the CUDA allocator's peak as well.
-    expect_memory_within(mem, budget, call=call, advice=(
-        f"One head's full score matrix alone is {n * m * itemsize / 2**20:.0f} MiB: compute scores one "
-        "block_size x block_size tile at a time, with torch, and keep only per-row statistics between tiles"))
+    io_bytes = sum(t.numel() * t.element_size() for t in [*args, *outputs])
+    budget = PEAK_SLACK + PEAK_IO_FACTOR * io_bytes + PEAK_RULE_TENSORS * limit * itemsize
+    # The verdict rests on the kernel's measure of the child's memory (read by the judge,
+    # outside the student's process); what the child's own allocation watch saw only
+    # explains a failure (numpy, out= buffers or a popped watch do not fool the kernel).
+    big = mem.get("largest") or {}
+    seen = ""
+    if big.get("elements", 0) > limit:
+        seen = (f" The largest tensor the call allocated was {big.get('shape')} ({big['elements']:,} elements, by "
+                f"{big.get('op')} at {big.get('where', 'an unknown line')}); the rule allows {limit:,}.")
+    elif not mem.get("intact", True):
+        seen = " (The grader's allocation watch was switched off during your call.)"
+    if device == "cpu" and mem.get("peak_extra_bytes") is None and (big.get("elements", 0) > limit
+                                                                    or not mem.get("intact", True)):
+        # No outside measure on this machine (no writable cgroup, no /proc): the child's
+        # own watch is all there is, and the result's sandbox report says so.
+        raise GradingFailure(f"{call}: breaks the memory rule.{seen}")
+    # On a GPU the tensors live on the device: CUDA's allocator peak is the measure there
+    # (the host's moves with CUDA's lazy loading of kernels).
+    expect_memory_within(mem, budget, call=call, host=device == "cpu", advice=(
+        f"One head's full score matrix alone is {n * m * itemsize / 2**20:.0f} MiB and one block_size-row "
+        f"block of it {MEM_BLOCK * m * itemsize / 2**20:.0f} MiB: compute scores one block_size x block_size "
+        "tile at a time, with torch, and keep only per-row statistics between tiles." + seen))
     before = mem.get("resident_before_bytes")
     # On a GPU the host's resident memory moves with CUDA's lazy loading of kernels (tens
     # of MiB between two children): the check runs on CPU runs only.

@@ -177,17 +177,50 @@ def test_ring_all_reduce_keeps_shape_in_place(student, device):
     score.finish()
 
 
+# What the sandbox sends on its own loopback, by the kernel's count (read by the judge):
+# a ring's payload plus, per message, TCP/IP headers, acknowledgements and gloo's own
+# header. Measured for the master and correct_batch_p2p on 2-8 ranks, after subtracting a
+# run that only builds the process group: 1.02-1.071 x the payload, 353 B per message at 8
+# ranks; all-to-all sends 1.5x (3 ranks) to 4x (8 ranks).
+LOOPBACK_FACTOR = 1.03
+LOOPBACK_PER_MESSAGE = 600
+
+
+def loopback_payload(student, world, cases, device, what):
+    """(per-rank results, bytes the ranks sent on the loopback beyond the process group's own
+    traffic, by the kernel's count; None where the machine gives no such count)."""
+    empty = student.task("run_ranks", world, [[{"op": "noop"} for _ in range(world)]], RANK_SECONDS, device,
+                         timeout=CALL_SECONDS, what=f"{what} (setting up the process group only)")
+    reply = student.task("run_ranks", world, cases, RANK_SECONDS, device, timeout=CALL_SECONDS, what=what)
+    value = reply.value
+    if value.get("error"):
+        raise Deadlock(f"{what}, world size {world}: {value['error']}")
+    if empty.loopback_bytes is None or reply.loopback_bytes is None or value.get("backend") != "gloo":
+        return value["results"], None
+    return value["results"], reply.loopback_bytes - empty.loopback_bytes
+
+
 @pytest.mark.function("ring_all_reduce")
 @pytest.mark.points(14)
 def test_ring_all_reduce_sends_two_p_minus_one_over_p(student, device):
-    """Bytes sent by each rank: 2 (p - 1) / p of the tensor, up to chunk rounding."""
+    """Bytes sent: the whole sandbox's loopback traffic (the kernel's count) within a ring's
+    2 (p - 1) n, and each rank's own sends 2 (p - 1) / p of the tensor, up to chunk rounding."""
     score = Score()
     for world in (2, 3, 4, 5, 8):
         n = 10_007  # prime: chunks differ by one element
         ins = rank_inputs("bytes", world, n, torch.float32)
-        results = run(student, world, [[{"op": "all_reduce", "input": ins[r]} for r in range(world)]], device,
-                      f"ring_all_reduce on {world} ranks")
+        what = f"ring_all_reduce on {world} ranks"
+        if "ring_all_reduce" in DEADLOCKED:
+            raise Deadlock(f"{what}: not run, ring_all_reduce deadlocked earlier ({DEADLOCKED['ring_all_reduce']})")
+        results, on_wire = loopback_payload(student, world, [[{"op": "all_reduce", "input": ins[r]}
+                                                             for r in range(world)]], device, what)
         ideal = 2 * (world - 1) / world * n * 4
+        if on_wire is not None:
+            allowed = LOOPBACK_FACTOR * world * ideal + LOOPBACK_PER_MESSAGE * world * 2 * (world - 1)
+            score.add(None if on_wire <= allowed else
+                      f"ring_all_reduce(float32[{n}]) with world size {world}: the ranks sent {on_wire:,} bytes in all "
+                      f"(the kernel's count of the sandbox's network), more than a ring's {world * ideal:,.0f} plus "
+                      f"message overhead ({allowed:,.0f}): send each chunk once, to the next rank only")
         slack = 2 * (world - 1) * 4  # one element per chunk sent, either way
         for rank in range(world):
             res = results[rank][0]
