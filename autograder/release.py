@@ -22,6 +22,9 @@ from autograder.notebook import release_notebook
 
 
 def release(a: Assignment, out: Path) -> list[Path]:
+    from autograder.judge.forbidden import validate
+
+    validate(a)  # a misspelt forbidden name is an error here, not a rule that forbids nothing
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if a.master is None:

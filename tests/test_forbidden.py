@@ -82,3 +82,27 @@ def test_dynamic_check_sees_direct_calls_only():
         assert code.forbidden_found == []
     finally:
         code.close()
+
+
+def test_a_misspelt_forbidden_name_is_an_error_with_the_file(tmp_path):
+    import shutil
+
+    import pytest
+
+    from autograder import assignment
+    from autograder.judge.forbidden import validate
+
+    root = tmp_path / "probe"
+    shutil.copytree(assignment.REPO_ROOT / "tests" / "fixtures" / "trust", root)
+    toml = root / "assignment.toml"
+    good = toml.read_text()
+    validate(assignment.load(root))  # as shipped: every name resolves
+    for bad, key in (('apis = ["torch.optim.AdamWW"]', "apis"), ('runtime = ["aten::_foreach_ad_*"]', "runtime"),
+                     ('apis = ["*.backwards"]', "apis")):
+        toml.write_text(good.replace('apis = ["torch._foreach_*"]', bad if key == "apis" else 'apis = []')
+                        .replace('runtime = ["aten::_foreach_*"]', bad if key == "runtime" else 'runtime = []'))
+        with pytest.raises(assignment.AssignmentError, match=f"assignment.toml.*{key}"):
+            validate(assignment.load(root))
+    toml.write_text(good + "\nflags_cost_point = true\n")  # misspelt key, in [forbidden]
+    with pytest.raises(assignment.AssignmentError, match="unknown keys in \\[forbidden\\]"):
+        assignment.load(root)

@@ -609,3 +609,27 @@ def test_every_attack_class_through_the_real_path(runner, tmp_path):
     # the judge never took the 4 GiB it was offered (max RSS of any process grade() waited for)
     assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1_500_000, "KiB"
     assert took < 120, took
+
+
+def test_examples_score_the_same_on_an_oversubscribed_machine():
+    """Three adam examples, 4 judges at once on this machine's cores, with a spinning
+    process per core in sessions of their own: every score is the one scores.toml gives
+    (the CPU-time limits count the child's own work, not the machine's)."""
+    import tomllib
+    from concurrent.futures import ThreadPoolExecutor
+
+    adam = assignments.load("adam")
+    expected = tomllib.loads((adam.examples_dir / "scores.toml").read_text())
+    names = ["correct_alternative.py", "bug_no_bias_correction.py", "bug_modifies_inputs.py",
+             "bug_adamw_global_step_count.py"]
+    hogs = _hogs(len(__import__("os").sched_getaffinity(0)))
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(lambda n: grade(adam, adam.examples_dir / n), names))
+    finally:
+        for h in hogs:
+            h.kill()
+    for name, r in zip(names, results):
+        assert r.error is None, (name, r.error)
+        assert abs(r.score - expected[name]) < 1e-6, (name, r.score, expected[name],
+                                                     [(t.name, t.feedback) for t in r.tests if t.status != "passed"])

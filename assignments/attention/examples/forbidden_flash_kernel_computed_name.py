@@ -8,6 +8,7 @@ import math
 import torch
 
 _OPS = torch.ops.aten
+NEG = float("-inf")
 
 
 def _kernel():
