@@ -224,9 +224,11 @@ class Flag:
     construct: str   # what was used, in words
     function: str    # the top-level def or class it sits in ("<module>" at module level)
     line: int        # line in the extracted source
+    statement: str = "code"  # "import" for an import statement (its uses are flagged where they are)
 
     def as_dict(self) -> dict:
-        return {"construct": self.construct, "function": self.function, "line": self.line}
+        return {"construct": self.construct, "function": self.function, "line": self.line,
+                "statement": self.statement}
 
 
 class _FlagScanner(ast.NodeVisitor):
@@ -236,7 +238,8 @@ class _FlagScanner(ast.NodeVisitor):
         self.owner = "<module>"
 
     def flag(self, what: str, node: ast.AST) -> None:
-        self.flags.append(Flag(what, self.owner, getattr(node, "lineno", 0)))
+        kind = "import" if isinstance(node, ast.Import | ast.ImportFrom) else "code"
+        self.flags.append(Flag(what, self.owner, getattr(node, "lineno", 0), kind))
 
     def _module_flag(self, module: str, node: ast.AST) -> None:
         for name, why in FLAG_MODULES.items():

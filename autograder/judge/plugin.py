@@ -226,11 +226,14 @@ class GradingPlugin:
 
     def _apply_flags(self) -> None:
         """Flags are for a TA's review; where the assignment says so, a flagged function
-        (or every function, for a flag at module level) earns nothing."""
+        (or every function, for code at module level: a class body that patches, say)
+        earns nothing. A module-level import costs nothing by itself: its uses are flagged
+        in the functions that make them."""
         if not (self.cfg.flags_cost_points and self.result.flags):
             return
         for t in self.result.tests:
-            hits = [f for f in self.result.flags if f["function"] in t.function or f["function"] == "<module>"]
+            hits = [f for f in self.result.flags if f["function"] in t.function
+                    or (f["function"] == "<module>" and f.get("statement") != "import")]
             if hits and t.function:
                 t.points, t.status = 0.0, "failed"
                 what = "; ".join(f"{h['construct']} ({h['where']})" for h in hits[:3])

@@ -278,9 +278,18 @@ def test_inputs_are_not_modified(student, device, fn, request):
     res = student.call(fn, *[a.to(device) if isinstance(a, torch.Tensor) else a for a in args],
                        return_args=True, **hyper)
     names = ["param", "grad", "state", "state 2"]
+    call = describe_call(fn, *args, **hyper)
     for k, (before, after) in enumerate(zip(args, res.args_after or [])):
         if isinstance(before, torch.Tensor):
-            expect_unchanged(before, after, call=describe_call(fn, *args, **hyper), name=names[k])
+            expect_unchanged(before, after, call=call, name=names[k])
+    # Leaving the inputs alone earns points only in a call that returns the new values.
+    exp = ref.in_float64(getattr(ref, fn), *args, **hyper)
+    got = res.value
+    if not isinstance(got, tuple | list) or len(got) != len(exp):
+        raise GradingFailure(f"{call}: expected a tuple of {len(exp)} values, got {type(got).__name__}")
+    for k, (g_k, e_k) in enumerate(zip(got, exp)):
+        if isinstance(e_k, torch.Tensor):
+            check(g_k, e_k, torch.float32, call, f"output {k}")
 
 
 # --------------------------------------------------------------------------------------

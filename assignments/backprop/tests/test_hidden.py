@@ -112,8 +112,13 @@ def test_cross_entropy_leaves_logits_alone(student, device):
     logits, labels = randn(g, 6, 9), torch.randint(0, 9, (6,), generator=g)
     res = student.call("softmax_cross_entropy", logits.to(device), labels.to(device), autograd=False,
                        return_args=True)
-    expect_unchanged(logits, (res.args_after or [None])[0], call=describe_call("softmax_cross_entropy", logits, labels),
-                     name="logits")
+    call = describe_call("softmax_cross_entropy", logits, labels)
+    expect_unchanged(logits, (res.args_after or [None])[0], call=call, name="logits")
+    # Leaving the inputs alone is worth points only in a call that computes the answer.
+    loss, dlogits = _unpack(res.value, 2, call)
+    e_loss, e_d = ref.softmax_cross_entropy(logits.double(), labels)
+    expect_close(loss, e_loss.to(logits.dtype), call=call, what="the loss", **_tol(logits.dtype, 9, 1.0))
+    expect_close(dlogits, e_d.to(logits.dtype), call=call, what="dlogits", **_tol(logits.dtype, 9, 1.0))
 
 
 # --------------------------------------------------------------------------------------
@@ -169,6 +174,10 @@ def test_linear_backward_leaves_inputs_alone(student, device):
     call = describe_call("linear_backward", d, x, W, b)
     for name, before, after in zip(["dout", "x", "W", "b"], [d, x, W, b], res.args_after or []):
         expect_unchanged(before, after, call=call, name=name)
+    # ... in a call that computes the answer (a function that does nothing leaves them alone too).
+    e = ref.linear_backward(d.double(), x.double(), W.double(), b.double())
+    for got, exp, what in zip(_unpack(res.value, 3, call), e, ("dx", "dW", "db")):
+        expect_close(got, exp.to(x.dtype), call=call, what=what, **_tol(x.dtype, 5, 10.0))
 
 
 # --------------------------------------------------------------------------------------
