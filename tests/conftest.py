@@ -25,7 +25,7 @@ def correct_source() -> str:
 
 @pytest.fixture(scope="session")
 def buggy_source() -> str:
-    """An adam solution without bias correction: honest score 48."""
+    """An adam solution without bias correction: honest score 46."""
     return (ADAM_EXAMPLES / "bug_no_bias_correction.py").read_text()
 
 

@@ -1,7 +1,7 @@
 """Hostile submissions, each graded through the real path (`grade`) on `adam`.
 
 Each scores exactly what its honest behaviour earns: a correct solution with hostile
-extras gets 100, a buggy one (no bias correction, honest score 48) gets 48 whatever it
+extras gets 100, a buggy one (no bias correction, honest score 46) gets 46 whatever it
 patches or prints, and code that kills its own process loses the tests it ran in.
 """
 
@@ -86,12 +86,12 @@ def _assert_score(r, want):
 
 def test_patching_comparisons_changes_nothing(runner, adam, tmp_path, buggy_source):
     r = _grade(adam, tmp_path, buggy_source + PATCH_COMPARISONS)
-    _assert_score(r, 48.0)
+    _assert_score(r, 46.0)
 
 
 def test_printing_and_writing_fake_results_changes_nothing(runner, adam, tmp_path, buggy_source):
     r = _grade(adam, tmp_path, buggy_source + FAKE_RESULTS)
-    _assert_score(r, 48.0)
+    _assert_score(r, 46.0)
 
 
 def test_top_level_exit_is_work_and_is_not_run(runner, adam, tmp_path, correct_source):
