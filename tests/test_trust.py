@@ -301,7 +301,8 @@ def fork_and_thread():
 def test_no_namespaces_mounts_or_unbounded_tmp_inside_the_sandbox(runner):
     if runner == "local" and not __import__("autograder.sandbox.local", fromlist=["x"]).bwrap_path():
         pytest.skip("bubblewrap is missing here: the local runner is weak")
-    code = StudentCode(BOUNDS, Limits(call_seconds=30, submission_seconds=120, memory_mb=2048, tmp_mb=96))
+    # 6 GiB of address space: a CUDA build of torch maps more than 2 GiB just to load.
+    code = StudentCode(BOUNDS, Limits(call_seconds=30, submission_seconds=120, memory_mb=6144, tmp_mb=96))
     try:
         made = code.call("new_namespaces").value
         # No user namespace anywhere (the way to capabilities); the local runner's filter
