@@ -1,0 +1,79 @@
+"""DEGENERATE: mixed_precision_sgd_step assumes the model is float16: it casts x and y with
+.half() and writes the masters back with p.data = m.half(). With a bfloat16 model (the
+contract: "model holds float16 (or bfloat16) parameters") the forward raises (bfloat16
+weights, float16 input) -- and a step that did run would turn the parameters into float16.
+
+Passes wrongly: every mixed_precision_sgd_step test (30 hidden + 1 public): all use
+dtype=torch.float16 (_mp_problem's default; no test passes dtype=torch.bfloat16).
+Expected score: 100.
+Sharper check: one mixed-precision training case with a bfloat16 model (harness and
+_train already take dtype=...); check that parameters keep their dtype.
+"""
+import torch
+
+_MAX = {"e4m3": (torch.float8_e4m3fn, 448.0), "e5m2": (torch.float8_e5m2, 57344.0)}
+
+
+class DynamicLossScaler:
+    def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000):
+        self.state = {"scale": torch.tensor(float(init_scale), dtype=torch.float32), "growth": growth_factor,
+                      "backoff": backoff_factor, "interval": growth_interval, "tracker": 0}
+
+    def scale(self, loss):
+        return loss * self.state["scale"].to(loss.dtype).item()
+
+    def unscale_(self, grads):
+        inv = float((1.0 / self.state["scale"].double()).float())
+        bad = False
+        for g in grads:
+            g.copy_(g.to(torch.float32) * inv)
+            bad = bad or not bool(torch.isfinite(g).all())
+        return bad
+
+    def update(self, found_inf):
+        st = self.state
+        if found_inf:
+            st["scale"] = st["scale"] * st["backoff"]
+            st["tracker"] = 0
+            return
+        st["tracker"] += 1
+        if st["tracker"] >= st["interval"]:
+            st["scale"] = st["scale"] * st["growth"]
+            st["tracker"] = 0
+
+    def get_scale(self):
+        return float(self.state["scale"])
+
+    def state_dict(self):
+        return {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in self.state.items()}
+
+    def load_state_dict(self, state):
+        self.state = dict(state)
+        self.state["scale"] = torch.tensor(float(state["scale"]), dtype=torch.float32)
+
+
+def mixed_precision_sgd_step(model, master_params, x, y, loss_fn, lr, scaler):
+    model.zero_grad(set_to_none=True)
+    x, y = x.half(), y.half()  # DEGENERATE: float16 assumed
+    loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    grads = [p.grad.detach().to(torch.float32) for p in model.parameters()]
+    skipped = scaler.unscale_(grads)
+    if not skipped:
+        with torch.no_grad():
+            for p, m, g in zip(model.parameters(), master_params, grads):
+                m.add_(g, alpha=-lr)
+                p.data = m.half()  # DEGENERATE: float16 assumed
+    scaler.update(skipped)
+    return float(loss), skipped
+
+
+def fp8_quantize(x, fmt="e4m3"):
+    dtype, top = _MAX[fmt]
+    amax = x.detach().abs().amax().to(torch.float32)
+    scale = torch.where(amax > 0, amax / top, torch.ones_like(amax))
+    return (x.to(torch.float32) / scale).clamp(-top, top).to(dtype), scale
+
+
+def fp8_dequantize(x_fp8, scale):
+    return x_fp8.to(torch.float32).mul(scale)

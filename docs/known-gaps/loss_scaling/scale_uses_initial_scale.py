@@ -1,0 +1,79 @@
+"""DEGENERATE: DynamicLossScaler.scale(loss) multiplies by the INITIAL scale (cached in
+__init__), not the current one; after the first backoff or growth, scale(loss) and
+unscale_ disagree. (mixed_precision_sgd_step here scales with loss * get_scale(), so the
+training tests do not notice.)
+
+Passes wrongly: test_scale_multiplies_the_loss (2): it calls scale() only on a fresh
+scaler, before any update.
+Expected score: 100.
+Sharper check: in a scaler_script, call scale(loss) after some updates (after a backoff and
+after a growth) and compare with the reference.
+"""
+import torch
+
+_MAX = {"e4m3": (torch.float8_e4m3fn, 448.0), "e5m2": (torch.float8_e5m2, 57344.0)}
+
+
+class DynamicLossScaler:
+    def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000):
+        self._initial = float(init_scale)  # DEGENERATE: cached, used by scale()
+        self.state = {"scale": torch.tensor(float(init_scale), dtype=torch.float32), "growth": growth_factor,
+                      "backoff": backoff_factor, "interval": growth_interval, "tracker": 0}
+
+    def scale(self, loss):
+        return loss * self._initial  # DEGENERATE: not the current scale
+
+    def unscale_(self, grads):
+        inv = float((1.0 / self.state["scale"].double()).float())
+        bad = False
+        for g in grads:
+            g.copy_(g.to(torch.float32) * inv)
+            bad = bad or not bool(torch.isfinite(g).all())
+        return bad
+
+    def update(self, found_inf):
+        st = self.state
+        if found_inf:
+            st["scale"] = st["scale"] * st["backoff"]
+            st["tracker"] = 0
+            return
+        st["tracker"] += 1
+        if st["tracker"] >= st["interval"]:
+            st["scale"] = st["scale"] * st["growth"]
+            st["tracker"] = 0
+
+    def get_scale(self):
+        return float(self.state["scale"])
+
+    def state_dict(self):
+        return {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in self.state.items()}
+
+    def load_state_dict(self, state):
+        self.state = dict(state)
+        self.state["scale"] = torch.tensor(float(state["scale"]), dtype=torch.float32)
+
+
+def mixed_precision_sgd_step(model, master_params, x, y, loss_fn, lr, scaler):
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    (loss * scaler.get_scale()).backward()
+    grads = [p.grad.detach().to(torch.float32) for p in model.parameters()]
+    skipped = scaler.unscale_(grads)
+    if not skipped:
+        with torch.no_grad():
+            for p, m, g in zip(model.parameters(), master_params, grads):
+                m.add_(g, alpha=-lr)
+                p.copy_(m.to(p.dtype))
+    scaler.update(skipped)
+    return float(loss), skipped
+
+
+def fp8_quantize(x, fmt="e4m3"):
+    dtype, top = _MAX[fmt]
+    amax = x.detach().abs().amax().to(torch.float32)
+    scale = torch.where(amax > 0, amax / top, torch.ones_like(amax))
+    return (x.to(torch.float32) / scale).clamp(-top, top).to(dtype), scale
+
+
+def fp8_dequantize(x_fp8, scale):
+    return x_fp8.to(torch.float32).mul(scale)

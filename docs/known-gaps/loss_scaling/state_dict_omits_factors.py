@@ -1,0 +1,82 @@
+"""DEGENERATE: DynamicLossScaler.state_dict() saves only the scale, the good-step count and
+the growth interval; growth_factor and backoff_factor are not saved, so a scaler built with
+the defaults and given load_state_dict() keeps the defaults (2.0, 0.5) whatever the saved
+scaler used. torch.amp.GradScaler.state_dict() holds all five.
+
+Passes wrongly: test_state_dict_round_trip_mid_run (6): harness.scaler_script's "reload"
+builds Scaler() with default arguments, and the test's scaler uses growth_factor=2.0 and
+backoff_factor=0.5 -- exactly the defaults -- and has no overflow after the reload.
+Expected score: 100.
+Sharper check: the round-trip test with non-default factors (e.g. growth_factor=4.0,
+backoff_factor=0.25, as test_backs_off_on_overflow_and_resets_the_count uses) and at least
+one overflow after the reload.
+"""
+import torch
+
+_MAX = {"e4m3": (torch.float8_e4m3fn, 448.0), "e5m2": (torch.float8_e5m2, 57344.0)}
+
+
+class DynamicLossScaler:
+    def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000):
+        self.state = {"scale": torch.tensor(float(init_scale), dtype=torch.float32), "growth": growth_factor,
+                      "backoff": backoff_factor, "interval": growth_interval, "tracker": 0}
+
+    def scale(self, loss):
+        return loss * self.state["scale"].to(loss.dtype).item()
+
+    def unscale_(self, grads):
+        inv = float((1.0 / self.state["scale"].double()).float())
+        bad = False
+        for g in grads:
+            g.copy_(g.to(torch.float32) * inv)
+            bad = bad or not bool(torch.isfinite(g).all())
+        return bad
+
+    def update(self, found_inf):
+        st = self.state
+        if found_inf:
+            st["scale"] = st["scale"] * st["backoff"]
+            st["tracker"] = 0
+            return
+        st["tracker"] += 1
+        if st["tracker"] >= st["interval"]:
+            st["scale"] = st["scale"] * st["growth"]
+            st["tracker"] = 0
+
+    def get_scale(self):
+        return float(self.state["scale"])
+
+    def state_dict(self):
+        # DEGENERATE: growth_factor and backoff_factor are not part of the saved state
+        return {"scale": float(self.state["scale"]), "tracker": self.state["tracker"],
+                "interval": self.state["interval"]}
+
+    def load_state_dict(self, state):
+        self.state.update(state)  # keeps this scaler's own growth/backoff factors
+        self.state["scale"] = torch.tensor(float(state["scale"]), dtype=torch.float32)
+
+
+def mixed_precision_sgd_step(model, master_params, x, y, loss_fn, lr, scaler):
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    grads = [p.grad.detach().to(torch.float32) for p in model.parameters()]
+    skipped = scaler.unscale_(grads)
+    if not skipped:
+        with torch.no_grad():
+            for p, m, g in zip(model.parameters(), master_params, grads):
+                m.add_(g, alpha=-lr)
+                p.copy_(m.to(p.dtype))
+    scaler.update(skipped)
+    return float(loss), skipped
+
+
+def fp8_quantize(x, fmt="e4m3"):
+    dtype, top = _MAX[fmt]
+    amax = x.detach().abs().amax().to(torch.float32)
+    scale = torch.where(amax > 0, amax / top, torch.ones_like(amax))
+    return (x.to(torch.float32) / scale).clamp(-top, top).to(dtype), scale
+
+
+def fp8_dequantize(x_fp8, scale):
+    return x_fp8.to(torch.float32).mul(scale)

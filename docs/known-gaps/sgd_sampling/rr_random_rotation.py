@@ -1,0 +1,81 @@
+"""DEGENERATE: `random_reshuffling` and `shuffle_once` use a random cyclic ROTATION of
+0..n-1 (arange(n) + offset mod n, offset ~ U{0..n-1}) instead of a uniform random
+permutation: only n of the n! orders can ever appear, and consecutive indices are always
+i, i+1 (mod n) -- this is cyclic order with a random start, not reshuffling.
+
+Passes wrongly (everything else is correct_alternative.py):
+- test_random_reshuffling_covers_each_index_once_per_epoch (5): a rotation is a permutation;
+- test_random_reshuffling_draws_fresh_independent_permutations (4): only the FIRST index of each
+  epoch is examined, and perm[0] = offset is uniform and independent across epochs;
+- test_random_reshuffling_drops_a_uniform_leftover (3): the dropped index (offset + n - 1) % n is uniform;
+- test_shuffle_once_repeats_one_permutation (4) and test_shuffle_once_permutation_is_uniform_over_seeds (3):
+  again only perm[0] is examined;
+- test_reproducible_for_a_seed (3): offsets for seeds 123/124 differ (2 vs 14 for n = 20);
+- test_reshuffling_beats_uniform_sampling (6): simulated on the test's own problem, the rotated
+  cyclic order beats uniform sampling in 80 of 80 seed pairs;
+- test_sgd_follows_its_own_sample_batches[random_reshuffling, shuffle_once] (8): self-consistent.
+Expected score: 100 (about 36 points for the two permutation schemes that it should lose most of).
+Sharper check: test the law of the whole permutation, not only perm[0]: e.g. chi-square of the
+ordered pair (perm[0], perm[1]) over the n(n-1) cells, or of (position of index 0, position of
+index 1); a rotation puts all mass on the n cells with perm[1] = perm[0] + 1.
+"""
+import torch
+
+SCHEMES = {"uniform", "random_reshuffling", "shuffle_once", "cyclic"}
+
+
+def _perm(n, g):
+    # DEGENERATE: a random rotation of the identity, not a uniform permutation
+    offset = int(torch.randint(n, (1,), generator=g))
+    return (torch.arange(n) + offset) % n
+
+
+def sample_batches(n, batch_size, num_batches, scheme, seed):
+    if scheme not in SCHEMES or batch_size > n:
+        raise ValueError("bad scheme or batch size")
+    g = torch.Generator().manual_seed(seed)
+    per_epoch = n // batch_size
+    once = _perm(n, g) if scheme == "shuffle_once" else None
+    rows = []
+    for k in range(num_batches):
+        if scheme == "uniform":
+            rows.append(torch.randint(n, (batch_size,), generator=g))
+            continue
+        if k % per_epoch == 0:
+            order = {"random_reshuffling": lambda: _perm(n, g), "shuffle_once": lambda: once,
+                     "cyclic": lambda: torch.arange(n)}[scheme]()
+        j = k % per_epoch
+        rows.append(order[j * batch_size:(j + 1) * batch_size])
+    return torch.stack(rows).long() if rows else torch.zeros(0, batch_size, dtype=torch.long)
+
+
+def importance_probabilities(lipschitz):
+    if not bool(torch.all(torch.isfinite(lipschitz) & (lipschitz > 0))):
+        raise ValueError("need positive, finite constants")
+    return lipschitz / torch.sum(lipschitz)
+
+
+def importance_sampled_gradient(per_sample_grads, probs, batch_size, seed):
+    g = torch.Generator().manual_seed(seed)
+    cdf = torch.cumsum(probs, 0)
+    idx = torch.searchsorted(cdf, torch.rand(batch_size, generator=g, dtype=cdf.dtype) * cdf[-1]).clamp(max=len(probs) - 1)
+    weights = 1.0 / (len(probs) * probs[idx])
+    return (weights[:, None] * per_sample_grads[idx]).sum(0) / batch_size
+
+
+def sgd_least_squares(A, y, x0, lr, num_epochs, batch_size, scheme, seed):
+    n = len(y)
+    steps = n // batch_size
+    B = sample_batches(n, batch_size, num_epochs * steps, scheme, seed)
+    lrs = list(lr) if isinstance(lr, (list, tuple)) else [lr] * len(B)
+    x = x0.to(torch.float64).clone()
+    loss = lambda x: 0.5 * torch.mean((A.double() @ x - y.double()) ** 2)
+    out = [loss(x)]
+    for e in range(num_epochs):
+        for s in range(steps):
+            t = e * steps + s
+            S = B[t]
+            r = A[S].double() @ x - y[S].double()
+            x -= lrs[t] * torch.einsum("bd,b->d", A[S].double(), r) / batch_size
+        out.append(loss(x))
+    return torch.stack(out).double()

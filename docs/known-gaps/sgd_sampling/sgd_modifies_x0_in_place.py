@@ -1,0 +1,68 @@
+"""DEGENERATE (contract breach, not caught): sgd_least_squares runs SGD directly on the
+caller's x0 (x = x0, then in-place updates), so the caller's x0 ends at the last iterate.
+The contract says a function must not modify its inputs unless it says "in place".
+
+Passes wrongly: every sgd_least_squares test (30 points hidden + 1 public): no test calls
+it with return_args=True / expect_unchanged (other assignments' suites do), and the judge
+never reuses its own x0 after the call.
+Expected score: 100 (it should lose the points of an "inputs unchanged" check, e.g. 2).
+Sharper check: a test with return_args=True and expect_unchanged on A, y and x0.
+"""
+import torch
+
+SCHEMES = {"uniform", "random_reshuffling", "shuffle_once", "cyclic"}
+
+
+def _perm(n, g):
+    return torch.argsort(torch.rand(n, generator=g))
+
+
+def sample_batches(n, batch_size, num_batches, scheme, seed):
+    if scheme not in SCHEMES or batch_size > n:
+        raise ValueError("bad scheme or batch size")
+    g = torch.Generator().manual_seed(seed)
+    per_epoch = n // batch_size
+    once = _perm(n, g) if scheme == "shuffle_once" else None
+    rows = []
+    for k in range(num_batches):
+        if scheme == "uniform":
+            rows.append(torch.randint(n, (batch_size,), generator=g))
+            continue
+        if k % per_epoch == 0:
+            order = {"random_reshuffling": lambda: _perm(n, g), "shuffle_once": lambda: once,
+                     "cyclic": lambda: torch.arange(n)}[scheme]()
+        j = k % per_epoch
+        rows.append(order[j * batch_size:(j + 1) * batch_size])
+    return torch.stack(rows).long() if rows else torch.zeros(0, batch_size, dtype=torch.long)
+
+
+def importance_probabilities(lipschitz):
+    if not bool(torch.all(torch.isfinite(lipschitz) & (lipschitz > 0))):
+        raise ValueError("need positive, finite constants")
+    return lipschitz / torch.sum(lipschitz)
+
+
+def importance_sampled_gradient(per_sample_grads, probs, batch_size, seed):
+    g = torch.Generator().manual_seed(seed)
+    cdf = torch.cumsum(probs, 0)
+    idx = torch.searchsorted(cdf, torch.rand(batch_size, generator=g, dtype=cdf.dtype) * cdf[-1]).clamp(max=len(probs) - 1)
+    weights = 1.0 / (len(probs) * probs[idx])
+    return (weights[:, None] * per_sample_grads[idx]).sum(0) / batch_size
+
+
+def sgd_least_squares(A, y, x0, lr, num_epochs, batch_size, scheme, seed):
+    n = len(y)
+    steps = n // batch_size
+    B = sample_batches(n, batch_size, num_epochs * steps, scheme, seed)
+    lrs = list(lr) if isinstance(lr, (list, tuple)) else [lr] * len(B)
+    x = x0.to(torch.float64)  # DEGENERATE: no clone, the caller's float64 x0 is updated in place
+    loss = lambda x: 0.5 * torch.mean((A.double() @ x - y.double()) ** 2)
+    out = [loss(x)]
+    for e in range(num_epochs):
+        for s in range(steps):
+            t = e * steps + s
+            S = B[t]
+            r = A[S].double() @ x - y[S].double()
+            x -= lrs[t] * torch.einsum("bd,b->d", A[S].double(), r) / batch_size
+        out.append(loss(x))
+    return torch.stack(out).double()

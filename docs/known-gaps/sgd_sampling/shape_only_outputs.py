@@ -1,0 +1,75 @@
+"""DEGENERATE: two functions return outputs of the right shape/dtype with no real work:
+- importance_sampled_gradient returns torch.zeros(d) (never samples anything);
+- sgd_least_squares returns f(x0) repeated num_epochs + 1 times (never takes a step).
+
+Passes wrongly:
+- test_importance_sampled_gradient_shape_and_seed (3): only shape [d] and "same seed, same
+  result" are checked (zeros are trivially reproducible);
+- test_sgd_losses_shape_dtype_and_start (3): only shape, float64 and losses[0] are checked.
+Expected score: 100 - 14 (other ISG tests) - 27 (other SGD tests) - 1 (public) = 58; it keeps
+6 points for two functions that do nothing.
+Sharper check: make the shape/seed tests also require a different result for another seed
+(as test_reproducible_for_a_seed does) and check losses[1:] (e.g. cyclic exact, or at least
+that losses move), or fold these structural checks into the value tests.
+"""
+import torch
+
+SCHEMES = {"uniform", "random_reshuffling", "shuffle_once", "cyclic"}
+
+
+def _perm(n, g):
+    return torch.argsort(torch.rand(n, generator=g))
+
+
+def sample_batches(n, batch_size, num_batches, scheme, seed):
+    if scheme not in SCHEMES or batch_size > n:
+        raise ValueError("bad scheme or batch size")
+    g = torch.Generator().manual_seed(seed)
+    per_epoch = n // batch_size
+    once = _perm(n, g) if scheme == "shuffle_once" else None
+    rows = []
+    for k in range(num_batches):
+        if scheme == "uniform":
+            rows.append(torch.randint(n, (batch_size,), generator=g))
+            continue
+        if k % per_epoch == 0:
+            order = {"random_reshuffling": lambda: _perm(n, g), "shuffle_once": lambda: once,
+                     "cyclic": lambda: torch.arange(n)}[scheme]()
+        j = k % per_epoch
+        rows.append(order[j * batch_size:(j + 1) * batch_size])
+    return torch.stack(rows).long() if rows else torch.zeros(0, batch_size, dtype=torch.long)
+
+
+def importance_probabilities(lipschitz):
+    if not bool(torch.all(torch.isfinite(lipschitz) & (lipschitz > 0))):
+        raise ValueError("need positive, finite constants")
+    return lipschitz / torch.sum(lipschitz)
+
+
+def importance_sampled_gradient(per_sample_grads, probs, batch_size, seed):
+    return torch.zeros(per_sample_grads.shape[1], dtype=per_sample_grads.dtype)  # DEGENERATE
+    g = torch.Generator().manual_seed(seed)
+    cdf = torch.cumsum(probs, 0)
+    idx = torch.searchsorted(cdf, torch.rand(batch_size, generator=g, dtype=cdf.dtype) * cdf[-1]).clamp(max=len(probs) - 1)
+    weights = 1.0 / (len(probs) * probs[idx])
+    return (weights[:, None] * per_sample_grads[idx]).sum(0) / batch_size
+
+
+def sgd_least_squares(A, y, x0, lr, num_epochs, batch_size, scheme, seed):
+    f0 = 0.5 * torch.mean((A.double() @ x0.double() - y.double()) ** 2)  # DEGENERATE: never steps
+    return f0.repeat(num_epochs + 1)
+    n = len(y)
+    steps = n // batch_size
+    B = sample_batches(n, batch_size, num_epochs * steps, scheme, seed)
+    lrs = list(lr) if isinstance(lr, (list, tuple)) else [lr] * len(B)
+    x = x0.to(torch.float64).clone()
+    loss = lambda x: 0.5 * torch.mean((A.double() @ x - y.double()) ** 2)
+    out = [loss(x)]
+    for e in range(num_epochs):
+        for s in range(steps):
+            t = e * steps + s
+            S = B[t]
+            r = A[S].double() @ x - y[S].double()
+            x -= lrs[t] * torch.einsum("bd,b->d", A[S].double(), r) / batch_size
+        out.append(loss(x))
+    return torch.stack(out).double()

@@ -1,0 +1,75 @@
+"""DEGENERATE: the "uniform" scheme draws only ceil(num_batches / 2) batches and returns each
+one twice in a row (batch 2t + 1 == batch 2t): consecutive SGD steps reuse the same samples,
+so the batches are not independent.
+
+Passes wrongly:
+- test_uniform_draws_are_uniform (5): marginal chi-square p = 0.058 on the test's seed 17
+  (duplication only doubles the variance of the counts);
+- test_uniform_draws_are_independent_with_replacement (4): only pairs INSIDE a batch are
+  examined; p = 1.9e-6 > ALPHA = 1e-7 on seed 29;
+- test_shape_dtype_and_range, test_reproducible_for_a_seed, test_sgd_follows_its_own_sample_batches[uniform],
+  test_reshuffling_beats_uniform_sampling: unaffected or helped.
+Expected score: 100 (about 9 points of the uniform law).
+Sharper check: independence ACROSS batches: chi-square of (batch t, position 0) against
+(batch t + 1, position 0) over non-overlapping pairs of batches, or the count of consecutive
+identical batches (with n = 7, b = 6 the chance of two equal batches is 7**-6).
+"""
+import torch
+
+SCHEMES = {"uniform", "random_reshuffling", "shuffle_once", "cyclic"}
+
+
+def _perm(n, g):
+    return torch.argsort(torch.rand(n, generator=g))
+
+
+def sample_batches(n, batch_size, num_batches, scheme, seed):
+    if scheme not in SCHEMES or batch_size > n:
+        raise ValueError("bad scheme or batch size")
+    g = torch.Generator().manual_seed(seed)
+    per_epoch = n // batch_size
+    once = _perm(n, g) if scheme == "shuffle_once" else None
+    rows = []
+    for k in range(num_batches):
+        if scheme == "uniform":
+            # DEGENERATE: every drawn batch is used for two consecutive steps
+            rows.append(torch.randint(n, (batch_size,), generator=g) if k % 2 == 0 else rows[-1].clone())
+            continue
+        if k % per_epoch == 0:
+            order = {"random_reshuffling": lambda: _perm(n, g), "shuffle_once": lambda: once,
+                     "cyclic": lambda: torch.arange(n)}[scheme]()
+        j = k % per_epoch
+        rows.append(order[j * batch_size:(j + 1) * batch_size])
+    return torch.stack(rows).long() if rows else torch.zeros(0, batch_size, dtype=torch.long)
+
+
+def importance_probabilities(lipschitz):
+    if not bool(torch.all(torch.isfinite(lipschitz) & (lipschitz > 0))):
+        raise ValueError("need positive, finite constants")
+    return lipschitz / torch.sum(lipschitz)
+
+
+def importance_sampled_gradient(per_sample_grads, probs, batch_size, seed):
+    g = torch.Generator().manual_seed(seed)
+    cdf = torch.cumsum(probs, 0)
+    idx = torch.searchsorted(cdf, torch.rand(batch_size, generator=g, dtype=cdf.dtype) * cdf[-1]).clamp(max=len(probs) - 1)
+    weights = 1.0 / (len(probs) * probs[idx])
+    return (weights[:, None] * per_sample_grads[idx]).sum(0) / batch_size
+
+
+def sgd_least_squares(A, y, x0, lr, num_epochs, batch_size, scheme, seed):
+    n = len(y)
+    steps = n // batch_size
+    B = sample_batches(n, batch_size, num_epochs * steps, scheme, seed)
+    lrs = list(lr) if isinstance(lr, (list, tuple)) else [lr] * len(B)
+    x = x0.to(torch.float64).clone()
+    loss = lambda x: 0.5 * torch.mean((A.double() @ x - y.double()) ** 2)
+    out = [loss(x)]
+    for e in range(num_epochs):
+        for s in range(steps):
+            t = e * steps + s
+            S = B[t]
+            r = A[S].double() @ x - y[S].double()
+            x -= lrs[t] * torch.einsum("bd,b->d", A[S].double(), r) / batch_size
+        out.append(loss(x))
+    return torch.stack(out).double()
