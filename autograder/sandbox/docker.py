@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import seccomp
 from .limits import Limits
-from .local import ChildHandle, LocalRunner
+from .local import ChildHandle, LocalRunner, loopback_payload_bytes
 from .memwatch import ContainerMemoryWatch, CpuWatch
 
 SOCKET_NAME = "judge.sock"
@@ -110,14 +110,7 @@ class ContainerHandle(ChildHandle):
     def loopback_tx_bytes(self) -> int | None:
         if not self.container_pid:
             return None
-        try:
-            for line in Path(f"/proc/{self.container_pid}/net/dev").read_text().splitlines():
-                name, _, rest = line.partition(":")
-                if name.strip() == "lo":
-                    return int(rest.split()[8])
-        except (OSError, ValueError, IndexError):
-            return None
-        return None
+        return loopback_payload_bytes(Path(f"/proc/{self.container_pid}/net/dev"))
 
     def alive(self) -> bool:
         return self.proc.poll() is None

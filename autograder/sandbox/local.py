@@ -116,6 +116,24 @@ def _processes_of(uid: int) -> int:
     return count
 
 
+LOOPBACK_HEADER_BYTES = 66  # Ethernet 14 + IPv4 20 + TCP 32 (with timestamps), per packet on lo
+
+
+def loopback_payload_bytes(dev: Path) -> int | None:
+    """Bytes sent on `lo` by the kernel's count, less the headers of each packet: what
+    the sockets sent, not how many packets it took (connection retries, acknowledgements
+    and the machine's load change the second, not the first)."""
+    try:
+        for line in dev.read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name.strip() == "lo":
+                fields = rest.split()
+                return int(fields[8]) - LOOPBACK_HEADER_BYTES * int(fields[9])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _netns(pid: int) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/ns/net")
@@ -154,10 +172,7 @@ class ChildHandle:
             ns = _netns(pid)
             if ns is not None and ns != own:
                 try:
-                    for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines():
-                        name, _, rest = line.partition(":")
-                        if name.strip() == "lo":
-                            return int(rest.split()[8])
+                    return loopback_payload_bytes(Path(f"/proc/{pid}/net/dev"))
                 except (OSError, ValueError, IndexError):
                     return None
         return None

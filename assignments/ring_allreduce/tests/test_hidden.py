@@ -177,13 +177,14 @@ def test_ring_all_reduce_keeps_shape_in_place(student, device):
     score.finish()
 
 
-# What the sandbox sends on its own loopback, by the kernel's count (read by the judge):
-# a ring's payload plus, per message, TCP/IP headers, acknowledgements and gloo's own
-# header. Measured for the master and correct_batch_p2p on 2-8 ranks, after subtracting a
-# run that only builds the process group: 1.02-1.071 x the payload, 353 B per message at 8
-# ranks; all-to-all sends 1.5x (3 ranks) to 4x (8 ranks).
-LOOPBACK_FACTOR = 1.03
-LOOPBACK_PER_MESSAGE = 600
+# What the sandbox's sockets send on its own loopback, by the kernel's count (read by the
+# judge: bytes less 66 bytes of headers per packet, so acknowledgements and connection
+# retries under load do not count), minus a run that only builds the process group.
+# Measured for the master on 2-8 ranks beside 4 spinning processes: 1.004-1.05 x a ring's
+# payload; all-to-all sends 1.5x (3 ranks) to 4x (8 ranks). Allowed: 1.10 x the payload
+# plus 2 KiB per pair of ranks (gloo's own messages).
+LOOPBACK_FACTOR = 1.10
+LOOPBACK_PER_PAIR = 2048
 
 
 def loopback_payload(student, world, cases, device, what):
@@ -215,8 +216,11 @@ def test_ring_all_reduce_sends_two_p_minus_one_over_p(student, device):
         results, on_wire = loopback_payload(student, world, [[{"op": "all_reduce", "input": ins[r]}
                                                              for r in range(world)]], device, what)
         ideal = 2 * (world - 1) / world * n * 4
-        if on_wire is not None:
-            allowed = LOOPBACK_FACTOR * world * ideal + LOOPBACK_PER_MESSAGE * world * 2 * (world - 1)
+        failed = [case_failure(results[rank][0]) for rank in range(world) if case_failure(results[rank][0])]
+        if failed:  # a rank that raised sent nothing: its traffic proves nothing either
+            score.add(f"ring_all_reduce with world size {world}: no traffic to count ({failed[0]})")
+        elif on_wire is not None:
+            allowed = LOOPBACK_FACTOR * world * ideal + LOOPBACK_PER_PAIR * world * world
             score.add(None if on_wire <= allowed else
                       f"ring_all_reduce(float32[{n}]) with world size {world}: the ranks sent {on_wire:,} bytes in all "
                       f"(the kernel's count of the sandbox's network), more than a ring's {world * ideal:,.0f} plus "
