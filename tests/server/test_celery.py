@@ -87,6 +87,10 @@ def test_a_worker_killed_mid_job_loses_nothing(broker_course):
     sid = c.submit("alice", "open", "# fake-sleep: 8\n# fake-score: 6\n").json()["submission"]["id"]
     wait_for(lambda: run_of(c, sid).status == "running", 60, "the first worker to take the job")
     assert run_of(c, sid).worker.startswith("celery@")
+    # "running" is set when the job is claimed; on a loaded machine the grader may not have
+    # started yet: kill only once it has (its call is logged), so the kill is really mid-job.
+    log = c.tmp / "calls.log"
+    wait_for(lambda: log.exists() and log.read_text().strip(), 60, "the first worker's grader to start")
     os.killpg(first.pid, signal.SIGKILL)  # the whole worker, mid-job
     first.wait()
     c.start_worker("cpu")
