@@ -48,6 +48,20 @@ def _v2_with_memory() -> Path | None:
     return None
 
 
+def _remove_group(group: Path) -> None:
+    """rmdir a cgroup; it succeeds once the child's processes are gone (they die with it)."""
+    import time
+
+    for _ in range(50):
+        try:
+            group.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
 def _remove_stale(parent: Path) -> None:
     """Groups left by judges that died without cleaning up (named child-<judge pid>-...)."""
     for group in parent.glob("child-*"):
@@ -198,18 +212,8 @@ class MemoryWatch:
         return None
 
     def close(self) -> None:
-        if self.group is None:
-            return
-        import time
-
-        for _ in range(50):  # succeeds once the child's processes are gone (they die with it)
-            try:
-                self.group.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.02)
+        if self.group is not None:
+            _remove_group(self.group)
         self.group = None
 
 
@@ -314,14 +318,5 @@ class CpuWatch:
 
     def close(self) -> None:
         if self.method == "cgroup-v1" and self.group is not None:
-            import time
-
-            for _ in range(50):
-                try:
-                    self.group.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
+            _remove_group(self.group)
         self.group = None
