@@ -40,20 +40,27 @@ def assert_calibrated(pvalues):
     assert 0.03 <= below <= 0.2, below
 
 
-@pytest.mark.parametrize("check", ["uniform", "pairs", "rr_first", "rr_pairs", "rr_dropped"])
+@pytest.mark.parametrize("check", ["uniform", "pairs", "batch_pairs", "rr_first", "rr_pairs", "rr_two_positions",
+                                   "rr_dropped", "rr_permutations"])
 def test_chi_square_checks_pass_the_reference(check):
-    """The exact parameters of the hidden tests (n = 7), 200 seeds each."""
+    """The exact parameters of the hidden tests, 200 seeds each."""
     pvalues = []
     for s in SEEDS:
-        if check in ("uniform", "pairs"):
+        if check in ("uniform", "pairs", "batch_pairs"):
             got = ref.sample_batches(7, 6, 1700, "uniform", s)
-            p = pvalue_uniform(got, 7) if check == "uniform" else pvalue_pairs(got[:, 0::2], got[:, 1::2], 7)
+            p = (pvalue_uniform(got, 7) if check == "uniform" else pvalue_pairs(got[:, 0::2], got[:, 1::2], 7)
+                 if check == "pairs" else pvalue_pairs(got[0::2], got[1::2], 7))
+        elif check == "rr_permutations":
+            codes = STATS.permutation_codes(ref.sample_batches(5, 5, 3600, "random_reshuffling", s))
+            p = pvalue_uniform(codes, 120)
         else:
             got = ref.sample_batches(7, 2, 9000, "random_reshuffling", s).reshape(3000, 6)
             if check == "rr_first":
                 p = pvalue_uniform(got[:, 0], 7)
             elif check == "rr_pairs":
                 p = pvalue_pairs(got[0::2, 0], got[1::2, 0], 7)
+            elif check == "rr_two_positions":
+                p = pvalue_uniform(STATS.distinct_pair_cells(got[:, 0], got[:, 1], 7), 42)
             else:
                 p = pvalue_uniform(torch.tensor([21 - int(e.sum()) for e in got]), 7)
         pvalues.append(p)
@@ -63,8 +70,9 @@ def test_chi_square_checks_pass_the_reference(check):
 def test_shuffle_once_check_passes_the_reference():
     pvalues = []
     for rep in range(40):
-        firsts = torch.tensor([int(ref.sample_batches(7, 7, 1, "shuffle_once", 700 * rep + s)[0, 0]) for s in range(700)])
-        pvalues.append(pvalue_uniform(firsts, 7))
+        perms = torch.cat([ref.sample_batches(7, 7, 1, "shuffle_once", 700 * rep + s) for s in range(700)])
+        pvalues.append(pvalue_uniform(perms[:, 0], 7))
+        pvalues.append(pvalue_uniform((perms[:, 1] - perms[:, 0]) % 7 - 1, 6))
     assert min(pvalues) >= STATS.ALPHA
 
 
@@ -80,6 +88,18 @@ def test_importance_checks_pass_the_reference():
             radius = STATS.bernstein_radius(12000, sigma2, float((values[:, j] - mean[j]).abs().max()), STATS.ALPHA / 2)
             worst = max(worst, abs(float(est.mean(0)[j] - mean[j])) / radius)
     assert worst < 1.0, worst  # each repetition stays inside the radius (typically at a fifth of it)
+
+
+def test_importance_batch_spread_check_passes_the_reference():
+    """The batch-4 spread check of the unbiasedness test, on the reference with 10 seed sets."""
+    grads, probs = SUITE._isg_problem()
+    values, p = SUITE._draw_law(grads, probs)
+    mean = grads.mean(0)
+    var_one = float((p * ((values - mean) ** 2).sum(1)).sum())
+    for rep in range(10):
+        est = torch.stack([ref.importance_sampled_gradient(grads, probs, 4, 200_000 * rep + s) for s in range(3000)])
+        mse = float(((est - mean) ** 2).sum(1).mean())
+        assert var_one / 8 <= mse <= (var_one / 4 + var_one) / 2, (rep, mse, var_one)
 
 
 def _lower_bound(wins: int, trials: int, delta: float) -> float:

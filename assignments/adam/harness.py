@@ -10,13 +10,17 @@ import torch
 
 
 def train_adamw(ns, model, X, Y, groups, defaults, steps, use_closure=False, extra_frozen=False,
-                intermittent=False):
+                intermittent=False, schedule=(), reload_at=()):
     """Train `model` (an mlp spec, built here) on MSE(model(X), Y) for `steps` steps with
     `ns["AdamW"]`. `groups`: None for `model.parameters()`, else a list of dicts with
     "layers" (indices into the model's parameter list) and per-group options.
     `intermittent`: one more parameter that gets a gradient only on every third step
     (its .grad is None on the others), so its own step count differs from the number of
     step() calls: bias correction must use the parameter's count, as torch's does.
+    `schedule`: [step, {option: value}] pairs: before that step, every group's options are
+    set to those values (what an LR scheduler does). `reload_at`: before each of those steps
+    the optimizer is replaced by a new AdamW over the same parameters loaded with
+    `load_state_dict(opt.state_dict())` (a checkpoint resumed).
     Returns the final parameters, the losses, and what step(closure) returned."""
     AdamW = ns["AdamW"]
     params = list(model.parameters())
@@ -37,9 +41,17 @@ def train_adamw(ns, model, X, Y, groups, defaults, steps, use_closure=False, ext
             entry["params"] = [params[i] for i in g["layers"]]
             arg.append(entry)
         arg[0]["params"] += extra
-    opt = AdamW(arg, **{k: (tuple(v) if k == "betas" else v) for k, v in defaults.items()})
+    options = {k: (tuple(v) if k == "betas" else v) for k, v in defaults.items()}
+    opt = AdamW(arg, **options)
+    changes = {int(at): dict(values) for at, values in schedule}
     losses, returned = [], []
     for k in range(steps):
+        for group in opt.param_groups:
+            group.update(changes.get(k, {}))
+        if k in reload_at:
+            saved = opt.state_dict()
+            opt = AdamW(arg, **options)
+            opt.load_state_dict(saved)
         def closure(k=k):
             opt.zero_grad()
             loss = torch.nn.functional.mse_loss(model(X), Y)

@@ -38,11 +38,18 @@ def scaler_script(ns, init_kwargs, ops):
     return out
 
 
-def train_mixed_precision(ns, model, X, Y, lr, scaler_kwargs, overflow_steps=(), overflow_factor=1e4):
+# The loss functions a test may hand the student's step (by name: the task's arguments are data).
+LOSSES = {"mse": torch.nn.functional.mse_loss, "l1": torch.nn.functional.l1_loss,
+          "smooth_l1": torch.nn.functional.smooth_l1_loss}
+
+
+def train_mixed_precision(ns, model, X, Y, lr, scaler_kwargs, overflow_steps=(), overflow_factor=1e4, loss="mse"):
     """Run mixed_precision_sgd_step over the batches X[t], Y[t] with float32 masters of the
     (low-precision) model; the targets of the steps in `overflow_steps` are multiplied by
-    `overflow_factor`, so that the float16 loss (squares of about 1e9) overflows."""
+    `overflow_factor`, so that the float16 loss (squares of about 1e9) overflows. `loss`
+    names the loss_fn handed to the step (LOSSES)."""
     step = ns["mixed_precision_sgd_step"]
+    loss_fn = LOSSES[loss]
     scaler = ns["DynamicLossScaler"](**scaler_kwargs)
     masters = [p.detach().float().clone() for p in model.parameters()]
     losses, skipped, scales, masters_after = [], [], [], []
@@ -50,10 +57,11 @@ def train_mixed_precision(ns, model, X, Y, lr, scaler_kwargs, overflow_steps=(),
         y = Y[t] * overflow_factor if t in overflow_steps else Y[t]
         before = [m.clone() for m in masters]
         dtype = next(model.parameters()).dtype
-        loss, skip = step(model, masters, X[t].to(dtype), y.to(dtype), torch.nn.functional.mse_loss, lr, scaler)
-        losses.append(float(loss))
+        value, skip = step(model, masters, X[t].to(dtype), y.to(dtype), loss_fn, lr, scaler)
+        losses.append(float(value))
         skipped.append(bool(skip))
         scales.append(float(scaler.get_scale()))
         masters_after.append(all(torch.equal(a, b) for a, b in zip(before, masters)))
     return {"losses": losses, "skipped": skipped, "scales": scales, "unchanged": masters_after,
-            "masters": [m.clone() for m in masters], "model": [p.detach().clone() for p in model.parameters()]}
+            "masters": [m.clone() for m in masters], "model": [p.detach().clone() for p in model.parameters()],
+            "model_dtypes": [str(p.dtype) for p in model.parameters()]}

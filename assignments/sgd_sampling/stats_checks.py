@@ -53,6 +53,42 @@ def expect_independent_pairs(first: torch.Tensor, second: torch.Tensor, n: int, 
                              f"{same} of {cells.numel()} pairs repeat an index, about {cells.numel() / n:.0f} expected")
 
 
+def expect_uniform_distinct_pairs(first: torch.Tensor, second: torch.Tensor, n: int, what: str) -> None:
+    """Two positions of one uniform permutation: uniform on the n*(n-1) ordered pairs of
+    distinct indices (a pair that repeats an index fails outright)."""
+    first, second = first.reshape(-1), second.reshape(-1)
+    if bool((first == second).any()):
+        raise GradingFailure(f"{what}: a permutation repeats an index")
+    expect_uniform(distinct_pair_cells(first, second, n), n * (n - 1), what)
+
+
+def distinct_pair_cells(first: torch.Tensor, second: torch.Tensor, n: int) -> torch.Tensor:
+    """The cell of (i, j), j != i, among the n*(n-1) ordered pairs: i*(n-1) + j - [j > i]."""
+    return first * (n - 1) + second - (second > first).long()
+
+
+def permutation_codes(perms: torch.Tensor) -> torch.Tensor:
+    """Lehmer code of each row: a bijection from the permutations of 0..n-1 to 0..n!-1."""
+    n = perms.shape[1]
+    code = torch.zeros(perms.shape[0], dtype=torch.int64)
+    for i in range(n):
+        code = code * (n - i) + (perms[:, i + 1:] < perms[:, i:i + 1]).sum(1)
+    return code
+
+
+def expect_uniform_permutations(perms: torch.Tensor, n: int, what: str) -> None:
+    """Rows that are permutations of 0..n-1 must be uniform over the n! permutations."""
+    if perms.shape[1] != n or not bool((perms.sort(1).values == torch.arange(n)).all()):
+        raise GradingFailure(f"{what}: a row is not a permutation of 0..{n - 1}")
+    counts = torch.bincount(permutation_codes(perms), minlength=math.factorial(n))
+    expected = torch.full_like(counts, perms.shape[0] / math.factorial(n), dtype=torch.float64)
+    p = chi2_pvalue(counts, expected)
+    if p < ALPHA:
+        raise GradingFailure(f"{what}: not uniform over the {math.factorial(n)} permutations (chi-square p = {p:.1e}); "
+                             f"{int((counts > 0).sum())} of them came up, the most often {int(counts.max())} times, "
+                             f"about {perms.shape[0] / math.factorial(n):.0f} expected each")
+
+
 def bernstein_radius(num: int, sigma2: float, bound: float, delta: float) -> float:
     """t such that P(|mean of num i.i.d. variables - mu| >= t) <= delta, for variance
     sigma2 and |X - mu| <= bound (Bernstein)."""

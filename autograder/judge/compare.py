@@ -99,6 +99,16 @@ def expect_close(got: Any, expected: torch.Tensor, *, call: str, what: str = "th
         raise GradingFailure("\n".join(lines))
 
 
+def expect_tuple(got: Any, n: int, *, call: str, names: str = "") -> tuple | list:
+    """A function that returns n values: a tuple (or list) of exactly n, else a failure that
+    says what came back (never an IndexError in the test, which would read as a grader error)."""
+    if not isinstance(got, tuple | list) or len(got) != n:
+        what = f"a tuple of {n} values" + (f" ({names})" if names else "")
+        raise GradingFailure(f"{call}: expected {what}, got {describe(got)}"
+                             + (f" of length {len(got)}" if isinstance(got, tuple | list) else ""))
+    return got
+
+
 def expect_unchanged(before: torch.Tensor, after: Any, *, call: str, name: str) -> None:
     """Inputs must not be modified unless the contract says "in place"."""
     if isinstance(after, torch.Tensor) and (after.shape != before.shape or not torch.equal(

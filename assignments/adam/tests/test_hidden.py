@@ -318,18 +318,18 @@ def _problem(label: str, sizes=(6, 16, 16, 3), n=64):
 
 
 def _train_and_compare(student, device, label, groups, defaults, steps, use_closure=False, extra_frozen=False,
-                       intermittent=False):
+                       intermittent=False, schedule=(), reload_at=(), doing=""):
     sizes, state, X, Y = _problem(label)
     spec = mlp_spec(sizes, state, "tanh")
     spec.params["device"] = device
-    got = student.task("train_adamw", spec, X.to(device), Y.to(device), groups, defaults, steps,
-                       use_closure=use_closure, extra_frozen=extra_frozen, intermittent=intermittent, timeout=60,
-                       what=f"training an MLP {sizes} for {steps} steps with your AdamW").value
+    options = dict(use_closure=use_closure, extra_frozen=extra_frozen, intermittent=intermittent,
+                   schedule=[list(c) for c in schedule], reload_at=list(reload_at))
+    got = student.task("train_adamw", spec, X.to(device), Y.to(device), groups, defaults, steps, **options,
+                       timeout=60, what=f"training an MLP {sizes} for {steps} steps with your AdamW").value
     model = build_mlp(sizes, state, "tanh")
     exp = HARNESS.train_adamw({"AdamW": lambda *a, **k: torch.optim.AdamW(*a, foreach=False, **k)},
-                              model, X, Y, groups, defaults, steps, use_closure=use_closure,
-                              extra_frozen=extra_frozen, intermittent=intermittent)
-    call = f"AdamW({'param groups ' + str(groups) if groups else 'model.parameters()'}, {defaults})"
+                              model, X, Y, groups, defaults, steps, **options)
+    call = f"AdamW({'param groups ' + str(groups) if groups else 'model.parameters()'}, {defaults}){doing}"
     if not isinstance(got, dict) or "params" not in got:
         raise GradingFailure(f"{call}: training did not return parameters")
     for k, (gp, ep) in enumerate(zip(got["params"], exp["params"])):
@@ -339,14 +339,14 @@ def _train_and_compare(student, device, label, groups, defaults, steps, use_clos
 
 
 @ADAMW
-@pytest.mark.points(5)
+@pytest.mark.points(3)
 def test_adamw_trains_like_torch_default_hyperparameters(student, device):
     """150 steps on an MLP with model.parameters() and the default hyper-parameters."""
     _train_and_compare(student, device, "adamw-default", None, {}, 150)
 
 
 @ADAMW
-@pytest.mark.points(8)
+@pytest.mark.points(6)
 def test_adamw_parameter_groups(student, device):
     """Two groups with their own lr, betas and weight_decay; a third uses the defaults."""
     groups = [
@@ -386,6 +386,26 @@ def test_adamw_counts_steps_per_parameter(student, device):
                  what="that parameter after 12 steps", rtol=TRAIN_RTOL, atol=TRAIN_ATOL,
                  why="keep the step count in each parameter's state (state[p]['step']), not one count per "
                      "optimizer: bias correction uses how many updates that parameter has had")
+
+
+@ADAMW
+@pytest.mark.points(2)
+def test_adamw_reads_group_options_at_every_step(student, device):
+    """An LR scheduler's way: lr and weight_decay of every group changed mid-run (steps 30
+    and 60); each step must use the group's current values, as torch's does."""
+    _train_and_compare(student, device, "adamw-schedule", None, {"lr": 1e-2, "weight_decay": 0.05}, 90,
+                       schedule=[(30, {"lr": 3e-3}), (60, {"lr": 1e-3, "weight_decay": 0.3})],
+                       doing=" with lr and weight_decay changed in param_groups at steps 30 and 60")
+
+
+@ADAMW
+@pytest.mark.points(2)
+def test_adamw_resumes_from_its_state_dict(student, device):
+    """A checkpoint: at steps 25 and 50 a new AdamW over the same parameters loads
+    opt.state_dict(); training goes on as if nothing happened (the moments and step counts
+    live in self.state, which state_dict carries)."""
+    _train_and_compare(student, device, "adamw-resume", None, {"lr": 1e-2, "weight_decay": 0.1}, 70,
+                       reload_at=(25, 50), doing=" resumed with load_state_dict(opt.state_dict()) at steps 25 and 50")
 
 
 @ADAMW

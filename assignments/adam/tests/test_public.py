@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autograder.judge.compare import describe_call, expect_close
+from autograder.judge.compare import describe_call, expect_close, expect_tuple
 from autograder.judge.suite import generator, load_module, randn
 from autograder.protocol.specs import build_mlp, mlp_spec
 
@@ -45,6 +45,7 @@ def test_public_sgd_momentum_first_step(student, device):
     want, state = _torch_step(torch.optim.SGD, param, grad, **hyper)
     got = student.call("sgd_momentum_step", param.to(device), grad.to(device), None, **hyper).value
     call = describe_call("sgd_momentum_step", param, grad, None, **hyper)
+    got = expect_tuple(got, 2, call=call, names="new param, momentum buffer")
     rtol, atol = _tol(want)
     expect_close(got[0], want, call=call, what="the new param", rtol=rtol, atol=atol)
     expect_close(got[1], state["momentum_buffer"], call=call, what="the momentum buffer", rtol=rtol,
@@ -62,6 +63,7 @@ def test_public_adamw_first_step(student, device):
     got = student.call("adam_step", param.to(device), grad.to(device), zeros.to(device), zeros.to(device), 1,
                        lr=1e-2, weight_decay=0.1, decoupled=True).value
     call = describe_call("adam_step", param, grad, zeros, zeros, 1, lr=1e-2, weight_decay=0.1, decoupled=True)
+    got = expect_tuple(got, 3, call=call, names="new param, exp_avg, exp_avg_sq")
     expect_close(got[0], want, call=call, what="the new param", rtol=_tol(want)[0], atol=_tol(want)[1])
     expect_close(got[1], state["exp_avg"], call=call, what="exp_avg", rtol=1e-6, atol=_tol(state["exp_avg"])[1])
     expect_close(got[2], state["exp_avg_sq"], call=call, what="exp_avg_sq", rtol=1e-6,

@@ -23,7 +23,7 @@ import math
 import pytest
 import torch
 
-from autograder.judge.compare import GradingFailure, describe_call, expect_close, expect_unchanged
+from autograder.judge.compare import GradingFailure, describe_call, expect_close, expect_tuple, expect_unchanged
 from autograder.judge.suite import generator, randn
 from reference import backprop as ref
 
@@ -40,10 +40,7 @@ def _call(student, device, fn, *args, **kwargs):
 
 
 def _unpack(got, n, call):
-    if not isinstance(got, tuple | list) or len(got) != n:
-        raise GradingFailure(f"{call}: expected a tuple of {n} values, got {type(got).__name__}"
-                             + (f" of length {len(got)}" if isinstance(got, tuple | list) else ""))
-    return got
+    return expect_tuple(got, n, call=call)
 
 
 def _abs_matmul_scale(a, b):
@@ -347,6 +344,8 @@ def test_mlp_float32(student, device):
 @MLP
 @pytest.mark.points(2)
 def test_mlp_grads_keys_match_params(student, device):
+    """grads has exactly the keys of params, each of its parameter's shape; worth points
+    only when the gradients are also right (zeros of the right shape earn nothing)."""
     params, x, labels, _ = _mlp_problem("mlp-keys", 3, torch.float64)
     _, grads = _unpack(_call(student, device, "mlp_loss_and_grads", params, x, labels), 2, "mlp_loss_and_grads(...)")
     if not isinstance(grads, dict) or set(grads) != set(params):
@@ -356,3 +355,4 @@ def test_mlp_grads_keys_match_params(student, device):
         if not isinstance(grads[k], torch.Tensor) or grads[k].shape != v.shape:
             raise GradingFailure(f"mlp_loss_and_grads: grads[{k!r}] must have the shape of params[{k!r}] "
                                  f"{list(v.shape)}")
+    _check_mlp(student, device, "mlp-keys", 3, torch.float64)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autograder.judge.compare import describe_call, expect_close
+from autograder.judge.compare import describe_call, expect_close, expect_tuple
 from autograder.judge.suite import generator, randn
 
 pytestmark = pytest.mark.visibility("public")
@@ -31,6 +31,7 @@ def test_public_cross_entropy(student, device):
     loss.backward()
     got = _call(student, device, "softmax_cross_entropy", x, y)
     call = describe_call("softmax_cross_entropy", x, y)
+    got = expect_tuple(got, 2, call=call, names="loss, dlogits")
     expect_close(got[0], loss.detach(), call=call, what="the loss", **TOL)
     expect_close(got[1], xr.grad, call=call, what="dlogits", **TOL)
 
@@ -44,6 +45,7 @@ def test_public_linear_backward(student, device):
     (xr @ Wr + br).backward(d)
     got = _call(student, device, "linear_backward", d, x, W, b)
     call = describe_call("linear_backward", d, x, W, b)
+    got = expect_tuple(got, 3, call=call, names="dx, dW, db")
     for k, (name, ref) in enumerate([("dx", xr.grad), ("dW", Wr.grad), ("db", br.grad)]):
         expect_close(got[k], ref, call=call, what=name, **TOL)
 
@@ -78,5 +80,6 @@ def test_public_layer_norm_backward(student, device):
     torch.nn.functional.layer_norm(xr, (8,), wr, br, 1e-5).backward(dy)
     got = _call(student, device, "layer_norm_backward", dy, x, w, b)
     call = describe_call("layer_norm_backward", dy, x, w, b)
+    got = expect_tuple(got, 3, call=call, names="dx, dgamma, dbeta")
     for k, (name, ref) in enumerate([("dx", xr.grad), ("dgamma", wr.grad), ("dbeta", br.grad)]):
         expect_close(got[k], ref, call=call, what=name, **TOL)

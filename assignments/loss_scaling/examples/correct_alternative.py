@@ -30,7 +30,9 @@ class DynamicLossScaler:
             return
         st["tracker"] += 1
         if st["tracker"] >= st["interval"]:
-            st["scale"] = st["scale"] * st["growth"]
+            grown = st["scale"] * st["growth"]
+            if bool(torch.isfinite(grown)):  # as GradScaler: never grow to inf
+                st["scale"] = grown
             st["tracker"] = 0
 
     def get_scale(self):

@@ -14,6 +14,8 @@ a random scale, so float64 is exact and the others are held to that bound.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -56,15 +58,66 @@ class Deadlock(GradingFailure):
 DEADLOCKED: dict[str, str] = {}  # function -> the first deadlock seen: later runs of it are not retried
 
 
+class NoTraffic(GradingFailure):
+    """The results are right but the data did not cross the network: it moved some other
+    way (files, shared memory), which the contract rules out."""
+
+
+def minimum_traffic(world: int, cases: list) -> int:
+    """Bytes that any correct implementation must send between ranks for these cases: each
+    element of a reduce-scatter or an all-gather must reach p - 1 other ranks (a partial sum
+    may stand for several, which is why the ring is optimal: (p - 1) n in all), an
+    all-reduce is both (2 (p - 1) n), average_gradients all-reduces every gradient."""
+    total = 0
+    for ranks in cases:
+        case = ranks[0]
+        op = case["op"]
+        if op in ("all_reduce", "reduce_scatter"):
+            t = case["input"]
+            total += (2 if op == "all_reduce" else 1) * (world - 1) * t.numel() * t.element_size()
+        elif op == "all_gather":
+            total += (world - 1) * case["numel"] * case["input"].element_size()
+        elif op == "average_gradients":
+            numel = sum(v.numel() for v in case["model"]["state"].values()) if case["model"].get("state") else 0
+            total += 2 * (world - 1) * numel * 4
+    return total
+
+
+# A correct solution's traffic is at least the minimum (gloo's headers only add to it);
+# half of it leaves room for any way the process group's own setup differs from the
+# baseline run. Data written to /tmp or shared memory sends nothing.
+TRAFFIC_FLOOR = 0.5
+_BASELINE: dict[tuple[int, int], int | None] = {}
+
+
+def _baseline(student, world, device) -> int | None:
+    """Loopback bytes of a run that only builds the process group, once per world size."""
+    key = (id(student), world)
+    if key not in _BASELINE:
+        empty = student.task("run_ranks", world, [[{"op": "noop"} for _ in range(world)]], RANK_SECONDS, device,
+                             timeout=CALL_SECONDS, what=f"setting up a process group of {world} ranks")
+        _BASELINE[key] = empty.loopback_bytes if empty.value.get("backend") == "gloo" else None
+    return _BASELINE[key]
+
+
 def run(student, world, cases, device, what):
     fn = what.split(" ")[0]
     if fn in DEADLOCKED:
         raise Deadlock(f"{what}: not run, {fn} deadlocked earlier ({DEADLOCKED[fn]})")
-    reply = student.task("run_ranks", world, cases, RANK_SECONDS, device, timeout=CALL_SECONDS, what=what).value
-    if reply.get("error"):
+    reply = student.task("run_ranks", world, cases, RANK_SECONDS, device, timeout=CALL_SECONDS, what=what)
+    value = reply.value
+    if value.get("error"):
         DEADLOCKED[fn] = f"world size {world}"
-        raise Deadlock(f"{what}, world size {world}: {reply['error']}")
-    return reply["results"]
+        raise Deadlock(f"{what}, world size {world}: {value['error']}")
+    need = minimum_traffic(world, cases)
+    if world > 1 and need and reply.loopback_bytes is not None and value.get("backend") == "gloo":
+        base = _baseline(student, world, device)
+        if base is not None and reply.loopback_bytes - base < TRAFFIC_FLOOR * need:
+            raise NoTraffic(f"{what}: the ranks sent {max(0, reply.loopback_bytes - base):,} bytes to each other (the "
+                            f"kernel's count of the sandbox's network), but these results need at least {need:,}: "
+                            "data must move between ranks with send/recv/isend/irecv, not through files or shared "
+                            "memory")
+    return value["results"]
 
 
 def case_failure(result: dict) -> str | None:
@@ -118,11 +171,21 @@ def collective_test(student, device, op, label):
                     cases.append([{"op": op, "input": chunks[r].clone(), "numel": n} for r in range(world)])
                     wants = [(flat, torch.zeros(n, dtype=torch.float64))] * world
                 checks.append((dtype, n, wants))
+        if op == "reduce_scatter":
+            # Tensors of more than one dimension: chunks of the FLATTENED tensor (not of dim 0).
+            for shape in ((7, 13), (3, 5, 4)):
+                n = math.prod(shape)
+                ins = [t.reshape(shape) for t in rank_inputs(label, world, n, torch.float64)]
+                exact, tol = sum(t.double() for t in ins).reshape(-1), tolerance(ins).reshape(-1)
+                parts, tparts = torch.tensor_split(exact, world), torch.tensor_split(tol, world)
+                cases.append([{"op": op, "input": ins[r]} for r in range(world)])
+                checks.append((torch.float64, "x".join(map(str, shape)),
+                               [(parts[r], tparts[r]) for r in range(world)]))
         fn = {"all_reduce": "ring_all_reduce", "reduce_scatter": "ring_reduce_scatter",
               "all_gather": "ring_all_gather"}[op]
         try:
             results = run(student, world, cases, device, f"{fn} on {world} rank(s)")
-        except Deadlock as e:
+        except (Deadlock, NoTraffic) as e:
             for _ in checks:
                 score.add(str(e))
             continue
@@ -190,15 +253,14 @@ LOOPBACK_PER_PAIR = 2048
 def loopback_payload(student, world, cases, device, what):
     """(per-rank results, bytes the ranks sent on the loopback beyond the process group's own
     traffic, by the kernel's count; None where the machine gives no such count)."""
-    empty = student.task("run_ranks", world, [[{"op": "noop"} for _ in range(world)]], RANK_SECONDS, device,
-                         timeout=CALL_SECONDS, what=f"{what} (setting up the process group only)")
     reply = student.task("run_ranks", world, cases, RANK_SECONDS, device, timeout=CALL_SECONDS, what=what)
     value = reply.value
     if value.get("error"):
         raise Deadlock(f"{what}, world size {world}: {value['error']}")
-    if empty.loopback_bytes is None or reply.loopback_bytes is None or value.get("backend") != "gloo":
+    base = _baseline(student, world, device)
+    if base is None or reply.loopback_bytes is None or value.get("backend") != "gloo":
         return value["results"], None
-    return value["results"], reply.loopback_bytes - empty.loopback_bytes
+    return value["results"], reply.loopback_bytes - base
 
 
 @pytest.mark.function("ring_all_reduce")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autograder.judge.compare import GradingFailure, describe_call, expect_close
+from autograder.judge.compare import GradingFailure, describe_call, expect_close, expect_unchanged
 from autograder.judge.suite import generator, load_module
 from reference import sgd_sampling as ref
 
@@ -43,7 +43,7 @@ def batches(student, n, b, k, scheme, seed):
 SB = pytest.mark.function("sample_batches")
 
 
-# -- sample_batches: shape, range, exact schemes (19 points) ---------------------------
+# -- sample_batches: shape, range, exact schemes (17 points) ---------------------------
 @SB
 @pytest.mark.points(1)
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -62,7 +62,7 @@ def test_cyclic_is_the_identity_permutation_every_epoch(student):
 
 
 @SB
-@pytest.mark.points(5)
+@pytest.mark.points(4)
 def test_random_reshuffling_covers_each_index_once_per_epoch(student):
     n, b = 11, 3  # 3 batches an epoch, 2 indices dropped
     got = batches(student, n, b, 30, "random_reshuffling", 5)
@@ -97,7 +97,7 @@ def test_reproducible_for_a_seed(student):
 
 
 @SB
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_bad_arguments_raise_value_error(student):
     for args in [(5, 6, 2, "uniform", 0), (5, 2, 2, "shuffled", 0)]:
         try:
@@ -109,7 +109,7 @@ def test_bad_arguments_raise_value_error(student):
             raise GradingFailure(f"sample_batches{args}: expected ValueError, nothing was raised")
 
 
-# -- sample_batches: laws of the random schemes (24 points) --------------------------
+# -- sample_batches: laws of the random schemes (26 points) --------------------------
 @SB
 @pytest.mark.points(5)
 def test_uniform_draws_are_uniform(student):
@@ -124,10 +124,13 @@ def test_uniform_draws_are_independent_with_replacement(student):
     without replacement inside a batch and correlated draws (false failure 1e-7)."""
     got = batches(student, 7, 6, 1700, "uniform", 29)
     STATS.expect_independent_pairs(got[:, 0::2], got[:, 1::2], 7, "uniform sampling")
+    # Across batches too: position j of batch 2t against position j of batch 2t+1 (5100
+    # non-overlapping pairs): catches a batch reused for two steps or derived from the last.
+    STATS.expect_independent_pairs(got[0::2], got[1::2], 7, "uniform sampling, consecutive batches")
 
 
 @SB
-@pytest.mark.points(4)
+@pytest.mark.points(3)
 def test_random_reshuffling_draws_fresh_independent_permutations(student):
     """The first index of consecutive epochs (non-overlapping pairs of epochs) is uniform and
     independent: catches a permutation reused or derived from the last (false failure 1e-7)."""
@@ -135,6 +138,19 @@ def test_random_reshuffling_draws_fresh_independent_permutations(student):
     got = batches(student, n, b, 3 * 3000, "random_reshuffling", 31).reshape(3000, 6)
     STATS.expect_uniform(got[:, 0], n, "random_reshuffling, first index of each epoch")
     STATS.expect_independent_pairs(got[0::2, 0], got[1::2, 0], n, "random_reshuffling, consecutive epochs")
+    # Two positions of one permutation: (perm[0], perm[1]) is uniform on the 42 ordered pairs
+    # of distinct indices; a random rotation of 0..n-1 puts all its mass on 7 of them.
+    STATS.expect_uniform_distinct_pairs(got[:, 0], got[:, 1], n, "random_reshuffling, first two indices of each epoch")
+
+
+@SB
+@pytest.mark.points(3)
+def test_random_reshuffling_permutations_are_uniform(student):
+    """n = 5, one batch an epoch: each of the 120 permutations comes up about 1/120 of the
+    3600 epochs (chi-square, 30 expected per cell, false failure 1e-7). A structured family
+    (rotations, affine maps i -> a*i + b mod n) covers few of them."""
+    got = batches(student, 5, 5, 3600, "random_reshuffling", 41)
+    STATS.expect_uniform_permutations(got, 5, "random_reshuffling, the permutation of each epoch")
 
 
 @SB
@@ -151,9 +167,12 @@ def test_random_reshuffling_drops_a_uniform_leftover(student):
 @SB
 @pytest.mark.points(3)
 def test_shuffle_once_permutation_is_uniform_over_seeds(student):
-    """The first index of the once-drawn permutation, over 700 seeds (false failure 1e-7)."""
-    firsts = torch.tensor([int(batches(student, 7, 7, 1, "shuffle_once", s)[0, 0]) for s in range(700)])
-    STATS.expect_uniform(firsts, 7, "shuffle_once over seeds")
+    """The first index of the once-drawn permutation, and the gap to the second, over 700
+    seeds (false failure 1e-7 each)."""
+    perms = torch.cat([batches(student, 7, 7, 1, "shuffle_once", s) for s in range(700)])
+    STATS.expect_uniform(perms[:, 0], 7, "shuffle_once over seeds")
+    # perm[1] - perm[0] (mod 7) is uniform on 1..6 for a uniform permutation; always 1 for a rotation.
+    STATS.expect_uniform((perms[:, 1] - perms[:, 0]) % 7 - 1, 6, "shuffle_once over seeds, perm[1] - perm[0] mod 7")
 
 
 # -- importance_probabilities (7 points, 1 more in the public tests) ------------------
@@ -212,13 +231,20 @@ def test_importance_sampled_gradient_shape_and_seed(student):
         raise GradingFailure(f"importance_sampled_gradient: expected a tensor [2], got {getattr(a, 'shape', a)}")
     if not torch.equal(a, b):
         raise GradingFailure("importance_sampled_gradient: two calls with the same seed differ")
+    # ...and the seed is used: over 20 seeds the estimate changes (a correct sampler repeats
+    # one batch of 4 in all 20 with probability < 1e-9 here; a constant never changes).
+    others = [student.call("importance_sampled_gradient", grads, probs, 4, 100 + s).value for s in range(20)]
+    if all(isinstance(o, torch.Tensor) and torch.equal(o.cpu(), a.cpu()) for o in others):
+        raise GradingFailure("importance_sampled_gradient(grads, probs, 4, seed) returned the same estimate for 21 "
+                             f"different seeds ({a.tolist()}): draw the batch from torch.Generator().manual_seed(seed)")
 
 
 @ISG
 @pytest.mark.points(5)
 def test_importance_sampled_gradient_is_unbiased(student):
     """The mean of 3000 estimates (12000 draws) is within Bernstein's radius of the true
-    mean gradient (false failure 1e-7, rigorous for bounded draws)."""
+    mean gradient, and their spread is that of batch_size averaged draws (false failure
+    1e-7 each, rigorous for bounded draws)."""
     grads, probs = _isg_problem()
     values, p = _draw_law(grads, probs)
     mean = grads.mean(0)
@@ -234,6 +260,25 @@ def test_importance_sampled_gradient_is_unbiased(student):
                 f"importance_sampled_gradient: the average of {calls} estimates is {got.tolist()}, the mean gradient is "
                 f"{mean.tolist()} (coordinate {j} is off by {abs(float(got[j] - mean[j])):.3g}, more than {radius:.3g}); "
                 "weight each drawn gradient by 1 / (n * p_i) and draw i with probability p_i")
+    # The batch is batch_size draws averaged: the mean squared error is var / batch_size.
+    # It must lie between var / 8 and the midpoint of var / 4 and var (one draw, whatever
+    # batch_size is); the exact law of a 4-draw average (6^4 tuples) gives Bernstein's
+    # bound for each side (asserted below the suite's 1e-7).
+    tuples = torch.cartesian_prod(*[torch.arange(6)] * b)
+    weights = p[tuples].prod(1)
+    dev2 = ((values[tuples].mean(1) - mean) ** 2).sum(1)
+    var_b, var_one = float((weights * dev2).sum()), float((p * ((values - mean) ** 2).sum(1)).sum())
+    m4 = float((weights * dev2**2).sum())
+    high, low = (var_b + var_one) / 2, var_one / 8
+    for gap in (high - var_b, var_b - low):
+        tail = math.exp(-calls * gap**2 / (2 * (m4 - var_b**2) + 2 * (float(dev2.max()) + var_b) * gap / 3))
+        assert tail < STATS.ALPHA, tail  # the suite's own promise
+    mse = float(((est.double() - mean) ** 2).sum(1).mean())
+    if not low <= mse <= high:
+        raise GradingFailure(
+            f"importance_sampled_gradient(grads, probs, batch_size={b}, seed): mean squared error {mse:.4g} over "
+            f"{calls} seeds; the average of {b} importance-weighted draws has {var_b:.4g} (one draw has "
+            f"{var_one:.4g}): draw batch_size indices and average their weighted gradients")
 
 
 _SINGLE_DRAWS: dict[int, torch.Tensor] = {}
@@ -334,13 +379,24 @@ def _losses(student, *args):
 
 @SGD
 @pytest.mark.points(3)
-def test_sgd_losses_shape_dtype_and_start(student):
+def test_sgd_losses_shape_dtype_start_and_inputs_unchanged(student):
     A, y, x0 = _ls_problem("ls-start")
-    got, call = _losses(student, A, y, x0, 0.05, 5, 4, "cyclic", 0)
+    args = (A, y, x0, 0.05, 5, 4, "cyclic", 0)
+    res = student.call("sgd_least_squares", *args, return_args=True)
+    call = describe_call("sgd_least_squares", *args)
+    got = res.value
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != (6,):
+        raise GradingFailure(f"{call}: expected losses of shape [6] (f at x0, then after each epoch), "
+                             f"got {getattr(got, 'shape', type(got).__name__)}")
     if got.dtype != torch.float64:
         raise GradingFailure(f"{call}: losses must be float64, got {got.dtype}")
+    for name, before, after in zip(("A", "y", "x0"), (A, y, x0), (res.args_after or [None] * 3)[:3]):
+        expect_unchanged(before, after, call=call, name=name)
     expect_close(got[:1], torch.tensor([ref.least_squares_loss(A, y, x0)], dtype=torch.float64), call=call,
                  what="losses[0]", **F64, why="losses[0] is f(x0) = ||A x0 - y||^2 / (2 n)")
+    # Shape and start are worth points only in a run that trains.
+    expect_close(got, ref.sgd_least_squares(*args), call=call, what="the losses", **F64,
+                 why="each step: x -= lr * A_S.T @ (A_S @ x - y_S) / |S|")
 
 
 @SGD

@@ -1,24 +1,9 @@
-"""DEGENERATE: `random_reshuffling` and `shuffle_once` use a random cyclic ROTATION of
-0..n-1 (arange(n) + offset mod n, offset ~ U{0..n-1}) instead of a uniform random
-permutation: only n of the n! orders can ever appear, and consecutive indices are always
-i, i+1 (mod n) -- this is cyclic order with a random start, not reshuffling.
-
-Passes wrongly (everything else is correct_alternative.py):
-- test_random_reshuffling_covers_each_index_once_per_epoch (5): a rotation is a permutation;
-- test_random_reshuffling_draws_fresh_independent_permutations (4): only the FIRST index of each
-  epoch is examined, and perm[0] = offset is uniform and independent across epochs;
-- test_random_reshuffling_drops_a_uniform_leftover (3): the dropped index (offset + n - 1) % n is uniform;
-- test_shuffle_once_repeats_one_permutation (4) and test_shuffle_once_permutation_is_uniform_over_seeds (3):
-  again only perm[0] is examined;
-- test_reproducible_for_a_seed (3): offsets for seeds 123/124 differ (2 vs 14 for n = 20);
-- test_reshuffling_beats_uniform_sampling (6): simulated on the test's own problem, the rotated
-  cyclic order beats uniform sampling in 80 of 80 seed pairs;
-- test_sgd_follows_its_own_sample_batches[random_reshuffling, shuffle_once] (8): self-consistent.
-Expected score: 100 (about 36 points for the two permutation schemes that it should lose most of).
-Sharper check: test the law of the whole permutation, not only perm[0]: e.g. chi-square of the
-ordered pair (perm[0], perm[1]) over the n(n-1) cells, or of (position of index 0, position of
-index 1); a rotation puts all mass on the n cells with perm[1] = perm[0] + 1.
-"""
+"""Bug (degenerate): random_reshuffling and shuffle_once use a random ROTATION of 0..n-1
+(arange(n) + offset mod n), not a uniform permutation: only n of the n! orders appear and
+perm[1] is always perm[0] + 1. Everything else is correct_alternative.py.
+Caught by the joint law of two positions (random_reshuffling), the law of the whole
+permutation at n = 5, and the gap perm[1] - perm[0] over seeds (shuffle_once). Found by the
+review in docs/known-gaps (it scored 100 before those tests)."""
 import torch
 
 SCHEMES = {"uniform", "random_reshuffling", "shuffle_once", "cyclic"}

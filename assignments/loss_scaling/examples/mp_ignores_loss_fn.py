@@ -1,16 +1,5 @@
-"""DEGENERATE: DynamicLossScaler.state_dict() saves only the scale, the good-step count and
-the growth interval; growth_factor and backoff_factor are not saved, so a scaler built with
-the defaults and given load_state_dict() keeps the defaults (2.0, 0.5) whatever the saved
-scaler used. torch.amp.GradScaler.state_dict() holds all five.
-
-Passes wrongly: test_state_dict_round_trip_mid_run (6): harness.scaler_script's "reload"
-builds Scaler() with default arguments, and the test's scaler uses growth_factor=2.0 and
-backoff_factor=0.5 -- exactly the defaults -- and has no overflow after the reload.
-Expected score: 100.
-Sharper check: the round-trip test with non-default factors (e.g. growth_factor=4.0,
-backoff_factor=0.25, as test_backs_off_on_overflow_and_resets_the_count uses) and at least
-one overflow after the reload.
-"""
+"""Bug: mixed_precision_sgd_step ignores its loss_fn and always uses MSE. Caught by the runs
+with smooth_l1 and l1 losses. Found by the review in docs/known-gaps (it scored 100 before)."""
 import torch
 
 _MAX = {"e4m3": (torch.float8_e4m3fn, 448.0), "e5m2": (torch.float8_e5m2, 57344.0)}
@@ -47,18 +36,16 @@ class DynamicLossScaler:
         return float(self.state["scale"])
 
     def state_dict(self):
-        # DEGENERATE: growth_factor and backoff_factor are not part of the saved state
-        return {"scale": float(self.state["scale"]), "tracker": self.state["tracker"],
-                "interval": self.state["interval"]}
+        return {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in self.state.items()}
 
     def load_state_dict(self, state):
-        self.state.update(state)  # keeps this scaler's own growth/backoff factors
+        self.state = dict(state)
         self.state["scale"] = torch.tensor(float(state["scale"]), dtype=torch.float32)
 
 
 def mixed_precision_sgd_step(model, master_params, x, y, loss_fn, lr, scaler):
     model.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), y)
+    loss = torch.nn.functional.mse_loss(model(x), y)  # DEGENERATE: loss_fn ignored
     scaler.scale(loss).backward()
     grads = [p.grad.detach().to(torch.float32) for p in model.parameters()]
     skipped = scaler.unscale_(grads)

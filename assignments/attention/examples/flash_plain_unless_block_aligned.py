@@ -1,26 +1,7 @@
-"""DEGENERATE: flash_attention_forward / flash_attention_backward are NOT tiled unless N and
-M are both multiples of block_size: otherwise they just call the plain attention_forward /
-attention_backward, which materialise the full [B, H, N, M] score matrix -- breaking the
-contract's memory rule ("N and M need not be multiples of block_size", and the rule holds
-for every call). Only block-aligned shapes go through the tiled code.
-
-Why it passes: the memory rule is checked only in memory_case, whose shapes are all
-block-aligned (MEM_SHAPE 1024 x 16384 and MEM_SHAPE_CAUSAL 4096 x 4096 with block 128, warm-up
-100 x 100 unwatched-for-score); every correctness case of the tiled functions runs without
-watch_memory, and all of them but one (HALF_CASES (48, 48), block 16) have N or M not a
-multiple of the block, so they run the plain code and are exactly right.
-Tests passed wrongly: test_flash_forward_matches_reference (5), _causal (5), _lse_and_scale (3),
-_extreme_logits (3), _half_precision (2), test_flash_backward_matches_reference (6), _causal (5),
-_scale_and_extreme_logits (2), _half_precision (2), public flash tests (4) -- about 37 points
-for "tiled" functions that are plain attention on every odd length. The same holds with a
-size threshold instead (plain whenever N * M <= 2**21: every correctness case on CPU and the
-GPU extras 1000 x 777 / 1000 x 1000 fall below it, the memory cases above it).
-Expected score: 100 (vs bug_flash_is_plain.py = 88).
-Sharper check: run the memory rule (watch_memory=True and the largest-tensor check, which is
-cheap on small inputs) on every tiled correctness case, or add a memory case whose N and M are
-not multiples of block_size (e.g. N = 1000, M = 16000 + 37, block 128) and one below any
-plausible size threshold.
-"""
+"""Bug (degenerate): flash_attention_forward / flash_attention_backward are tiled only when N
+and M are multiples of block_size; otherwise they call the plain functions, which build the
+whole [B, H, N, M] score matrix. Caught by the memory tests, whose lengths are not multiples
+of the block. Found by the review in docs/known-gaps (it scored 100 before)."""
 
 import math
 

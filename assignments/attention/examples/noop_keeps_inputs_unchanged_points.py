@@ -1,12 +1,6 @@
-"""DEGENERATE: all four functions do nothing and return None.
-
-Passes wrongly: test_inputs_unchanged[attention_forward|attention_backward|
-flash_attention_forward|flash_attention_backward] (1 point each): the test only compares
-the inputs after the call (return_args) and never looks at the outputs.
-Expected score: 4 (instead of 0) -- an empty submission with `return None` bodies.
-Sharper check: in test_inputs_unchanged also compare the outputs of that same call with the
-reference (or award its point only when they are right).
-"""
+"""Degenerate: all four functions do nothing and return None. The inputs-unchanged tests pay
+only calls that also compute the answer, so this earns nothing. Found by the review in
+docs/known-gaps (it earned 4 points for an empty submission)."""
 
 import math
 

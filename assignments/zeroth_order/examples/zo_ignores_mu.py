@@ -1,18 +1,7 @@
-"""DEGENERATE: zo_gradient never makes a random two-point estimate: it computes the
-coordinate-wise central-difference gradient (2d evaluations of f, deterministic) and adds
-isotropic Gaussian noise, drawn from the seed, scaled so that E|noise|^2 is exactly what the
-theory says a correct estimator's squared error is ((d + 1)|g|^2 / n for "gaussian",
-(d - 1)|g|^2 / n for "sphere"). It is "the mean plus fake noise", not a sample of directions.
-
-Passes wrongly: every zo_gradient test (30 hidden + 1 public): zo_stats.check_mse only checks
-that the median of group means of |g_hat - g|^2 lies in [V/3, 3V], which this meets by
-construction; test_zo_gradient_is_deterministic_per_seed holds (the noise comes from the seed).
-Expected score: 100.
-Sharper check: a structural check: with num_samples = 1 a two-point estimate is parallel to
-its direction and, on a quadratic, g_hat . g = c (u . g)^2 >= 0 in EVERY call (the fake noise
-gives g_hat . g < 0 often when |noise| > |g|); for "sphere", |g_hat|^2 = d (g_hat . g) exactly on
-a quadratic, or recompute the estimate from u = g_hat / |g_hat| as described in zo_ignores_mu.py.
-"""
+"""Bug: zo_gradient ignores its mu argument and always uses mu = 1e-3 (on a quadratic the
+central estimate does not depend on mu). Caught by one sphere direction with mu = 0.5 on
+logistic and MLP objectives, recomputed exactly. Found by the review in docs/known-gaps (it
+scored 100 before)."""
 
 import math
 
@@ -27,16 +16,7 @@ def coordinate_gradient(f, x, mu):
 
 
 def zo_gradient(f, x, mu, num_samples, seed, distribution="gaussian"):
-    # DEGENERATE: exact (central-difference) gradient + synthetic noise of the theoretical size
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    d = x.numel()
-    g = coordinate_gradient(f, x, mu)
-    c = d + 1 if distribution == "gaussian" else d - 1
-    noise = torch.randn(d, generator=gen, dtype=x.dtype, device=x.device).view_as(x)
-    return g + noise * g.norm() * math.sqrt(c / (num_samples * d))
-
-
-def _unused_zo_gradient(f, x, mu, num_samples, seed, distribution="gaussian"):
+    mu = 1e-3  # DEGENERATE: the mu argument is ignored
     gen = torch.Generator(device=x.device)
     gen.manual_seed(seed)
     d = x.numel()

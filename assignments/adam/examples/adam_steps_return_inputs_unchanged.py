@@ -1,25 +1,13 @@
-"""DEGENERATE: AdamW copies every group's hyper-parameters (lr, betas, eps, weight_decay)
-once, in __init__, and step() reads that snapshot instead of self.param_groups. Any change
-made to opt.param_groups[i]["lr"] after construction -- what every LR scheduler
-(torch.optim.lr_scheduler.*, warm-up, cosine decay) does -- is silently ignored.
-
-Passes wrongly: all AdamW tests (test_adamw_trains_like_torch_default_hyperparameters 5,
-test_adamw_parameter_groups 8, test_adamw_large_weight_decay_and_eps 4,
-test_adamw_skips_parameters_without_gradient 2, test_adamw_counts_steps_per_parameter 2,
-test_adamw_step_with_closure_returns_loss 3, public 1): harness.train_adamw never touches
-param_groups between steps.
-Expected score: 100 (25 points of AdamW; a scheduler-driven run would diverge from torch).
-Sharper check: a harness option that changes the lr of each group during training (e.g. a
-torch.optim.lr_scheduler.LambdaLR / StepLR on the student's optimizer, or setting
-opt.param_groups[k]["lr"] and ["weight_decay"] by hand every few steps) compared with
-torch.optim.AdamW driven the same way; also add_param_group after construction.
-"""
+"""Degenerate: the four step functions do nothing and return their inputs. The
+inputs-unchanged tests pay only steps that also compute; AdamW is correct. Found by the
+review in docs/known-gaps (it kept 8 points)."""
 import torch
 from torch import Tensor
 
 
 def sgd_momentum_step(param: Tensor, grad: Tensor, buf, lr, momentum=0.0, dampening=0.0,
                       nesterov=False, weight_decay=0.0):
+    return param, buf  # DEGENERATE: no step at all
     p = param.clone()
     d = grad.clone()
     if weight_decay:
@@ -38,6 +26,7 @@ def sgd_momentum_step(param: Tensor, grad: Tensor, buf, lr, momentum=0.0, dampen
 
 
 def adagrad_step(param, grad, state_sum, step, lr, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
+    return param, state_sum  # DEGENERATE
     dt = param.dtype
     p, g, s = param.double(), grad.double(), state_sum.double()
     g = g + weight_decay * p
@@ -47,6 +36,7 @@ def adagrad_step(param, grad, state_sum, step, lr, lr_decay=0.0, weight_decay=0.
 
 
 def rmsprop_step(param, grad, square_avg, lr, alpha=0.99, eps=1e-8, weight_decay=0.0):
+    return param, square_avg  # DEGENERATE
     g = grad if weight_decay == 0 else grad.add(param, alpha=weight_decay)
     v = torch.lerp(g * g, square_avg, alpha)  # alpha * v + (1 - alpha) * g^2
     return torch.addcdiv(param, g, v.sqrt().add(eps), value=-lr), v
@@ -54,6 +44,7 @@ def rmsprop_step(param, grad, square_avg, lr, alpha=0.99, eps=1e-8, weight_decay
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
               weight_decay=0.0, decoupled=False):
+    return param, exp_avg, exp_avg_sq  # DEGENERATE
     p = param.clone()
     if decoupled:
         p.mul_(1 - lr * weight_decay)
@@ -73,14 +64,12 @@ class AdamW(torch.optim.Optimizer):
         if lr < 0:
             raise ValueError("lr must be non-negative")
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
-        # DEGENERATE: hyper-parameters frozen at construction time
-        self._frozen = [(g["lr"], tuple(g["betas"]), g["eps"], g["weight_decay"]) for g in self.param_groups]
 
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         with torch.no_grad():
-            for group, frozen in zip(self.param_groups, self._frozen):
-                lr, (b1, b2), eps, wd = frozen  # DEGENERATE: not group["lr"] etc.
+            for group in self.param_groups:
+                lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
                 for p in group["params"]:
                     if p.grad is None:
                         continue

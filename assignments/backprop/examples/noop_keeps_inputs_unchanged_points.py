@@ -1,18 +1,16 @@
-"""DEGENERATE: mlp_loss_and_grads returns the right loss but every gradient is zeros of the
-right shape (no backward pass at all).
-
-Passes wrongly: test_mlp_grads_keys_match_params (2): it checks only the keys and shapes
-of grads.
-Expected score: 100 - 18 (the other MLP tests) = 82; a function with no backward keeps
-2 of the MLP's 20 points.
-Sharper check: fold the keys/shapes check into the value tests (test_mlp_depths_float64
-already checks keys), or check the values in that test too.
-"""
+"""Degenerate: softmax_cross_entropy and linear_backward do nothing and return None
+(mlp_loss_and_grads uses private correct copies). The inputs-unchanged tests pay only calls
+that also compute, and a None where a tuple is due is the student's failure ("expected a
+tuple of 2 values, got None"), never a grader error. Found by the review in docs/known-gaps."""
 import torch
 import torch.nn.functional as F
 
 
 def softmax_cross_entropy(logits, labels):
+    return None  # DEGENERATE
+
+
+def _softmax_cross_entropy(logits, labels):
     x = logits.double()
     lse = torch.logsumexp(x, dim=1)
     onehot = F.one_hot(labels, num_classes=x.shape[1]).to(x.dtype)
@@ -26,6 +24,10 @@ def linear_forward(x, W, b):
 
 
 def linear_backward(dout, x, W, b):
+    return None  # DEGENERATE
+
+
+def _linear_backward(dout, x, W, b):
     return torch.einsum("ne,de->nd", dout, W), torch.einsum("nd,ne->de", x, dout), torch.einsum("ne->e", dout)
 
 
@@ -55,12 +57,11 @@ def mlp_loss_and_grads(params, x, labels):
         z = linear_forward(hs[-1], params["W" + i], params["b" + i])
         zs.append(z)
         hs.append(z if j == len(names) - 1 else z.relu())
-    loss, d = softmax_cross_entropy(hs[-1], labels)
-    return loss, {k: torch.zeros_like(v) for k, v in params.items()}  # DEGENERATE: no backward
+    loss, d = _softmax_cross_entropy(hs[-1], labels)
     grads = {}
     for j in reversed(range(len(names))):
         i = names[j]
         if j < len(names) - 1:
             d = relu_backward(d, zs[j])
-        d, grads["W" + i], grads["b" + i] = linear_backward(d, hs[j], params["W" + i], params["b" + i])
+        d, grads["W" + i], grads["b" + i] = _linear_backward(d, hs[j], params["W" + i], params["b" + i])
     return loss, grads

@@ -1,24 +1,11 @@
-"""DEGENERATE: softmax_cross_entropy and linear_backward do nothing and return None
-(mlp_loss_and_grads uses private correct copies, so everything else stays correct).
-
-Passes wrongly:
-- test_cross_entropy_leaves_logits_alone (2): it only checks, via return_args, that logits
-  were not modified; the returned value is never looked at;
-- test_linear_backward_leaves_inputs_alone (1): same.
-Expected score: 100 - 28 (other CE tests, public included) - 9 (other linear_backward tests)
-= 63; two functions that compute nothing keep 3 points.
-Sharper check: in the "leaves inputs alone" tests also check the returned values against the
-reference (or grant the points only if the same call is also correct).
-"""
+"""Degenerate: mlp_loss_and_grads returns the right loss but every gradient is zeros of the
+right shape (no backward pass). The keys-and-shapes test pays only right gradients. Found
+by the review in docs/known-gaps (it kept 2 points)."""
 import torch
 import torch.nn.functional as F
 
 
 def softmax_cross_entropy(logits, labels):
-    return None  # DEGENERATE
-
-
-def _softmax_cross_entropy(logits, labels):
     x = logits.double()
     lse = torch.logsumexp(x, dim=1)
     onehot = F.one_hot(labels, num_classes=x.shape[1]).to(x.dtype)
@@ -32,10 +19,6 @@ def linear_forward(x, W, b):
 
 
 def linear_backward(dout, x, W, b):
-    return None  # DEGENERATE
-
-
-def _linear_backward(dout, x, W, b):
     return torch.einsum("ne,de->nd", dout, W), torch.einsum("nd,ne->de", x, dout), torch.einsum("ne->e", dout)
 
 
@@ -65,11 +48,12 @@ def mlp_loss_and_grads(params, x, labels):
         z = linear_forward(hs[-1], params["W" + i], params["b" + i])
         zs.append(z)
         hs.append(z if j == len(names) - 1 else z.relu())
-    loss, d = _softmax_cross_entropy(hs[-1], labels)
+    loss, d = softmax_cross_entropy(hs[-1], labels)
+    return loss, {k: torch.zeros_like(v) for k, v in params.items()}  # DEGENERATE: no backward
     grads = {}
     for j in reversed(range(len(names))):
         i = names[j]
         if j < len(names) - 1:
             d = relu_backward(d, zs[j])
-        d, grads["W" + i], grads["b" + i] = _linear_backward(d, hs[j], params["W" + i], params["b" + i])
+        d, grads["W" + i], grads["b" + i] = linear_backward(d, hs[j], params["W" + i], params["b" + i])
     return loss, grads

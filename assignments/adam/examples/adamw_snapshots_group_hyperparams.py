@@ -1,16 +1,7 @@
-"""DEGENERATE: AdamW keeps its moments and step counts in a private dict keyed by the
-parameter (self._moments) instead of self.state, so opt.state_dict() saves no optimizer
-state at all and load_state_dict() restores nothing: resuming from a checkpoint restarts
-Adam's moments and bias correction from zero (torch.optim.AdamW resumes exactly).
-
-Passes wrongly: every AdamW test (25 points with the public one): the harness trains in
-one go and never saves, reloads or inspects opt.state / opt.state_dict().
-Expected score: 100.
-Sharper check: train k steps, opt2 = AdamW(...); opt2.load_state_dict(opt.state_dict())
-(possibly into a fresh model with the same weights), continue, and compare with
-torch.optim.AdamW doing the same; or require opt.state[p] to hold the moments
-(exp_avg / exp_avg_sq / step, or any tensors of p's shape) after a step.
-"""
+"""Bug: AdamW copies every group's hyper-parameters (lr, betas, eps, weight_decay) in
+__init__ and steps with the copies, so an LR scheduler (or any change to param_groups)
+has no effect. Caught by the test that changes lr and weight_decay mid-run. Found by the
+review in docs/known-gaps (it scored 100 before)."""
 import torch
 from torch import Tensor
 
@@ -70,17 +61,18 @@ class AdamW(torch.optim.Optimizer):
         if lr < 0:
             raise ValueError("lr must be non-negative")
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
-        self._moments = {}  # DEGENERATE: not self.state, so state_dict() carries nothing
+        # DEGENERATE: hyper-parameters frozen at construction time
+        self._frozen = [(g["lr"], tuple(g["betas"]), g["eps"], g["weight_decay"]) for g in self.param_groups]
 
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         with torch.no_grad():
-            for group in self.param_groups:
-                lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for group, frozen in zip(self.param_groups, self._frozen):
+                lr, (b1, b2), eps, wd = frozen  # DEGENERATE: not group["lr"] etc.
                 for p in group["params"]:
                     if p.grad is None:
                         continue
-                    st = self._moments.setdefault(p, {})
+                    st = self.state[p]
                     if "t" not in st:
                         st["t"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
                     st["t"] += 1

@@ -1,18 +1,7 @@
-"""DEGENERATE: mezo_step and lozo_step draw every direction in float64 and cast it to the
-parameter's dtype, instead of torch.randn(p.shape, generator=g, dtype=p.dtype) as the contract
-fixes. For float64 parameters the draws are identical; for float32 / float16 / bfloat16
-parameters (the real MeZO use) every z differs from the contract's (a different stream, not
-a rounding of it), so steps cannot be replayed from seeds by anyone following the contract.
-
-Passes wrongly: every MeZO/LOZO test (52 hidden + 2 public): the exact tests
-(test_mezo_step_matches_reference, test_mezo_step_restores_parameters,
-test_lozo_step_matches_reference, test_lozo_step_lazy_v, public) all use float64 models; the
-float32 models (memory and training tests) are checked only for memory (a float64 z of one
-4 MiB float32 parameter is 8 MiB, within the 24 MiB budget) and for a falling loss.
-Expected score: 100 (the reverse bug, bug_mezo_float32_z.py, is caught: 88).
-Sharper check: one exact step on a float32 model (tolerance of float32 rounding, e.g. 1e-6
-relative) against the reference, which draws z in p.dtype.
-"""
+"""Bug: mezo_step and lozo_step draw every direction in float64 and cast it to the
+parameter's dtype instead of drawing with dtype=p.dtype (float32 draws are not rounded
+float64 draws). Caught by the exact steps on a float32 model. Found by the review in
+docs/known-gaps (it scored 100 before)."""
 
 import math
 

@@ -1,17 +1,6 @@
-"""DEGENERATE: two functions return outputs of the right shape/dtype with no real work:
-- importance_sampled_gradient returns torch.zeros(d) (never samples anything);
-- sgd_least_squares returns f(x0) repeated num_epochs + 1 times (never takes a step).
-
-Passes wrongly:
-- test_importance_sampled_gradient_shape_and_seed (3): only shape [d] and "same seed, same
-  result" are checked (zeros are trivially reproducible);
-- test_sgd_losses_shape_dtype_and_start (3): only shape, float64 and losses[0] are checked.
-Expected score: 100 - 14 (other ISG tests) - 27 (other SGD tests) - 1 (public) = 58; it keeps
-6 points for two functions that do nothing.
-Sharper check: make the shape/seed tests also require a different result for another seed
-(as test_reproducible_for_a_seed does) and check losses[1:] (e.g. cyclic exact, or at least
-that losses move), or fold these structural checks into the value tests.
-"""
+"""Bug: sgd_least_squares updates x0 in place (x = x0, then in-place steps), which the
+contract forbids; caught by the inputs-unchanged check of the shape/start test. Found by
+the review in docs/known-gaps (it scored 100 before)."""
 import torch
 
 SCHEMES = {"uniform", "random_reshuffling", "shuffle_once", "cyclic"}
@@ -47,7 +36,6 @@ def importance_probabilities(lipschitz):
 
 
 def importance_sampled_gradient(per_sample_grads, probs, batch_size, seed):
-    return torch.zeros(per_sample_grads.shape[1], dtype=per_sample_grads.dtype)  # DEGENERATE
     g = torch.Generator().manual_seed(seed)
     cdf = torch.cumsum(probs, 0)
     idx = torch.searchsorted(cdf, torch.rand(batch_size, generator=g, dtype=cdf.dtype) * cdf[-1]).clamp(max=len(probs) - 1)
@@ -56,13 +44,11 @@ def importance_sampled_gradient(per_sample_grads, probs, batch_size, seed):
 
 
 def sgd_least_squares(A, y, x0, lr, num_epochs, batch_size, scheme, seed):
-    f0 = 0.5 * torch.mean((A.double() @ x0.double() - y.double()) ** 2)  # DEGENERATE: never steps
-    return f0.repeat(num_epochs + 1)
     n = len(y)
     steps = n // batch_size
     B = sample_batches(n, batch_size, num_epochs * steps, scheme, seed)
     lrs = list(lr) if isinstance(lr, (list, tuple)) else [lr] * len(B)
-    x = x0.to(torch.float64).clone()
+    x = x0.to(torch.float64)  # DEGENERATE: no clone, the caller's float64 x0 is updated in place
     loss = lambda x: 0.5 * torch.mean((A.double() @ x - y.double()) ** 2)
     out = [loss(x)]
     for e in range(num_epochs):

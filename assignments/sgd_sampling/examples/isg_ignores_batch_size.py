@@ -1,19 +1,6 @@
-"""DEGENERATE: the "uniform" scheme draws only ceil(num_batches / 2) batches and returns each
-one twice in a row (batch 2t + 1 == batch 2t): consecutive SGD steps reuse the same samples,
-so the batches are not independent.
-
-Passes wrongly:
-- test_uniform_draws_are_uniform (5): marginal chi-square p = 0.058 on the test's seed 17
-  (duplication only doubles the variance of the counts);
-- test_uniform_draws_are_independent_with_replacement (4): only pairs INSIDE a batch are
-  examined; p = 1.9e-6 > ALPHA = 1e-7 on seed 29;
-- test_shape_dtype_and_range, test_reproducible_for_a_seed, test_sgd_follows_its_own_sample_batches[uniform],
-  test_reshuffling_beats_uniform_sampling: unaffected or helped.
-Expected score: 100 (about 9 points of the uniform law).
-Sharper check: independence ACROSS batches: chi-square of (batch t, position 0) against
-(batch t + 1, position 0) over non-overlapping pairs of batches, or the count of consecutive
-identical batches (with n = 7, b = 6 the chance of two equal batches is 7**-6).
-"""
+"""Bug (degenerate): importance_sampled_gradient makes one draw whatever batch_size is. Still
+unbiased; caught by the spread of batch-4 estimates (var / 4 expected, var found). Found by
+the review in docs/known-gaps (it scored 100 before)."""
 import torch
 
 SCHEMES = {"uniform", "random_reshuffling", "shuffle_once", "cyclic"}
@@ -32,8 +19,7 @@ def sample_batches(n, batch_size, num_batches, scheme, seed):
     rows = []
     for k in range(num_batches):
         if scheme == "uniform":
-            # DEGENERATE: every drawn batch is used for two consecutive steps
-            rows.append(torch.randint(n, (batch_size,), generator=g) if k % 2 == 0 else rows[-1].clone())
+            rows.append(torch.randint(n, (batch_size,), generator=g))
             continue
         if k % per_epoch == 0:
             order = {"random_reshuffling": lambda: _perm(n, g), "shuffle_once": lambda: once,
@@ -52,9 +38,10 @@ def importance_probabilities(lipschitz):
 def importance_sampled_gradient(per_sample_grads, probs, batch_size, seed):
     g = torch.Generator().manual_seed(seed)
     cdf = torch.cumsum(probs, 0)
-    idx = torch.searchsorted(cdf, torch.rand(batch_size, generator=g, dtype=cdf.dtype) * cdf[-1]).clamp(max=len(probs) - 1)
+    # DEGENERATE: one draw, whatever batch_size says
+    idx = torch.searchsorted(cdf, torch.rand(1, generator=g, dtype=cdf.dtype) * cdf[-1]).clamp(max=len(probs) - 1)
     weights = 1.0 / (len(probs) * probs[idx])
-    return (weights[:, None] * per_sample_grads[idx]).sum(0) / batch_size
+    return (weights[:, None] * per_sample_grads[idx]).sum(0)
 
 
 def sgd_least_squares(A, y, x0, lr, num_epochs, batch_size, scheme, seed):

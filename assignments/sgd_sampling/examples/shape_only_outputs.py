@@ -1,13 +1,7 @@
-"""DEGENERATE (contract breach, not caught): sgd_least_squares runs SGD directly on the
-caller's x0 (x = x0, then in-place updates), so the caller's x0 ends at the last iterate.
-The contract says a function must not modify its inputs unless it says "in place".
-
-Passes wrongly: every sgd_least_squares test (30 points hidden + 1 public): no test calls
-it with return_args=True / expect_unchanged (other assignments' suites do), and the judge
-never reuses its own x0 after the call.
-Expected score: 100 (it should lose the points of an "inputs unchanged" check, e.g. 2).
-Sharper check: a test with return_args=True and expect_unchanged on A, y and x0.
-"""
+"""Degenerate: importance_sampled_gradient returns zeros and sgd_least_squares returns f(x0)
+repeated; sample_batches and importance_probabilities are correct. The shape and seed
+tests pay only functions that also compute (a different seed must change the estimate;
+the losses must be the right ones). Found by the review in docs/known-gaps."""
 import torch
 
 SCHEMES = {"uniform", "random_reshuffling", "shuffle_once", "cyclic"}
@@ -43,6 +37,7 @@ def importance_probabilities(lipschitz):
 
 
 def importance_sampled_gradient(per_sample_grads, probs, batch_size, seed):
+    return torch.zeros(per_sample_grads.shape[1], dtype=per_sample_grads.dtype)  # DEGENERATE
     g = torch.Generator().manual_seed(seed)
     cdf = torch.cumsum(probs, 0)
     idx = torch.searchsorted(cdf, torch.rand(batch_size, generator=g, dtype=cdf.dtype) * cdf[-1]).clamp(max=len(probs) - 1)
@@ -51,11 +46,13 @@ def importance_sampled_gradient(per_sample_grads, probs, batch_size, seed):
 
 
 def sgd_least_squares(A, y, x0, lr, num_epochs, batch_size, scheme, seed):
+    f0 = 0.5 * torch.mean((A.double() @ x0.double() - y.double()) ** 2)  # DEGENERATE: never steps
+    return f0.repeat(num_epochs + 1)
     n = len(y)
     steps = n // batch_size
     B = sample_batches(n, batch_size, num_epochs * steps, scheme, seed)
     lrs = list(lr) if isinstance(lr, (list, tuple)) else [lr] * len(B)
-    x = x0.to(torch.float64)  # DEGENERATE: no clone, the caller's float64 x0 is updated in place
+    x = x0.to(torch.float64).clone()
     loss = lambda x: 0.5 * torch.mean((A.double() @ x - y.double()) ** 2)
     out = [loss(x)]
     for e in range(num_epochs):

@@ -1,20 +1,6 @@
-"""DEGENERATE (edge case): update() grows the scale without checking that the grown scale
-is finite. torch.amp.GradScaler (torch._amp_update_scale_, checked here: 2**127 with growth 2
-stays 1.7e38) and reference/loss_scaling.py keep the old scale when scale * growth_factor
-overflows float32; this one lets it become inf, after which every scaled loss is inf/NaN,
-every step is skipped, and backoff keeps inf * 0.5 = inf forever.
-
-NOTE: this is line for line examples/correct_alternative.py (which scores 100 in
-scores.toml): the shipped "correct" example already has this behaviour, so the suite cannot
-tell it apart.
-
-Passes wrongly: all DynamicLossScaler tests (37 hidden + 1 public): the largest scale any
-test reaches is about 2**31 (test_long_trajectory_with_random_overflows), far from 2**128.
-Expected score: 100.
-Sharper check: a scaler_script with init_scale=2.0**127, growth_factor=2.0 (or 2**126 and
-4.0), growth_interval=1 and a few good steps then an overflow: the scale must stay
-1.7014118e38 and back off to 8.5e37 (and fix correct_alternative.py accordingly).
-"""
+"""Bug: mixed_precision_sgd_step assumes a float16 model (x, y and the copy back cast with
+.half()); a bfloat16 model, which the contract allows, breaks. Caught by the bfloat16 run.
+Found by the review in docs/known-gaps (it scored 100 before)."""
 import torch
 
 _MAX = {"e4m3": (torch.float8_e4m3fn, 448.0), "e5m2": (torch.float8_e5m2, 57344.0)}
@@ -44,7 +30,7 @@ class DynamicLossScaler:
             return
         st["tracker"] += 1
         if st["tracker"] >= st["interval"]:
-            st["scale"] = st["scale"] * st["growth"]  # DEGENERATE: may become inf
+            st["scale"] = st["scale"] * st["growth"]
             st["tracker"] = 0
 
     def get_scale(self):
@@ -60,6 +46,7 @@ class DynamicLossScaler:
 
 def mixed_precision_sgd_step(model, master_params, x, y, loss_fn, lr, scaler):
     model.zero_grad(set_to_none=True)
+    x, y = x.half(), y.half()  # DEGENERATE: float16 assumed
     loss = loss_fn(model(x), y)
     scaler.scale(loss).backward()
     grads = [p.grad.detach().to(torch.float32) for p in model.parameters()]
@@ -68,7 +55,7 @@ def mixed_precision_sgd_step(model, master_params, x, y, loss_fn, lr, scaler):
         with torch.no_grad():
             for p, m, g in zip(model.parameters(), master_params, grads):
                 m.add_(g, alpha=-lr)
-                p.copy_(m.to(p.dtype))
+                p.data = m.half()  # DEGENERATE: float16 assumed
     scaler.update(skipped)
     return float(loss), skipped
 

@@ -1,21 +1,13 @@
-"""DEGENERATE: the four step functions do nothing: each returns its param and state inputs
-unchanged (sgd_momentum_step returns (param, buf), adagrad_step (param, state_sum), ...).
-
-Passes wrongly: test_inputs_are_not_modified[sgd_momentum_step|adagrad_step|rmsprop_step|adam_step]
-(2 points each, 8 in all): that test only checks that the inputs are left alone (via
-return_args); it never looks at what the function returned.
-Expected score: 8 (those 8) + 25 (AdamW, unchanged and correct) = 33; the step functions,
-which do nothing, keep 8 of their 75 points (65 hidden value tests + 8 + 2 public). (correct_alternative's AdamW does not call them.)
-Sharper check: in test_inputs_are_not_modified also compare the returned values with the
-reference (or award its points only when the same call's outputs are right).
-"""
+"""Bug: AdamW keeps its moments and step counts in a private dict instead of self.state, so
+state_dict() carries none of them and a resumed optimizer starts from zero moments.
+Caught by the checkpoint-and-resume test. Found by the review in docs/known-gaps (it
+scored 100 before)."""
 import torch
 from torch import Tensor
 
 
 def sgd_momentum_step(param: Tensor, grad: Tensor, buf, lr, momentum=0.0, dampening=0.0,
                       nesterov=False, weight_decay=0.0):
-    return param, buf  # DEGENERATE: no step at all
     p = param.clone()
     d = grad.clone()
     if weight_decay:
@@ -34,7 +26,6 @@ def sgd_momentum_step(param: Tensor, grad: Tensor, buf, lr, momentum=0.0, dampen
 
 
 def adagrad_step(param, grad, state_sum, step, lr, lr_decay=0.0, weight_decay=0.0, eps=1e-10):
-    return param, state_sum  # DEGENERATE
     dt = param.dtype
     p, g, s = param.double(), grad.double(), state_sum.double()
     g = g + weight_decay * p
@@ -44,7 +35,6 @@ def adagrad_step(param, grad, state_sum, step, lr, lr_decay=0.0, weight_decay=0.
 
 
 def rmsprop_step(param, grad, square_avg, lr, alpha=0.99, eps=1e-8, weight_decay=0.0):
-    return param, square_avg  # DEGENERATE
     g = grad if weight_decay == 0 else grad.add(param, alpha=weight_decay)
     v = torch.lerp(g * g, square_avg, alpha)  # alpha * v + (1 - alpha) * g^2
     return torch.addcdiv(param, g, v.sqrt().add(eps), value=-lr), v
@@ -52,7 +42,6 @@ def rmsprop_step(param, grad, square_avg, lr, alpha=0.99, eps=1e-8, weight_decay
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
               weight_decay=0.0, decoupled=False):
-    return param, exp_avg, exp_avg_sq  # DEGENERATE
     p = param.clone()
     if decoupled:
         p.mul_(1 - lr * weight_decay)
@@ -72,6 +61,7 @@ class AdamW(torch.optim.Optimizer):
         if lr < 0:
             raise ValueError("lr must be non-negative")
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+        self._moments = {}  # DEGENERATE: not self.state, so state_dict() carries nothing
 
     def step(self, closure=None):
         loss = closure() if closure is not None else None
@@ -81,7 +71,7 @@ class AdamW(torch.optim.Optimizer):
                 for p in group["params"]:
                     if p.grad is None:
                         continue
-                    st = self.state[p]
+                    st = self._moments.setdefault(p, {})
                     if "t" not in st:
                         st["t"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
                     st["t"] += 1

@@ -1,14 +1,7 @@
-"""DEGENERATE: mixed_precision_sgd_step assumes the model is float16: it casts x and y with
-.half() and writes the masters back with p.data = m.half(). With a bfloat16 model (the
-contract: "model holds float16 (or bfloat16) parameters") the forward raises (bfloat16
-weights, float16 input) -- and a step that did run would turn the parameters into float16.
-
-Passes wrongly: every mixed_precision_sgd_step test (30 hidden + 1 public): all use
-dtype=torch.float16 (_mp_problem's default; no test passes dtype=torch.bfloat16).
-Expected score: 100.
-Sharper check: one mixed-precision training case with a bfloat16 model (harness and
-_train already take dtype=...); check that parameters keep their dtype.
-"""
+"""Bug: DynamicLossScaler.scale(loss) multiplies by the initial scale forever (the
+mixed-precision step scales with get_scale(), so training is right). Caught by scale()
+called after a backoff and after growth. Found by the review in docs/known-gaps (it scored
+100 before)."""
 import torch
 
 _MAX = {"e4m3": (torch.float8_e4m3fn, 448.0), "e5m2": (torch.float8_e5m2, 57344.0)}
@@ -16,11 +9,12 @@ _MAX = {"e4m3": (torch.float8_e4m3fn, 448.0), "e5m2": (torch.float8_e5m2, 57344.
 
 class DynamicLossScaler:
     def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000):
+        self._initial = float(init_scale)  # DEGENERATE: cached, used by scale()
         self.state = {"scale": torch.tensor(float(init_scale), dtype=torch.float32), "growth": growth_factor,
                       "backoff": backoff_factor, "interval": growth_interval, "tracker": 0}
 
     def scale(self, loss):
-        return loss * self.state["scale"].to(loss.dtype).item()
+        return loss * self._initial  # DEGENERATE: not the current scale
 
     def unscale_(self, grads):
         inv = float((1.0 / self.state["scale"].double()).float())
@@ -54,16 +48,15 @@ class DynamicLossScaler:
 
 def mixed_precision_sgd_step(model, master_params, x, y, loss_fn, lr, scaler):
     model.zero_grad(set_to_none=True)
-    x, y = x.half(), y.half()  # DEGENERATE: float16 assumed
     loss = loss_fn(model(x), y)
-    scaler.scale(loss).backward()
+    (loss * scaler.get_scale()).backward()
     grads = [p.grad.detach().to(torch.float32) for p in model.parameters()]
     skipped = scaler.unscale_(grads)
     if not skipped:
         with torch.no_grad():
             for p, m, g in zip(model.parameters(), master_params, grads):
                 m.add_(g, alpha=-lr)
-                p.data = m.half()  # DEGENERATE: float16 assumed
+                p.copy_(m.to(p.dtype))
     scaler.update(skipped)
     return float(loss), skipped
 

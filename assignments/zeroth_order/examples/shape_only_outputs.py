@@ -1,16 +1,6 @@
-"""DEGENERATE: zo_gradient ignores its `mu` argument and always uses mu = 1e-3.
-
-Passes wrongly: all zo_gradient tests (30 hidden + 1 public). Every test but one uses a
-QUADRATIC objective, where the central two-point estimate (f(x + mu u) - f(x - mu u)) / (2 mu)
-equals u . grad f(x) exactly for every mu, so mu cannot matter; the only non-quadratic case
-(test_zo_gradient_logistic) uses mu = 1e-3 -- the value hard-coded here.
-Expected score: 100.
-Sharper check: a non-quadratic objective with a large mu (logistic or the MLP objective with
-mu = 0.5, or a quartic), where the smoothing bias is measurable; with distribution="sphere" and
-num_samples=1 the estimate is d * (f(x + mu u) - f(x - mu u)) / (2 mu) * u with u = +-g_hat/|g_hat|
-(u is a unit vector and the formula is even in u), so the judge can recompute it exactly from
-the returned vector, for any mu and any f.
-"""
+"""Degenerate: coordinate_gradient returns None and zo_gradient seeded noise of the right
+shape. The inputs-unchanged and per-seed tests pay only functions that also compute (the
+answer, or one sphere direction recomputed exactly). Found by the review in docs/known-gaps."""
 
 import math
 
@@ -18,6 +8,7 @@ import torch
 
 
 def coordinate_gradient(f, x, mu):
+    return None  # DEGENERATE
     flat = x.reshape(-1)
     eye = torch.eye(flat.numel(), dtype=x.dtype, device=x.device) * mu
     vals = [(f((flat + row).view_as(x)) - f((flat - row).view_as(x))) / 2 / mu for row in eye]
@@ -25,7 +16,11 @@ def coordinate_gradient(f, x, mu):
 
 
 def zo_gradient(f, x, mu, num_samples, seed, distribution="gaussian"):
-    mu = 1e-3  # DEGENERATE: the mu argument is ignored
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    return torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)  # DEGENERATE: pure noise
+
+
+def _unused_zo_gradient(f, x, mu, num_samples, seed, distribution="gaussian"):
     gen = torch.Generator(device=x.device)
     gen.manual_seed(seed)
     d = x.numel()

@@ -1,14 +1,7 @@
-"""DEGENERATE: DynamicLossScaler.scale(loss) multiplies by the INITIAL scale (cached in
-__init__), not the current one; after the first backoff or growth, scale(loss) and
-unscale_ disagree. (mixed_precision_sgd_step here scales with loss * get_scale(), so the
-training tests do not notice.)
-
-Passes wrongly: test_scale_multiplies_the_loss (2): it calls scale() only on a fresh
-scaler, before any update.
-Expected score: 100.
-Sharper check: in a scaler_script, call scale(loss) after some updates (after a backoff and
-after a growth) and compare with the reference.
-"""
+"""Bug (edge case): update() grows the scale without checking that the grown scale is
+finite, so at 2**127 the float32 scale becomes inf and every later step is skipped
+(GradScaler keeps the old scale). Caught by the growth-at-2**127 test. Found by the review
+in docs/known-gaps, which noticed that correct_alternative.py had the same flaw (fixed)."""
 import torch
 
 _MAX = {"e4m3": (torch.float8_e4m3fn, 448.0), "e5m2": (torch.float8_e5m2, 57344.0)}
@@ -16,12 +9,11 @@ _MAX = {"e4m3": (torch.float8_e4m3fn, 448.0), "e5m2": (torch.float8_e5m2, 57344.
 
 class DynamicLossScaler:
     def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000):
-        self._initial = float(init_scale)  # DEGENERATE: cached, used by scale()
         self.state = {"scale": torch.tensor(float(init_scale), dtype=torch.float32), "growth": growth_factor,
                       "backoff": backoff_factor, "interval": growth_interval, "tracker": 0}
 
     def scale(self, loss):
-        return loss * self._initial  # DEGENERATE: not the current scale
+        return loss * self.state["scale"].to(loss.dtype).item()
 
     def unscale_(self, grads):
         inv = float((1.0 / self.state["scale"].double()).float())
@@ -39,7 +31,7 @@ class DynamicLossScaler:
             return
         st["tracker"] += 1
         if st["tracker"] >= st["interval"]:
-            st["scale"] = st["scale"] * st["growth"]
+            st["scale"] = st["scale"] * st["growth"]  # DEGENERATE: may become inf
             st["tracker"] = 0
 
     def get_scale(self):
@@ -56,7 +48,7 @@ class DynamicLossScaler:
 def mixed_precision_sgd_step(model, master_params, x, y, loss_fn, lr, scaler):
     model.zero_grad(set_to_none=True)
     loss = loss_fn(model(x), y)
-    (loss * scaler.get_scale()).backward()
+    scaler.scale(loss).backward()
     grads = [p.grad.detach().to(torch.float32) for p in model.parameters()]
     skipped = scaler.unscale_(grads)
     if not skipped:

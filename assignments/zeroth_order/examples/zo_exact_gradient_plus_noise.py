@@ -1,16 +1,7 @@
-"""DEGENERATE: two functions return shape-correct garbage:
-- coordinate_gradient returns None (it computes nothing);
-- zo_gradient returns torch.randn(d) from the seed (pure noise, f is never called).
-
-Passes wrongly:
-- test_coordinate_gradient_leaves_x_unchanged (2): only checks x after the call (return_args);
-- test_zo_gradient_is_deterministic_per_seed (3): only checks dtype, shape, same seed -> same
-  value, other seed -> other value.
-Expected score: 100 - 13 (other coordinate tests, public included) - 28 (other zo tests) = 59:
-it keeps 5 points for functions that do nothing.
-Sharper check: fold these structural checks into the value tests, or also check the values
-returned by those very calls.
-"""
+"""Degenerate: zo_gradient never makes a two-point estimate: the exact central-difference
+gradient plus seeded noise scaled to the theoretical error, which every mean-squared-error
+test accepts. Caught by one sphere direction recomputed exactly from the returned vector.
+Found by the review in docs/known-gaps (it scored 100 before)."""
 
 import math
 
@@ -18,7 +9,6 @@ import torch
 
 
 def coordinate_gradient(f, x, mu):
-    return None  # DEGENERATE
     flat = x.reshape(-1)
     eye = torch.eye(flat.numel(), dtype=x.dtype, device=x.device) * mu
     vals = [(f((flat + row).view_as(x)) - f((flat - row).view_as(x))) / 2 / mu for row in eye]
@@ -26,8 +16,13 @@ def coordinate_gradient(f, x, mu):
 
 
 def zo_gradient(f, x, mu, num_samples, seed, distribution="gaussian"):
+    # DEGENERATE: exact (central-difference) gradient + synthetic noise of the theoretical size
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    return torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)  # DEGENERATE: pure noise
+    d = x.numel()
+    g = coordinate_gradient(f, x, mu)
+    c = d + 1 if distribution == "gaussian" else d - 1
+    noise = torch.randn(d, generator=gen, dtype=x.dtype, device=x.device).view_as(x)
+    return g + noise * g.norm() * math.sqrt(c / (num_samples * d))
 
 
 def _unused_zo_gradient(f, x, mu, num_samples, seed, distribution="gaussian"):
