@@ -31,7 +31,8 @@ from server.schemas import (
     SubmissionOut,
     TestOut,
 )
-from server.uploads import UploadError, clean_filename, submission_kind
+from server.security import csv_cell, login_error
+from server.uploads import UploadError, clean_filename, submission_kind, submission_type
 
 
 def get_assignment(session: Session, slug: str) -> AssignmentRow:
@@ -75,8 +76,12 @@ def submit(app, session: Session, user: User, a: AssignmentRow, filename: str | 
     now = at or utcnow()
     settings = app.state.settings
     name = clean_filename(filename)
+    # The cheap checks first (name, size, deadline, daily limit); parsing and validating
+    # the notebook only for an upload that may be taken.
     try:
-        kind = submission_kind(name, data, settings.max_upload_bytes)
+        submission_type(name, data)
+        if len(data) > settings.max_upload_bytes:
+            raise UploadError(413, f"{name!r} is {len(data)} bytes; the limit is {settings.max_upload_bytes}")
     except UploadError as e:
         raise HTTPException(e.status, e.detail) from None
     late = lateness(a.deadline, a.late_policy, now)
@@ -85,6 +90,10 @@ def submit(app, session: Session, user: User, a: AssignmentRow, filename: str | 
             raise HTTPException(403, f"{a.slug} closed: the deadline was {a.deadline:%Y-%m-%d %H:%M %Z} and late "
                                      f"submissions are accepted for {a.late_policy.get('max_days_late')} day(s)")
         _check_daily_limit(session, user, a, now)
+    try:
+        kind = submission_kind(name, data, settings.max_upload_bytes)
+    except UploadError as e:
+        raise HTTPException(e.status, e.detail) from None
     # No transaction is held while the file is written and synced (SQLite has one writer);
     # the limit is checked again in the transaction that inserts the row.
     session.commit()
@@ -195,36 +204,45 @@ def scores_csv(table: ScoreTable) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["login", "name", table.assignment, "max_points", "late_days", "submission_id"])
-    for r in table.rows:
-        w.writerow([r.login, r.name, "" if r.score is None else f"{r.score:g}", f"{r.max_score:g}",
-                    r.days_late, r.submission_id or ""])
+    for r in table.rows:  # text cells escaped against formulas (numbers are numbers)
+        w.writerow([csv_cell(r.login), csv_cell(r.name), "" if r.score is None else f"{r.score:g}",
+                    f"{r.max_score:g}", r.days_late, r.submission_id or ""])
     return buf.getvalue()
 
 
 # -- roster ------------------------------------------------------------------------
-def _parse_roster(text: str, actor: User) -> list[tuple[str, str, str, str]]:
+def _parse_roster(text: str, actor: User) -> list[tuple[str, str, str, str | None]]:
+    """Rows of (login, name, email, role or None). A role is only ever what a `role` cell
+    says: a row without one leaves an existing account's role alone (a new account is a
+    student)."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
     fields = {f.strip().lower() for f in (reader.fieldnames or [])}
     if not fields & {"login", "student_id"}:
         raise HTTPException(422, "the roster needs a header with a 'login' (or 'student_id') column")
-    rows = []
+    rows, seen = [], set()
     for i, raw in enumerate(reader, start=2):
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items() if k}
         login = row.get("login") or row.get("student_id") or ""
-        role = (row.get("role") or "student").lower()
-        if not login or len(login) > 64 or not all(c.isalnum() or c in "._-@" for c in login):
-            raise HTTPException(422, f"line {i}: login {login!r} must be 1-64 letters, digits or . _ - @")
-        if role not in ROLES:
+        if login_error(login):
+            raise HTTPException(422, f"line {i}: {login_error(login)}")
+        if login in seen:
+            raise HTTPException(422, f"line {i}: {login} is listed twice")
+        seen.add(login)
+        role = (row.get("role") or "").lower() or None
+        if role is not None and role not in ROLES:
             raise HTTPException(422, f"line {i}: role {role!r} is not one of {ROLES}")
-        if role != "student" and actor.role != "admin":
-            raise HTTPException(403, f"line {i}: only an administrator may add {role} accounts")
+        if role not in (None, "student") and actor.role != "admin":
+            raise HTTPException(403, f"line {i}: only an administrator may make {login} a {role}")
         rows.append((login, row.get("name", "")[:200], row.get("email", "")[:200], role))
     return rows
 
 
 def import_roster(session: Session, actor: User, text: str, reissue: bool = False) -> RosterOut:
-    """CSV with a header: login (or student_id), name, email, role (default student).
-    New users get a token; `reissue` gives everyone listed a new one (old ones revoked)."""
+    """CSV with a header: login (or student_id), name, email, role. New users get a token
+    (and the role of their row, student by default); an existing user's role changes only
+    where the row has a `role` cell. `reissue` gives everyone listed a new token (old ones
+    revoked). A TA changes and reissues student accounts only: a row naming another
+    member of staff refuses the whole import, nothing changed."""
     try:
         rows = _parse_roster(text, actor)
     except csv.Error as e:
@@ -233,16 +251,24 @@ def import_roster(session: Session, actor: User, text: str, reissue: bool = Fals
     out = RosterOut(created=[], updated=[], tokens={})
     for login, name, email, role in rows:
         user = session.scalar(select(User).where(User.login == login))
-        if user is not None and auth.RANK[user.role] > auth.RANK[actor.role]:
-            raise HTTPException(403, f"{login} is {user.role}; a {actor.role} cannot change that account")
+        if user is not None and actor.role != "admin" and user.role != "student" and user.id != actor.id:
+            session.rollback()
+            raise HTTPException(403, f"{login} is {user.role}: only an administrator may change or reissue a staff "
+                                     "account; nothing was imported")
+        if user is not None and user.id == actor.id and role not in (None, user.role):
+            session.rollback()
+            raise HTTPException(403, f"{login} is your own account: its role is changed by an administrator; "
+                                     "nothing was imported")
         if user is None:
-            user = User(login=login, name=name, email=email, role=role)
+            user = User(login=login, name=name, email=email, role=role or "student")
             session.add(user)
             session.flush()
             out.created.append(login)
             out.tokens[login] = auth.issue_token(session, user)
         else:
-            user.name, user.email, user.role, user.active = name or user.name, email or user.email, role, True
+            user.name, user.email, user.active = name or user.name, email or user.email, True
+            if role is not None:
+                user.role = role
             out.updated.append(login)
             if reissue:
                 auth.revoke_tokens(session, user)

@@ -22,8 +22,16 @@ from pathlib import PurePosixPath
 
 import nbformat
 
+from server.security import clean_filename, login_error
+
 SUFFIXES = {".ipynb": "ipynb", ".py": "py"}
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_CELLS = 10_000  # as the grader's intake (autograder/notebook.py): also bounds validation time
+
+# What a file that is not a notebook or a Python file most often is, by its first bytes.
+_MAGIC = [(b"PK\x03\x04", "a zip archive (submit the notebook itself, not an archive)"),
+          (b"%PDF", "a PDF document"), (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+          (b"\x1f\x8b", "a gzip archive"), (b"{\\rtf", "an RTF document"),
+          (b"\xd0\xcf\x11\xe0", "an old Microsoft Office document")]
 
 
 class UploadError(Exception):
@@ -32,17 +40,32 @@ class UploadError(Exception):
         self.status, self.detail = status, detail
 
 
-def clean_filename(name: str | None) -> str:
-    """The last path component, with anything but letters, digits, . _ - replaced."""
-    base = (name or "").replace("\\", "/").split("/")[-1]
-    base = _SAFE.sub("_", base).strip("._") or "submission"
-    return base[-120:]
+def what_it_is(filename: str, data: bytes) -> str:
+    """A short description of an upload that is not what it should be, for the message."""
+    for magic, text in _MAGIC:
+        if data.startswith(magic):
+            return text
+    if data.lstrip()[:1] == b"{" and b'"cells"' in data[:1 << 20]:
+        return "a notebook saved under another name (rename it to .ipynb)"
+    suffix = PurePosixPath(filename).suffix
+    return f"a {suffix} file" if suffix else "a file without a suffix"
+
+
+def submission_type(filename: str, data: bytes) -> str:
+    """The kind from the name alone (cheap, before anything is parsed); 415 with what the
+    file looks like otherwise."""
+    suffix = PurePosixPath(filename).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UploadError(415, f"{filename!r} is {what_it_is(filename, data)}: submit a notebook (.ipynb) or a "
+                               "Python file (.py)")
+    return SUFFIXES[suffix]
 
 
 def submission_kind(filename: str, data: bytes, max_bytes: int) -> str:
+    """Name, size, encoding, then (for a notebook) its JSON and nbformat's validation,
+    with the number of cells bounded first so that validation time is bounded."""
+    submission_type(filename, data)
     suffix = PurePosixPath(filename).suffix.lower()
-    if suffix not in SUFFIXES:
-        raise UploadError(415, f"{filename!r}: submit a notebook (.ipynb) or a Python file (.py)")
     if len(data) > max_bytes:
         raise UploadError(413, f"{filename!r} is {len(data)} bytes; the limit is {max_bytes}")
     if not data.strip():
@@ -54,6 +77,14 @@ def submission_kind(filename: str, data: bytes, max_bytes: int) -> str:
     if "\x00" in text:
         raise UploadError(422, f"{filename!r} contains NUL bytes: not a text file")
     if suffix == ".ipynb":
+        try:
+            raw = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise UploadError(422, f"{filename!r} is not a notebook: not valid JSON ({str(e)[:200]})") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("cells", []), list):
+            raise UploadError(422, f"{filename!r} is not a Jupyter notebook (no list of cells)")
+        if len(raw.get("cells", [])) > MAX_CELLS:
+            raise UploadError(413, f"{filename!r} has {len(raw['cells'])} cells; the limit is {MAX_CELLS}")
         try:
             nb = nbformat.reads(text, as_version=4)
             nbformat.validate(nb)
@@ -110,6 +141,8 @@ def read_batch(data: bytes, *, max_files: int, max_total: int, max_ratio: float,
         if total > max_total:
             raise UploadError(413, f"the archive inflates past {max_total} bytes; refused")
         login = parts[0] if len(parts) > 1 else PurePosixPath(parts[0]).stem
+        if login_error(login):
+            raise UploadError(422, f"the archive entry {name!r}: {login_error(login)}; nothing was stored")
         entries.append(BatchEntry(login=login, filename=clean_filename(parts[-1]), data=body))
     if not entries:
         raise UploadError(422, "the archive holds no .ipynb or .py files")

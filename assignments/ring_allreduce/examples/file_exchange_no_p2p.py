@@ -1,25 +1,8 @@
-"""DEGENERATE: no data ever moves through send/recv/isend/irecv/batch_isend_irecv. Each rank
-torch.save()s its tensor to a file in /tmp (shared by the forked ranks, the same /tmp the
-harness puts its rendezvous file in), dist.barrier() (allowed), reads every rank's file,
-and reduces locally in rank order (float64 for floating dtypes, int64 exactly); reduce-scatter,
-all-gather and all-reduce are all built on this exchange. The contract says "Only send, recv,
-isend, irecv and batch_isend_irecv may move data".
-
-Passes wrongly: test_ring_all_reduce (24), test_ring_reduce_scatter (18), test_ring_all_gather
-(14), test_ring_all_reduce_keeps_shape_in_place (8), test_average_gradients_equals_large_batch
-(14), test_ring_all_reduce_int64_is_exact (4), public (4): 86 points. Only
-test_ring_all_reduce_sends_two_p_minus_one_over_p fails (each rank's counted sends are 0);
-its loopback sub-checks even pass (file I/O is not network traffic), so that test may still
-give about 5/27 of its 14 points on a machine with the loopback count: ~88.
-Nothing is flagged: torch.save/torch.load/os.replace/os.remove are not in the flag lists, no
-forbidden API is named, and the runtime guard blocks only collectives.
-Expected score: about 86-89 (bug_naive_all_to_all.py, which at least uses send/recv, gets 87.3).
-Sharper check: make a function whose ranks' counted send bytes are zero (p > 1) or far below
-the (p-1)/p payload lose its correctness points too (e.g. require every correctness case to
-also send at least (p-1)/p of the bytes per rank), and/or deny the ranks a shared writable
-/tmp (rendezvous through a directory only the harness can write, or a TCP store) and flag
-torch.distributed.*Store, FileStore, TCPStore and file I/O in the graded functions.
-"""
+"""Cheat: no data moves through send/recv. Each rank torch.save()s its tensor to a file in
+/tmp (shared by the forked ranks), dist.barrier() (allowed), reads every rank's file and
+reduces locally. Right answers, but the kernel counts almost no traffic between the ranks:
+every run with more than one rank fails the traffic floor (the least any correct
+implementation must send). Found by the review in docs/known-gaps (it scored 88.6 before)."""
 import os
 
 import torch

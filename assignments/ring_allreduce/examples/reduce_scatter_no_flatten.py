@@ -1,16 +1,6 @@
-"""DEGENERATE (contract breach, untested input): ring_reduce_scatter does not flatten its
-input: it splits along dim 0 (rows) instead of splitting the FLATTENED tensor as
-torch.tensor_split(tensor.reshape(-1), world_size) does. For a 2-D input [7, 13] on 3 ranks,
-rank 0 returns a [3, 13] block of 39 elements instead of the first 31 flat elements. (ring_all_reduce
-flattens before calling it, so all-reduce stays correct.)
-
-Passes wrongly: test_ring_reduce_scatter (18) and the public reduce-scatter test (2): every
-reduce-scatter input in the suites is 1-D (rank_inputs returns torch.randint(..., (n,)));
-only ring_all_reduce is ever given a 2-D tensor.
-Expected score: 100.
-Sharper check: a reduce-scatter case with a 2-D (and a 3-D) input, e.g. [7, 13] on 3 and 4
-ranks, compared with torch.tensor_split(sum.reshape(-1), world)[rank].
-"""
+"""Bug: ring_reduce_scatter chunks along dim 0 instead of splitting the flattened tensor
+(all_reduce flattens first, so it stays right). Caught by the 2-D and 3-D reduce-scatter
+cases. Found by the review in docs/known-gaps (it scored 100 before)."""
 
 import torch
 import torch.distributed as dist
