@@ -5,9 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import asynccontextmanager
+from http.cookies import CookieError, SimpleCookie
+from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+import fastapi_offline
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 
 from autograder import __version__
@@ -16,6 +21,7 @@ from server.config import Settings
 from server.db import Database, begin_write
 from server.models import User
 from server.queue import EmbeddedPool, GradingQueue
+from server.security import FORM_OVERHEAD, BodyLimit, SecurityHeaders
 from server.storage import Store
 
 log = logging.getLogger("dlopt.server")
@@ -60,7 +66,7 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         if pool:
             pool.stop()
 
-    app = FastAPI(title="dlopt course server", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="dlopt course server", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Submissions, scores and grading runs of the course's assignments. "
                               "Authenticate with `Authorization: Bearer <token>` (tokens come from the roster import).")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -75,20 +81,56 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
     app.state.settings, app.state.db, app.state.store = settings, db, store
     app.state.queue = GradingQueue(settings, db, store)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        # Refuse an oversized body before reading it (routes check again while reading).
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return JSONResponse({"detail": "bad Content-Length"}, status_code=400)
-            if int(length) > settings.max_batch_bytes + 1024 * 1024:
-                return JSONResponse({"detail": "the request body is too large"}, status_code=413)
-        return await call_next(request)
+    def body_limit(scope) -> int:
+        """Who is asking decides how much body they may send; looked up before any is read."""
+        headers = dict(scope.get("headers") or [])
+        authz = headers.get(b"authorization", b"").decode("latin-1")
+        token = authz[7:].strip() if authz[:7].lower() == "bearer " else None
+        cookies = SimpleCookie()
+        try:
+            cookies.load(headers.get(b"cookie", b"").decode("latin-1"))
+        except CookieError:
+            pass
+        secret = cookies[auth.COOKIE].value if auth.COOKIE in cookies else None
+        with db.session() as s:
+            user = auth.user_for_token(s, token) if token else auth.user_for_session(s, secret)
+            role = user.role if user is not None else None
+            s.rollback()
+        if role is None:
+            return settings.anonymous_body_bytes
+        big = settings.max_batch_bytes if auth.RANK.get(role, 0) >= auth.RANK["ta"] else settings.max_upload_bytes
+        return big + FORM_OVERHEAD
 
-    from server.pages import pages
+    from server.pages import install_error_pages, pages
     from server.routes import api
 
     app.include_router(api)
     app.include_router(pages)
+    # (the more specific mount first: /static would take /static/docs/... too)
+    app.mount("/static/docs", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"),
+              name="docs-static")
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    install_docs(app)
+    install_error_pages(app)
+    # Outermost first: headers on every answer (413s included), then the body limit.
+    app.add_middleware(BodyLimit, limit_for=body_limit)
+    app.add_middleware(SecurityHeaders)
     return app
+
+
+def install_docs(app: FastAPI) -> None:
+    """Swagger UI and ReDoc from the files of the fastapi-offline package: /docs works on a
+    network with no way out."""
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} · API",
+                                   swagger_js_url="/static/docs/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/docs/swagger-ui.css",
+                                   swagger_favicon_url="/static/docs/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} · API",
+                              redoc_js_url="/static/docs/redoc.standalone.js",
+                              redoc_favicon_url="/static/docs/favicon.png", with_google_fonts=False)

@@ -1,9 +1,14 @@
-"""API tokens and roles.
+"""API tokens, browser sessions and roles.
 
 A token is 32 random bytes (urlsafe base64) handed out once; the database keeps only its
 sha256 (a token carries 256 bits of entropy, so a fast hash is enough: nothing to
-brute-force). Requests carry it as `Authorization: Bearer <token>`; the web pages keep it
-in an HttpOnly, SameSite=Strict cookie and add a CSRF field derived from it to every form.
+brute-force). API requests carry it as `Authorization: Bearer <token>`.
+
+The web pages sign in with a token and get a session: a fresh random secret in an
+HttpOnly, SameSite=Strict cookie (Secure over HTTPS), kept hashed with an expiry, revoked
+server-side at sign-out. Every form carries a CSRF field derived from the session secret;
+the sign-in form, which has no session yet, a value that must match a cookie of its own
+(double submit), and every form post must come from this server's own origin.
 """
 
 from __future__ import annotations
@@ -11,17 +16,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.db import SessionDep
-from server.models import ApiToken, User, utcnow
+from server.models import ApiToken, SignInFailure, User, WebSession, utcnow
 
-COOKIE = "dlopt_token"
+COOKIE = "dlopt_session"
+LOGIN_COOKIE = "dlopt_login"
 RANK = {"student": 0, "ta": 1, "admin": 2}
 bearer = HTTPBearer(auto_error=False, description="an API token issued from the roster")
 
@@ -89,5 +96,58 @@ AdminDep = Annotated[User, Depends(require_admin)]
 
 
 def revoke_tokens(session: Session, user: User) -> None:
+    """The user's API tokens and browser sessions, all revoked (a reissue signs them out)."""
     for t in session.scalars(select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))):
         t.revoked_at = utcnow()
+    revoke_sessions(session, user)
+
+
+# -- browser sessions ------------------------------------------------------------------
+def start_session(session: Session, user: User, hours: float, now: datetime | None = None) -> str:
+    secret = "s_" + secrets.token_urlsafe(32)
+    now = now or utcnow()
+    session.add(WebSession(user_id=user.id, secret_hash=token_hash(secret), created_at=now,
+                           expires_at=now + timedelta(hours=hours)))
+    return secret
+
+
+def user_for_session(session: Session, secret: str | None, now: datetime | None = None) -> User | None:
+    if not secret or len(secret) > 200:
+        return None
+    row = session.scalar(select(WebSession).where(WebSession.secret_hash == token_hash(secret),
+                                                  WebSession.revoked_at.is_(None)))
+    if row is None or row.expires_at <= (now or utcnow()) or not row.user.active:
+        return None
+    return row.user
+
+
+def end_session(session: Session, secret: str | None) -> None:
+    if secret:
+        row = session.scalar(select(WebSession).where(WebSession.secret_hash == token_hash(secret)))
+        if row is not None and row.revoked_at is None:
+            row.revoked_at = utcnow()
+
+
+def revoke_sessions(session: Session, user: User) -> None:
+    for row in session.scalars(select(WebSession).where(WebSession.user_id == user.id,
+                                                        WebSession.revoked_at.is_(None))):
+        row.revoked_at = utcnow()
+
+
+# -- failed sign-ins ---------------------------------------------------------------------
+def sign_in_blocked(session: Session, address: str, login: str | None, limit: int, window: timedelta,
+                    now: datetime | None = None) -> bool:
+    """Too many recent failures from this address, or for this account."""
+    since = (now or utcnow()) - window
+    q = select(func.count(SignInFailure.id)).where(SignInFailure.at >= since)
+    if session.scalar(q.where(SignInFailure.address == address)) >= limit:
+        return True
+    return login is not None and session.scalar(q.where(SignInFailure.login == login)) >= limit
+
+
+def record_failed_sign_in(session: Session, address: str, token: str) -> str | None:
+    """Keep the failure; the account it names when the token is one that was revoked."""
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token))) if token else None
+    login = row.user.login if row is not None else None
+    session.add(SignInFailure(address=address[:64], login=login))
+    return login

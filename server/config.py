@@ -40,7 +40,15 @@ class Settings(BaseSettings):
     max_batch_files: int = Field(2000)
     max_batch_uncompressed_bytes: int = Field(1024 * 1024 * 1024)
     max_compression_ratio: float = Field(200.0, description="a zip entry inflating more than this is refused")
-    cookie_secure: bool = Field(False, description="set behind HTTPS")
+    max_cells: int = Field(10_000, description="a notebook with more cells is refused before it is validated")
+    anonymous_body_bytes: int = Field(64 * 1024, description="largest request body from someone not signed in")
+    cookie_secure: bool | Literal["auto"] = Field(
+        "auto", description="the session cookie's Secure flag: auto sets it whenever the request came over HTTPS "
+                            "(behind a proxy, run uvicorn with --proxy-headers); true always, false never")
+    session_hours: float = Field(72.0, gt=0, description="a browser session ends this long after signing in")
+    max_failed_sign_ins: int = Field(10, ge=1, description="failed sign-ins per address (or account) in the window "
+                                                           "before the sign-in form refuses it")
+    failed_sign_in_minutes: float = Field(15.0, gt=0, description="the window of max_failed_sign_ins")
 
     @cached_property
     def database(self) -> str:

@@ -7,6 +7,8 @@ derived from it. The pages call the same service functions as the API.
 
 from __future__ import annotations
 
+import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -17,9 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from server import auth
-from server.db import SessionDep, releases_session
+from server.db import SessionDep, begin_write, releases_session
 from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
 from server.schemas import Slug, SubmissionId
+from server.security import same_origin
 from server.service import (
     assignment_out,
     get_assignment,
@@ -36,7 +39,7 @@ pages = APIRouter(include_in_schema=False)
 
 
 def page_user(request: Request, session: SessionDep) -> User:
-    user = auth.user_for_token(session, request.cookies.get(auth.COOKIE))
+    user = auth.user_for_session(session, request.cookies.get(auth.COOKIE))
     session.commit()  # end the lookup's transaction
     if user is None:
         raise HTTPException(303, headers={"Location": "/"})
@@ -55,40 +58,97 @@ def staff_page_user(user: PageUser) -> User:
 StaffPageUser = Annotated[User, Depends(staff_page_user)]
 
 
+def _same_origin(request: Request) -> None:
+    """A form post must come from a page of this server (Origin, else Referer); a browser
+    that sends neither is judged by the CSRF value alone."""
+    headers = {k.lower().encode("latin-1"): v.encode("latin-1") for k, v in request.headers.items()}
+    if same_origin(headers, request.url.scheme) is False:
+        raise HTTPException(403, "this form was posted from another site; open the page on this server and try again")
+
+
 def _csrf(request: Request, csrf: str | None) -> None:
+    _same_origin(request)
     if not auth.check_csrf(request.cookies.get(auth.COOKIE, ""), csrf):
         raise HTTPException(403, "the form is stale or forged (CSRF check failed); reload the page")
 
 
+def _secure(request: Request) -> bool:
+    setting = request.app.state.settings.cookie_secure
+    return request.url.scheme == "https" if setting == "auto" else bool(setting)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def render(request: Request, name: str, status: int = 200, **ctx) -> HTMLResponse:
-    token = request.cookies.get(auth.COOKIE, "")
-    return templates.TemplateResponse(request, name, {"csrf": auth.csrf_for(token) if token else "", **ctx},
+    secret = request.cookies.get(auth.COOKIE, "")
+    return templates.TemplateResponse(request, name, {"csrf": auth.csrf_for(secret) if secret else "", **ctx},
                                       status_code=status)
+
+
+def _login_form(request: Request, status: int = 200, error: str | None = None) -> HTMLResponse:
+    """The sign-in form with a fresh login-CSRF value, also set as a cookie of its own."""
+    value = secrets.token_urlsafe(24)
+    resp = render(request, "login.html", status=status, user=None, error=error, login_csrf=value)
+    resp.set_cookie(auth.LOGIN_COOKIE, value, httponly=True, samesite="strict", secure=_secure(request),
+                    max_age=60 * 60, path="/login")
+    return resp
 
 
 @pages.get("/", response_class=HTMLResponse)
 @releases_session
 def login_page(request: Request, session: SessionDep):
-    if auth.user_for_token(session, request.cookies.get(auth.COOKIE)):
+    if auth.user_for_session(session, request.cookies.get(auth.COOKIE)):
         return RedirectResponse("/ui", 303)
-    return render(request, "login.html", user=None)
+    return _login_form(request)
+
+
+@pages.get("/login", response_class=HTMLResponse)
+def login_get(request: Request):
+    return RedirectResponse("/", 303)
 
 
 @pages.post("/login")
 @releases_session
-def login(request: Request, session: SessionDep, token: Annotated[str, Form(max_length=200)]):
-    token = token.strip()
-    if auth.user_for_token(session, token) is None:
-        return render(request, "login.html", status=401, user=None, error="that token is not valid")
+def login(request: Request, session: SessionDep, token: Annotated[str, Form(max_length=200)],
+          login_csrf: Annotated[str, Form(max_length=100)] = ""):
+    """Sign in (login CSRF: the posting page must be ours and carry the value of its cookie,
+    which another site can neither read nor send, as the cookie is SameSite=Strict)."""
+    _same_origin(request)
+    cookie = request.cookies.get(auth.LOGIN_COOKIE, "")
+    if not cookie or not login_csrf or not secrets.compare_digest(cookie, login_csrf):
+        return _login_form(request, 403, "the sign-in form had expired or came from elsewhere; sign in again here")
+    settings = request.app.state.settings
+    token, address = token.strip(), _client(request)
+    window = timedelta(minutes=settings.failed_sign_in_minutes)
+    user = auth.user_for_token(session, token)
+    if auth.sign_in_blocked(session, address, user.login if user else None, settings.max_failed_sign_ins, window):
+        session.rollback()
+        return _login_form(request, 429, f"too many failed sign-ins; try again in "
+                                         f"{settings.failed_sign_in_minutes:g} minutes")
+    begin_write(session)
+    if user is None:
+        auth.record_failed_sign_in(session, address, token)
+        session.commit()
+        return _login_form(request, 401, "that token is not valid")
+    secret = auth.start_session(session, user, settings.session_hours)
+    session.commit()
     resp = RedirectResponse("/ui", 303)
-    resp.set_cookie(auth.COOKIE, token, httponly=True, samesite="strict",
-                    secure=request.app.state.settings.cookie_secure, max_age=60 * 60 * 24 * 120)
+    resp.set_cookie(auth.COOKIE, secret, httponly=True, samesite="strict", secure=_secure(request),
+                    max_age=int(settings.session_hours * 3600))
+    resp.delete_cookie(auth.LOGIN_COOKIE, path="/login")
     return resp
 
 
 @pages.post("/logout")
 @releases_session
-def logout():
+def logout(request: Request, session: SessionDep, csrf: Annotated[str, Form()] = ""):
+    """Signing out ends the session in the database, not only in this browser."""
+    _csrf(request, csrf)
+    begin_write(session)
+    auth.end_session(session, request.cookies.get(auth.COOKIE))
+    session.commit()
     resp = RedirectResponse("/", 303)
     resp.delete_cookie(auth.COOKIE)
     return resp
@@ -202,3 +262,44 @@ def regrade_assignment_page(slug: Slug, request: Request, user: StaffPageUser, s
         subs = [s for s in subs if s.runs and (s.runs[-1].status == "failed" or s.runs[-1].error)]
     runs = regrade(request.app, session, subs)
     return RedirectResponse(f"/ui/ta/{slug}?regraded={len(runs)}", 303)
+
+
+# -- error pages ---------------------------------------------------------------------------
+def _wants_html(request: Request) -> bool:
+    """People get pages, programs JSON: the API (/api/) always answers JSON; elsewhere a
+    browser (Accept: text/html) gets a page."""
+    if request.url.path.startswith("/api/"):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def install_error_pages(app) -> None:
+    from fastapi.exception_handlers import (
+        http_exception_handler,
+        request_validation_exception_handler,
+    )
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    titles = {400: "Bad request", 401: "Not signed in", 403: "Not allowed", 404: "Not found",
+              405: "Not allowed", 413: "Too large", 415: "Wrong kind of file", 422: "Not understood",
+              429: "Too many requests"}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code < 400 or not _wants_html(request):
+            return await http_exception_handler(request, exc)
+        detail = exc.detail if isinstance(exc.detail, str) else "the request could not be served"
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"there is no page at {request.url.path}"
+        return render(request, "error.html", status=exc.status_code, user=None, message=detail,
+                      title=titles.get(exc.status_code, "Error"), back="/ui")
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        if not _wants_html(request):
+            return await request_validation_exception_handler(request, exc)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x not in ("body", "query", "path"))
+        return render(request, "error.html", status=422, user=None, title="Not understood", back="/ui",
+                      message=f"{where or 'the request'}: {first.get('msg', 'not valid')}")

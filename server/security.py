@@ -17,7 +17,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import anyio
 
@@ -63,6 +63,14 @@ def clean_filename(name: str | None) -> str:
         stem, suffix = base, ""
     stem = stem.strip("._")[:100] or "submission"
     return stem + (f".{suffix[:16]}" if dot else "")
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition value for any file name (RFC 6266: an ASCII fallback and the
+    UTF-8 name in filename*)."""
+    fallback = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode() or "download"
+    fallback = re.sub(r'[^A-Za-z0-9._-]', "_", fallback)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 # -- the body limit ------------------------------------------------------------------

@@ -82,7 +82,7 @@ def submission_kind(filename: str, data: bytes, max_bytes: int) -> str:
         except (json.JSONDecodeError, RecursionError) as e:
             raise UploadError(422, f"{filename!r} is not a notebook: not valid JSON ({str(e)[:200]})") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("cells", []), list):
-            raise UploadError(422, f"{filename!r} is not a Jupyter notebook (no list of cells)")
+            raise UploadError(422, f"{filename!r} is not a valid Jupyter notebook: no list of cells")
         if len(raw.get("cells", [])) > MAX_CELLS:
             raise UploadError(413, f"{filename!r} has {len(raw['cells'])} cells; the limit is {MAX_CELLS}")
         try:

@@ -52,7 +52,7 @@ def train_adamw(ns, model, X, Y, groups, defaults, steps, use_closure=False, ext
             saved = opt.state_dict()
             opt = AdamW(arg, **options)
             opt.load_state_dict(saved)
-        def closure(k=k):
+        def closure(k=k, opt=opt):
             opt.zero_grad()
             loss = torch.nn.functional.mse_loss(model(X), Y)
             if sometimes is not None and k % 3 == 2:

@@ -10,6 +10,7 @@ from server.auth import UserDep
 from server.db import SessionDep, releases_session
 from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
 from server.schemas import Slug, SubmissionId, SubmissionOut, SubmitOut
+from server.security import LOGIN_PATTERN, attachment
 from server.service import get_assignment, load_submission, submission_out, submit
 
 router = APIRouter(tags=["submissions"])
@@ -38,7 +39,7 @@ def create_submission(slug: Slug, request: Request, user: UserDep, session: Sess
             summary="my submissions (staff: everyone's, filtered by login and assignment)")
 @releases_session
 def list_submissions(user: UserDep, session: SessionDep, assignment: str | None = None,
-                     login: Annotated[str | None, Query(max_length=64)] = None,
+                     login: Annotated[str | None, Query(max_length=64, pattern=LOGIN_PATTERN)] = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[SubmissionOut]:
     q = select(Submission).options(selectinload(Submission.runs).selectinload(GradingRun.tests))
     if not auth.is_staff(user):
@@ -65,4 +66,4 @@ def submission_file(sub_id: SubmissionId, request: Request, user: UserDep, sessi
     sub = load_submission(session, sub_id, user)
     data = request.app.state.store.get(sub.content_hash)
     return Response(data, media_type="application/octet-stream",
-                    headers={"Content-Disposition": f'attachment; filename="{sub.id}-{sub.filename}"'})
+                    headers={"Content-Disposition": attachment(f"{sub.id}-{sub.filename}")})

@@ -23,7 +23,13 @@ import math
 import pytest
 import torch
 
-from autograder.judge.compare import GradingFailure, describe_call, expect_close, expect_tuple, expect_unchanged
+from autograder.judge.compare import (
+    GradingFailure,
+    describe_call,
+    expect_close,
+    expect_tuple,
+    expect_unchanged,
+)
 from autograder.judge.suite import generator, randn
 from reference import backprop as ref
 
