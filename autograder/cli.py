@@ -231,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("doctor", help="what sandbox and devices this machine offers").set_defaults(fn=cmd_doctor)
 
+    # A student's commands for a course server (standard library only).
+    from autograder import client
+    client.register(sub)
+
     # Commands of other packages (the server's serve, worker, token) register themselves
     # through the `dlopt.commands` entry point: the engine never imports the server.
     for ep in entry_points(group="dlopt.commands"):

@@ -23,9 +23,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="(docker runner) CUDA devices for this worker, e.g. 0,1; one submission per GPU")
     w.set_defaults(fn=worker)
 
-    t = sub.add_parser("token", help="issue a new API token for a user (revokes their old ones)")
+    t = sub.add_parser("token", help="(staff, on the server) issue a new API token for a user (revokes their "
+                                     "old ones and signs them out)")
     t.add_argument("login")
+    t.add_argument("--data-dir", default=None, help="the server's data folder (default: DLOPT_DATA_DIR, as for serve)")
     t.set_defaults(fn=token)
+
+    r = sub.add_parser("roster", help="(staff, on the server) import a roster CSV: login, name, email, role; "
+                                      "prints the new tokens as CSV")
+    r.add_argument("csv")
+    r.add_argument("--reissue", action="store_true", help="new tokens for everyone listed (old ones revoked)")
+    r.add_argument("--data-dir", default=None, help="as for token")
+    r.set_defaults(fn=roster)
 
 
 def serve(args) -> int:
@@ -60,17 +69,62 @@ def worker(args) -> int:
     return 0
 
 
+def _server_database(args):
+    """The database `dlopt serve` uses (same settings: DLOPT_* variables, .env, or
+    --data-dir); None, with the reason printed, where there is none: a staff command never
+    creates an empty one (it would hold nobody)."""
+    from server.config import Settings
+    from server.db import Database
+
+    s = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    if s.database_url is None and not (s.data_dir / "dlopt.sqlite3").exists():
+        print(f"no server data in {s.data_dir.resolve()}: run this where `dlopt serve` runs, or point it at the "
+              "server's data with --data-dir or DLOPT_DATA_DIR (or DLOPT_DATABASE_URL)", file=sys.stderr)
+        return None
+    db = Database(s.database)
+    db.migrate()
+    return db
+
+
+def roster(args) -> int:
+    import csv as csvlib
+    from pathlib import Path
+
+    from fastapi import HTTPException
+    from sqlalchemy import select
+
+    from server.models import User
+    from server.service import import_roster
+
+    db = _server_database(args)
+    if db is None:
+        return 2
+    text = Path(args.csv).read_text(encoding="utf-8-sig")
+    with db.session() as session:
+        admin = session.scalar(select(User).where(User.role == "admin").order_by(User.id))
+        try:
+            out = import_roster(session, admin, text, reissue=args.reissue)
+        except HTTPException as e:
+            print(f"refused: {e.detail}", file=sys.stderr)
+            return 2
+    print(f"created {len(out.created)}, updated {len(out.updated)}", file=sys.stderr)
+    w = csvlib.writer(sys.stdout)
+    w.writerow(["login", "token"])
+    for login, tok in sorted(out.tokens.items()):
+        w.writerow([login, tok])
+    return 0
+
+
 def token(args) -> int:
     from sqlalchemy import select
 
     from server import auth
-    from server.config import Settings
-    from server.db import Database, begin_write
+    from server.db import begin_write
     from server.models import User
 
-    s = Settings()
-    db = Database(s.database)
-    db.migrate()
+    db = _server_database(args)
+    if db is None:
+        return 2
     with db.session() as session:
         begin_write(session)
         user = session.scalar(select(User).where(User.login == args.login))
