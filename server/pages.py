@@ -7,25 +7,31 @@ derived from it. The pages call the same service functions as the API.
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from server import auth
+from server import auth, charts
 from server.db import SessionDep, begin_write, releases_session
 from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
 from server.schemas import Slug, SubmissionId
-from server.security import same_origin
+from server.security import LOGIN_PATTERN, same_origin
 from server.service import (
     assignment_out,
+    batch_submit,
     get_assignment,
+    gradescope_zip,
+    import_roster,
+    latest_done,
     load_submission,
     regrade,
     score_table,
@@ -157,13 +163,32 @@ def logout(request: Request, session: SessionDep, csrf: Annotated[str, Form()] =
 @pages.get("/ui", response_class=HTMLResponse)
 @releases_session
 def home(request: Request, user: PageUser, session: SessionDep):
+    """The assignment list: deadline, state and the student's own latest score per row;
+    each row opens the assignment's page (upload, history, latest result)."""
     now = utcnow()
     rows = session.scalars(select(AssignmentRow).where(AssignmentRow.active).order_by(AssignmentRow.slug)).all()
     subs = session.scalars(select(Submission).where(Submission.user_id == user.id)
                            .options(selectinload(Submission.runs)).order_by(Submission.id.desc()).limit(100)).all()
-    return render(request, "home.html", user=user, staff=auth.is_staff(user),
-                  assignments=[assignment_out(session, a, user, now) for a in rows],
-                  submissions=[submission_out(s, user, now) for s in subs])
+    outs = [submission_out(s, user, now) for s in subs]
+    latest = {}
+    for o in outs:
+        latest.setdefault(o.assignment, o)
+    return render(request, "home.html", user=user, staff=auth.is_staff(user), latest=latest,
+                  assignments=[assignment_out(session, a, user, now) for a in rows], submissions=outs[:10])
+
+
+@pages.get("/ui/assignments/{slug}", response_class=HTMLResponse)
+@releases_session
+def assignment_page(slug: Slug, request: Request, user: PageUser, session: SessionDep):
+    now = utcnow()
+    a = get_assignment(session, slug)
+    subs = session.scalars(select(Submission).where(Submission.user_id == user.id, Submission.assignment_id == a.id)
+                           .options(selectinload(Submission.runs).selectinload(GradingRun.tests))
+                           .order_by(Submission.id.desc()).limit(200)).all()
+    outs = [submission_out(s, user, now) for s in subs]
+    latest = outs[0] if outs else None
+    return render(request, "assignment.html", user=user, staff=auth.is_staff(user), a=assignment_out(session, a, user, now),
+                  submissions=outs, latest=latest, view=result_view(latest) if latest else None)
 
 
 @pages.post("/ui/assignments/{slug}/submit")
@@ -176,7 +201,8 @@ def upload(slug: Slug, request: Request, user: PageUser, session: SessionDep,
     try:
         sub = submit(request.app, session, user, a, file.filename, data)
     except HTTPException as e:
-        return render(request, "error.html", status=e.status_code, user=user, message=e.detail, back="/ui")
+        return render(request, "error.html", status=e.status_code, user=user, message=e.detail,
+                      back=f"/ui/assignments/{slug}")
     return RedirectResponse(f"/ui/submissions/{sub.id}", 303)
 
 
@@ -184,7 +210,7 @@ def upload(slug: Slug, request: Request, user: PageUser, session: SessionDep,
 @releases_session
 def submission_page(sub_id: SubmissionId, request: Request, user: PageUser, session: SessionDep):
     sub = submission_out(load_submission(session, sub_id, user), user, utcnow())
-    return render(request, "submission.html", user=user, staff=auth.is_staff(user), sub=sub)
+    return render(request, "submission.html", user=user, staff=auth.is_staff(user), sub=sub, view=result_view(sub))
 
 
 @pages.get("/ui/submissions/{sub_id}/status.json")
@@ -194,17 +220,55 @@ def submission_status(sub_id: SubmissionId, user: PageUser, session: SessionDep)
     return JSONResponse({"status": sub.status, "score": sub.score, "max_score": sub.max_score})
 
 
-def histogram(scores: list[float], points: float, bins: int = 10) -> list[dict]:
-    counts = [0] * bins
-    for s in scores:
-        counts[min(bins - 1, int(bins * s / points)) if points > 0 else 0] += 1
-    width = points / bins if points else 1
-    return [{"lo": round(i * width, 2), "hi": round((i + 1) * width, 2), "count": c} for i, c in enumerate(counts)]
+# Notes that cost nothing and say little (a plotting library the grader does not have,
+# top-level work that was dropped, a magic): folded under the ones that matter.
+HARMLESS = re.compile(r"No module named '(matplotlib|seaborn|plotly|tqdm|IPython|ipywidgets|google|wandb|"
+                      r"tensorboard|pandas|sklearn)|top-level statement|cell magic|shell escape|display\(",
+                      re.IGNORECASE)
+
+
+def result_view(sub) -> dict:
+    """What a result page shows first: the score, the tests whose feedback this viewer may
+    read, the notes that matter; then, folded, the hidden tests and the harmless notes."""
+    run = sub.run
+    if run is None:
+        return {"visible": [], "hidden": [], "hidden_points": (0, 0), "notes": [], "minor_notes": []}
+    shown = [t for t in run.tests if t.feedback is not None and not (t.name == "forbidden_api_check"
+                                                                     and t.max_points == 0 and t.status == "passed")]
+    hidden = [t for t in run.tests if t.feedback is None]
+    notes = list(dict.fromkeys(str(n) for n in run.notes))
+    return {"visible": shown, "hidden": hidden,
+            "hidden_points": (sum(t.points for t in hidden), sum(t.max_points for t in hidden)),
+            "notes": [n for n in notes if not HARMLESS.search(n)],
+            "minor_notes": [n for n in notes if HARMLESS.search(n)]}
+
+
+def _final_runs(session, table) -> list[GradingRun]:
+    ids = [r.submission_id for r in table.rows if r.submission_id]
+    if not ids:
+        return []
+    subs = session.scalars(select(Submission).where(Submission.id.in_(ids))
+                           .options(selectinload(Submission.runs).selectinload(GradingRun.tests))).all()
+    return [r for r in (latest_done(s) for s in subs) if r is not None]
+
+
+def test_pass_rates(runs: list[GradingRun]) -> list[dict]:
+    by_name: dict[str, dict] = {}
+    for run in runs:
+        for t in run.tests:
+            if t.max_points <= 0:
+                continue
+            d = by_name.setdefault(t.name, {"name": t.name, "passed": 0, "total": 0, "points": 0.0})
+            d["total"] += 1
+            d["passed"] += t.status == "passed"
+            d["points"] += t.points / t.max_points
+    rates = [dict(d, mean=d["points"] / d["total"]) for d in by_name.values()]
+    return sorted(rates, key=lambda d: (d["passed"] / d["total"], d["name"]))
 
 
 @pages.get("/ui/ta/{slug}", response_class=HTMLResponse)
 @releases_session
-def dashboard(slug: Slug, request: Request, user: StaffPageUser, session: SessionDep):
+def dashboard(slug: Slug, request: Request, user: StaffPageUser, session: SessionDep, q: str = ""):
     a = get_assignment(session, slug)
     table = score_table(session, a)
     scored = [r.score for r in table.rows if r.score is not None]
@@ -226,9 +290,83 @@ def dashboard(slug: Slug, request: Request, user: StaffPageUser, session: Sessio
             seen.add(run.submission_id)
             if (run.result or {}).get("flags"):
                 flagged.append(run)
-    return render(request, "dashboard.html", user=user, staff=True, a=a, table=table, flagged=flagged[:200],
-                  bins=histogram(scored, a.points), graded=len(scored), failed=failed,
-                  mean=(sum(scored) / len(scored)) if scored else None, busy=pending is not None)
+    times = list(session.scalars(select(Submission.created_at).where(Submission.assignment_id == a.id)))
+    needle = q.strip().lower()[:64]
+    rows = [r for r in table.rows if not needle or needle in r.login.lower() or needle in (r.name or "").lower()]
+    return render(request, "dashboard.html", user=user, staff=True, a=a, table=table, rows=rows, q=q[:64],
+                  flagged=flagged[:200], graded=len(scored), failed=failed, busy=pending is not None,
+                  mean=(sum(scored) / len(scored)) if scored else None,
+                  histogram=charts.histogram(scored, a.points),
+                  pass_rates=charts.pass_rates(test_pass_rates(_final_runs(session, table))),
+                  timeline=charts.timeline(times, a.deadline, utcnow()))
+
+
+@pages.get("/ui/ta/{slug}/students/{login}", response_class=HTMLResponse)
+@releases_session
+def student_history(slug: Slug, login: Annotated[str, PathParam(max_length=64, pattern=LOGIN_PATTERN)],
+                    request: Request, user: StaffPageUser, session: SessionDep):
+    a = get_assignment(session, slug)
+    student = session.scalar(select(User).where(User.login == login))
+    if student is None:
+        raise HTTPException(404, f"no student {login!r}")
+    now = utcnow()
+    subs = session.scalars(select(Submission).where(Submission.user_id == student.id, Submission.assignment_id == a.id)
+                           .options(selectinload(Submission.runs)).order_by(Submission.id.desc())).all()
+    row = next((r for r in score_table(session, a).rows if r.login == login), None)
+    return render(request, "student.html", user=user, staff=True, a=a, student=student, row=row,
+                  submissions=[submission_out(s, user, now) for s in subs])
+
+
+@pages.get("/ui/ta/{slug}/gradescope.zip")
+@releases_session
+def dashboard_gradescope(slug: Slug, user: StaffPageUser, session: SessionDep):
+    a = get_assignment(session, slug)
+    return Response(gradescope_zip(session, a), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{a.slug}-gradescope.zip"'})
+
+
+@pages.post("/ui/ta/{slug}/batch")
+@releases_session
+def batch_page(slug: Slug, request: Request, user: StaffPageUser, session: SessionDep,
+               file: Annotated[UploadFile, File()], csrf: Annotated[str, Form()] = ""):
+    _csrf(request, csrf)
+    a = get_assignment(session, slug)
+    data = file.file.read(request.app.state.settings.max_batch_bytes + 1)
+    try:
+        made = batch_submit(request.app, session, user, a, data)
+    except HTTPException as e:
+        return render(request, "error.html", status=e.status_code, user=user, message=e.detail,
+                      back=f"/ui/ta/{slug}", title="Batch refused")
+    return RedirectResponse(f"/ui/ta/{slug}?batch={len(made)}", 303)
+
+
+@pages.get("/ui/roster", response_class=HTMLResponse)
+@releases_session
+def roster_page(request: Request, user: StaffPageUser, session: SessionDep):
+    users = session.scalars(select(User).order_by(User.role.desc(), User.login)).all()
+    return render(request, "roster.html", user=user, staff=True, users=users, tokens=None)
+
+
+@pages.post("/ui/roster", response_class=HTMLResponse)
+@releases_session
+def roster_import_page(request: Request, user: StaffPageUser, session: SessionDep,
+                       file: Annotated[UploadFile, File()], csrf: Annotated[str, Form()] = "",
+                       reissue: Annotated[str, Form()] = ""):
+    _csrf(request, csrf)
+    data = file.file.read(2 * 1024 * 1024 + 1)
+    try:
+        if len(data) > 2 * 1024 * 1024:
+            raise HTTPException(413, "the roster is larger than 2 MiB")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise HTTPException(422, "the roster is not UTF-8 text") from None
+        out = import_roster(session, user, text, reissue=bool(reissue))
+    except HTTPException as e:
+        return render(request, "error.html", status=e.status_code, user=user, message=e.detail, back="/ui/roster",
+                      title="Roster refused")
+    users = session.scalars(select(User).order_by(User.role.desc(), User.login)).all()
+    return render(request, "roster.html", user=user, staff=True, users=users, tokens=out.tokens, result=out)
 
 
 @pages.get("/ui/ta/{slug}/scores.csv")

@@ -275,3 +275,63 @@ def import_roster(session: Session, actor: User, text: str, reissue: bool = Fals
                 out.tokens[login] = auth.issue_token(session, user)
     session.commit()
     return out
+
+
+# -- staff: batches and exports ------------------------------------------------------------
+def batch_submit(app, session: Session, actor: User, a: AssignmentRow, data: bytes,
+                 submitted_at: datetime | None = None) -> list[tuple[str, int]]:
+    """A zip of `<login>.ipynb` / `<login>/<any>.ipynb`: every entry and login checked
+    before anything is stored (one bad file changes nothing); returns (login, submission
+    id) in the archive's order."""
+    from server.uploads import read_batch
+
+    s = app.state.settings
+    try:
+        entries = read_batch(data, max_files=s.max_batch_files, max_total=s.max_batch_uncompressed_bytes,
+                             max_ratio=s.max_compression_ratio, max_entry=s.max_upload_bytes)
+    except UploadError as e:
+        raise HTTPException(e.status, e.detail) from None
+    logins = {e.login for e in entries}
+    users = {u.login: u for u in session.scalars(select(User).where(User.login.in_(logins)))}
+    unknown = sorted(logins - set(users))
+    if unknown:
+        raise HTTPException(422, f"not on the roster: {', '.join(unknown[:20])}; nothing was stored")
+    for e in entries:
+        try:
+            submission_kind(e.filename, e.data, s.max_upload_bytes)
+        except UploadError as err:
+            raise HTTPException(err.status, f"{e.login}: {err.detail}; nothing was stored") from None
+    out = []
+    for e in entries:
+        sub = submit(app, session, users[e.login], a, e.filename, e.data, source="batch", by=actor,
+                     at=submitted_at or utcnow())
+        out.append((e.login, sub.id))
+    return out
+
+
+def gradescope_zip(session: Session, a: AssignmentRow) -> bytes:
+    """Gradescope's results.json of each student's final submission, `<login>/results.json`,
+    the late penalty applied."""
+    import json
+    import zipfile
+
+    from autograder.judge.results import SubmissionResult
+
+    table = score_table(session, a)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for row in table.rows:
+            if row.submission_id is None:
+                continue
+            sub = session.get(Submission, row.submission_id)
+            run = latest_done(sub)
+            if run is None or run.result is None:
+                continue
+            r = SubmissionResult.from_dict(run.result)
+            data = r.gradescope()
+            factor = penalty_factor(a.late_policy, sub.days_late)
+            if factor != 1.0:
+                data["score"] = round(r.score * factor, 6)
+                data["output"] = (data["output"] + f"\nlate by {sub.days_late} day(s): score x {factor:g}").strip()
+            zf.writestr(f"{row.login}/results.json", json.dumps(data, indent=2))
+    return buf.getvalue()

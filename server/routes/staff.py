@@ -1,8 +1,5 @@
 """Course staff: batch upload, regrades, the score table and its exports, failed runs."""
 
-import io
-import json
-import zipfile
 from datetime import datetime
 from typing import Annotated
 
@@ -11,22 +8,19 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from autograder.judge.results import SubmissionResult
 from server.auth import StaffDep
 from server.db import SessionDep, releases_session
-from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
-from server.policy import penalty_factor
+from server.models import AssignmentRow, GradingRun, Submission
 from server.schemas import BatchOut, FailedRun, RegradeOut, ScoreTable, Slug, SubmissionId
 from server.service import (
+    batch_submit,
     get_assignment,
-    latest_done,
+    gradescope_zip,
     load_submission,
     regrade,
     score_table,
     scores_csv,
-    submit,
 )
-from server.uploads import UploadError, read_batch, submission_kind
 
 router = APIRouter(tags=["staff"])
 NOT_FOUND = {404: {"description": "no such assignment or submission"}}
@@ -49,28 +43,8 @@ def batch_upload(slug: Slug, request: Request, user: StaffDep, session: SessionD
     a = get_assignment(session, slug)
     if submitted_at is not None and submitted_at.tzinfo is None:
         raise HTTPException(422, "submitted_at needs a UTC offset")
-    try:
-        entries = read_batch(data, max_files=s.max_batch_files, max_total=s.max_batch_uncompressed_bytes,
-                             max_ratio=s.max_compression_ratio, max_entry=s.max_upload_bytes)
-    except UploadError as e:
-        raise HTTPException(e.status, e.detail) from None
-    logins = {e.login for e in entries}
-    users = {u.login: u for u in session.scalars(select(User).where(User.login.in_(logins)))}
-    unknown = sorted(logins - set(users))
-    if unknown:
-        raise HTTPException(422, f"not on the roster: {', '.join(unknown[:20])}; nothing was stored")
-    for e in entries:  # every file checked before any is stored: a bad one changes nothing
-        try:
-            submission_kind(e.filename, e.data, s.max_upload_bytes)
-        except UploadError as err:
-            raise HTTPException(err.status, f"{e.login}: {err.detail}; nothing was stored") from None
-    out = BatchOut(submissions=[], by_login={})
-    for e in entries:
-        sub = submit(request.app, session, users[e.login], a, e.filename, e.data, source="batch", by=user,
-                     at=submitted_at or utcnow())
-        out.submissions.append(sub.id)
-        out.by_login[e.login] = sub.id
-    return out
+    made = batch_submit(request.app, session, user, a, data, submitted_at)
+    return BatchOut(submissions=[sid for _, sid in made], by_login=dict(made))
 
 
 @router.post("/submissions/{sub_id}/regrade", response_model=RegradeOut, status_code=202, responses=NOT_FOUND)
@@ -114,24 +88,7 @@ def scores_as_csv(slug: Slug, user: StaffDep, session: SessionDep) -> Response:
 @releases_session
 def gradescope_export(slug: Slug, user: StaffDep, session: SessionDep) -> Response:
     a = get_assignment(session, slug)
-    table = score_table(session, a)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for row in table.rows:
-            if row.submission_id is None:
-                continue
-            sub = session.get(Submission, row.submission_id)
-            run = latest_done(sub)
-            if run is None or run.result is None:
-                continue
-            r = SubmissionResult.from_dict(run.result)
-            data = r.gradescope()
-            factor = penalty_factor(a.late_policy, sub.days_late)
-            if factor != 1.0:
-                data["score"] = round(r.score * factor, 6)
-                data["output"] = (data["output"] + f"\nlate by {sub.days_late} day(s): score x {factor:g}").strip()
-            zf.writestr(f"{row.login}/results.json", json.dumps(data, indent=2))
-    return Response(buf.getvalue(), media_type="application/zip",
+    return Response(gradescope_zip(session, a), media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{a.slug}-gradescope.zip"'})
 
 

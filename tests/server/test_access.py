@@ -133,7 +133,22 @@ PAGES = [  # (method, path, least role) of the web pages; forms also need the CS
     ("GET", "/ui/ta/open/scores.csv", "ta"),
     ("POST", "/ui/ta/submissions/{sub_id}/regrade", "ta"),
     ("POST", "/ui/ta/open/regrade", "ta"),
+    ("GET", "/ui/assignments/open", "student"),
+    ("GET", "/ui/ta/open/students/alice", "ta"),
+    ("GET", "/ui/ta/open/gradescope.zip", "ta"),
+    ("POST", "/ui/ta/open/batch", "ta"),
+    ("GET", "/ui/roster", "ta"),
+    ("POST", "/ui/roster", "ta"),
 ]
+
+
+def _batch_zip() -> bytes:
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("carol.py", "def double(x):\n    return 2 * x\n")
+    return buf.getvalue()
 
 
 def test_every_page_is_in_the_table(course_app):
@@ -142,7 +157,7 @@ def test_every_page_is_in_the_table(course_app):
     from server.pages import pages as router
     served = {(m, r.path) for r in router.routes if isinstance(r, APIRoute) and r.path.startswith("/ui")
               for m in r.methods}
-    listed = {(m, p.replace("open", "{slug}")) for m, p, _ in PAGES}
+    listed = {(m, p.replace("open", "{slug}").replace("alice", "{login}")) for m, p, _ in PAGES}
     assert served == listed, f"untested: {served - listed}; gone: {listed - served}"
 
 
@@ -160,6 +175,10 @@ def test_pages_who_may_and_who_may_not(course_app, method, path, least):
             kw["data"] = {"csrf": csrf_for(secret) if who else ""}
             if path.endswith("/submit"):
                 kw["files"] = {"file": ("s.py", b"def double(x):\n    return 2 * x\n")}
+            elif path.endswith("/batch"):
+                kw["files"] = {"file": ("b.zip", _batch_zip())}
+            elif path == "/ui/roster":
+                kw["files"] = {"file": ("r.csv", b"login,name\ncarol,Carol\n")}
         r = c.client.request(method, url, **kw)
         if who is None:
             assert r.status_code == 303 and r.headers["location"] == "/", (who, r.status_code)

@@ -88,6 +88,14 @@ def sign_in(browser, base, token):
     return page
 
 
+def watch_csp(page) -> list[str]:
+    """Console messages about the Content-Security-Policy: a page that needs inline script
+    or style, or a CDN, shows up here."""
+    seen: list[str] = []
+    page.on("console", lambda m: seen.append(m.text) if "Content Security Policy" in m.text else None)
+    return seen
+
+
 def test_student_uploads_and_watches_the_result_then_a_ta_regrades(live_server, browser, shots, tmp_path):
     base, tokens = live_server
     good = tmp_path / "my_solution.py"
@@ -96,47 +104,104 @@ def test_student_uploads_and_watches_the_result_then_a_ta_regrades(live_server, 
     bad.write_text("not a notebook")
 
     page = sign_in(browser, base, tokens["alice"])
-    assert page.locator("#assignment-open").is_visible()
-    shots(page, "1-student-home")
-    page.locator("#assignment-open input[type=file]").set_input_files(str(good))
-    page.locator("#assignment-open button[type=submit]").click()
+    csp = watch_csp(page)
+    assert page.locator("#assignments #assignment-open").is_visible()
+    shots(page, "1-student-assignment-list")
+    page.click("#assignment-open a")
+    page.wait_for_url("**/ui/assignments/open")
+    assert "Deadline" in page.locator("#deadline").inner_text()
+    shots(page, "2-assignment-page")
+    page.locator("#upload input[type=file]").set_input_files(str(good))
+    page.locator("#upload button[type=submit]").click()
     page.wait_for_url("**/ui/submissions/*")
     assert page.locator("#status").get_attribute("data-status") in ("queued", "running", "done")
-    shots(page, "2-submitted")
+    shots(page, "3-submitted")
     page.wait_for_selector("#status[data-status=done]", timeout=90_000)  # live: the page polls, then reloads
     page.wait_for_selector("#score")
     assert page.locator("#score").inner_text() == "10 / 10"
-    assert page.locator("#tests tr").count() >= 4
-    shots(page, "3-graded")
+    assert page.locator("#tests tr", has_text="test_double").count() == 1  # the public test, with its feedback
+    assert "hidden test(s)" in page.locator("#hidden-tests summary").inner_text()  # the rest folded
+    shots(page, "4-graded")
 
-    page.goto(base + "/ui")
-    page.locator("#assignment-open input[type=file]").set_input_files(str(bad))
-    page.locator("#assignment-open button[type=submit]").click()
+    page.goto(base + "/ui/assignments/open")
+    assert page.locator("#history tr[data-id]").count() == 1
+    page.locator("#upload input[type=file]").set_input_files(str(bad))
+    page.locator("#upload button[type=submit]").click()
     assert ".ipynb" in page.locator("#error").inner_text()
-    shots(page, "4-refused")
+    shots(page, "5-refused")
+    assert not csp, csp
 
     bob = sign_in(browser, base, tokens["bob"])  # gpu_only on a machine without a GPU: a run with an error
-    bob.locator("#assignment-gpu_only input[type=file]").set_input_files(str(good))
-    bob.locator("#assignment-gpu_only button[type=submit]").click()
+    bob.goto(base + "/ui/assignments/gpu_only")
+    bob.locator("#upload input[type=file]").set_input_files(str(good))
+    bob.locator("#upload button[type=submit]").click()
     bob.wait_for_selector("#status[data-status=done]", timeout=90_000)
     assert "needs a GPU" in bob.locator("#run-error").inner_text()
     assert bob.goto(base + "/ui/ta/open").status == 403  # students have no dashboard
+    assert "course staff only" in bob.locator("#error").inner_text()  # an HTML page, not JSON
+    shots(bob, "6-forbidden-page")
 
     ta = sign_in(browser, base, tokens["ta1"])
+    csp = watch_csp(ta)
     ta.goto(base + "/ui/ta/open")
-    assert ta.locator("#histogram rect").count() == 10
+    assert ta.locator("#histogram rect").count() == 11  # ten bins and one for full marks
+    assert "final score" in ta.locator("#histogram").text_content()  # the axes are labelled
+    assert ta.locator("#pass-rates rect").count() >= 2
+    assert ta.locator("#timeline rect").count() >= 1
     row = ta.locator("#scores tr", has_text="alice")
     assert "10" in row.inner_text()
-    shots(ta, "5-dashboard")
+    shots(ta, "7-dashboard")
     with ta.expect_download() as dl:
         ta.click("#csv")
     assert "alice" in Path(dl.value.path()).read_text()
+    with ta.expect_download() as dl:
+        ta.click("#gradescope")
+    assert dl.value.suggested_filename == "open-gradescope.zip"
+    ta.fill("#search input[name=q]", "ali")
+    ta.click("#search button")
+    assert ta.locator("#scores tr").count() == 2  # the header and alice
+    ta.click("#scores a:text('alice')")
+    ta.wait_for_url("**/ui/ta/open/students/alice")
+    assert ta.locator("#history tr").count() == 2
+    shots(ta, "8-student-history")
+    ta.goto(base + "/ui/ta/open")
+    row = ta.locator("#scores tr", has_text="alice")
     row.locator("button.regrade").click()
     ta.wait_for_selector("#regraded")
-    shots(ta, "6-regrade-queued")
+    shots(ta, "9-regrade-queued")
     ta.goto(base + "/ui/ta/gpu_only")
     assert "needs a GPU" in ta.locator("#failed").inner_text()
-    shots(ta, "7-failed-runs")
+    shots(ta, "10-failed-runs")
+
+    import zipfile
+    batch = tmp_path / "batch.zip"
+    with zipfile.ZipFile(batch, "w") as zf:
+        zf.writestr("bob.py", good.read_text())
+    ta.goto(base + "/ui/ta/open")
+    ta.locator("#batch input[type=file]").set_input_files(str(batch))
+    ta.locator("#batch button").click()
+    ta.wait_for_selector("#batch-done")
+    shots(ta, "11-batch-queued")
+
+    roster = tmp_path / "roster.csv"
+    roster.write_text("login,name,email\ndave,Dave,d@x.edu\n")
+    ta.goto(base + "/ui/roster")
+    ta.locator("#roster-import input[type=file]").set_input_files(str(roster))
+    ta.locator("#roster-import button").click()
+    assert "dave" in ta.locator("#tokens").inner_text()
+    shots(ta, "12-roster-imported")
+    assert not csp, csp
+
+
+def test_api_docs_render_offline(live_server, browser, shots):
+    base, _ = live_server
+    page = browser.new_context().new_page()
+    # Nothing outside the server may be fetched: every other host is refused.
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base) else route.abort())
+    page.goto(base + "/docs")
+    page.wait_for_selector(".swagger-ui .info", timeout=30_000)
+    assert "dlopt course server" in page.locator(".swagger-ui .info").inner_text()
+    shots(page, "api-docs")
 
 
 def test_bad_tokens_and_forged_forms_are_refused(live_server, browser):
