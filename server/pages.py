@@ -7,19 +7,19 @@ derived from it. The pages call the same service functions as the API.
 
 from __future__ import annotations
 
-import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from autograder.judge.results import harmless_note
 from server import auth, charts
 from server.db import SessionDep, begin_write, releases_session
 from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
@@ -28,6 +28,7 @@ from server.security import LOGIN_PATTERN, same_origin
 from server.service import (
     assignment_out,
     batch_submit,
+    csv_response,
     get_assignment,
     gradescope_zip,
     import_roster,
@@ -220,13 +221,6 @@ def submission_status(sub_id: SubmissionId, user: PageUser, session: SessionDep)
     return JSONResponse({"status": sub.status, "score": sub.score, "max_score": sub.max_score})
 
 
-# Notes that cost nothing and say little (a plotting library the grader does not have,
-# top-level work that was dropped, a magic): folded under the ones that matter.
-HARMLESS = re.compile(r"No module named '(matplotlib|seaborn|plotly|tqdm|IPython|ipywidgets|google|wandb|"
-                      r"tensorboard|pandas|sklearn)|top-level statement|cell magic|shell escape|display\(",
-                      re.IGNORECASE)
-
-
 def result_view(sub) -> dict:
     """What a result page shows first: the score, the tests whose feedback this viewer may
     read, the notes that matter; then, folded, the hidden tests and the harmless notes."""
@@ -239,8 +233,8 @@ def result_view(sub) -> dict:
     notes = list(dict.fromkeys(str(n) for n in run.notes))
     return {"visible": shown, "hidden": hidden,
             "hidden_points": (sum(t.points for t in hidden), sum(t.max_points for t in hidden)),
-            "notes": [n for n in notes if not HARMLESS.search(n)],
-            "minor_notes": [n for n in notes if HARMLESS.search(n)]}
+            "notes": [n for n in notes if not harmless_note(n)],
+            "minor_notes": [n for n in notes if harmless_note(n)]}
 
 
 def _final_runs(session, table) -> list[GradingRun]:
@@ -371,10 +365,10 @@ def roster_import_page(request: Request, user: StaffPageUser, session: SessionDe
 
 @pages.get("/ui/ta/{slug}/scores.csv")
 @releases_session
-def dashboard_csv(slug: Slug, user: StaffPageUser, session: SessionDep):
+def dashboard_csv(slug: Slug, user: StaffPageUser, session: SessionDep, format: str = "generic",
+                  lms_id: Annotated[str | None, Query(pattern="^[0-9A-Za-z_-]{1,32}$")] = None):
     a = get_assignment(session, slug)
-    return Response(scores_csv(score_table(session, a)), media_type="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{a.slug}-scores.csv"'})
+    return csv_response(scores_csv(score_table(session, a), format, a.title, lms_id), a.slug, format)
 
 
 @pages.post("/ui/ta/submissions/{sub_id}/regrade")

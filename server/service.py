@@ -199,14 +199,57 @@ def score_table(session: Session, a: AssignmentRow) -> ScoreTable:
     return ScoreTable(assignment=a.slug, policy=a.score_policy, points=a.points, rows=rows)
 
 
-def scores_csv(table: ScoreTable) -> str:
-    """For an LMS: one row per student; an empty score where nothing was graded."""
+EXPORT_FORMATS = ("generic", "canvas", "blackboard", "moodle")
+
+
+def csv_response(text: str, slug: str, fmt: str):
+    from fastapi.responses import Response
+    suffix = "" if fmt == "generic" else f"-{fmt}"
+    # UTF-8 with a byte-order mark: spreadsheet programs and LMS importers read the names right.
+    return Response("\ufeff" + text, media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{slug}-scores{suffix}.csv"'})
+
+
+def scores_csv(table: ScoreTable, fmt: str = "generic", title: str | None = None, lms_id: str | None = None) -> str:
+    """The final scores as a CSV an LMS imports as it is (one row per student, an empty cell
+    where nothing was graded; text cells escaped against formulas):
+    - generic: login, name, the score, max_points, late_days, submission_id;
+    - canvas: Canvas's gradebook header (Student, ID, SIS User ID, SIS Login ID, Section),
+      a "Points Possible" row, the assignment as `Title (id)` when Canvas's id is given
+      (else `Title`, which Canvas adds as a new column), students matched by SIS login;
+    - blackboard: Username and `Title [Total Pts: N Score]` (a new Grade Center column,
+      or `... |id` for an existing one);
+    - moodle: Username and the assignment's title (map Username to "username" on import).
+    The LMS formats hold the grade column only: extra numbers would become grade columns."""
+    if fmt not in EXPORT_FORMATS:
+        raise HTTPException(422, f"format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    title = (title or table.assignment).replace(",", " ").strip()
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["login", "name", table.assignment, "max_points", "late_days", "submission_id"])
-    for r in table.rows:  # text cells escaped against formulas (numbers are numbers)
-        w.writerow([csv_cell(r.login), csv_cell(r.name), "" if r.score is None else f"{r.score:g}",
-                    f"{r.max_score:g}", r.days_late, r.submission_id or ""])
+    w = csv.writer(buf, lineterminator="\r\n")
+
+    def score(r) -> str:
+        return "" if r.score is None else f"{r.score:g}"
+
+    if fmt == "generic":
+        w.writerow(["login", "name", table.assignment, "max_points", "late_days", "submission_id"])
+        for r in table.rows:
+            w.writerow([csv_cell(r.login), csv_cell(r.name), score(r), f"{table.points:g}", r.days_late,
+                        r.submission_id or ""])
+    elif fmt == "canvas":
+        column = f"{title} ({lms_id})" if lms_id else title
+        w.writerow(["Student", "ID", "SIS User ID", "SIS Login ID", "Section", csv_cell(column)])
+        w.writerow(["    Points Possible", "", "", "", "", f"{table.points:g}"])
+        for r in table.rows:
+            w.writerow([csv_cell(r.name or r.login), "", csv_cell(r.login), csv_cell(r.login), "", score(r)])
+    elif fmt == "blackboard":
+        column = f"{title} [Total Pts: {table.points:g} Score]" + (f" |{lms_id}" if lms_id else "")
+        w.writerow(["Username", csv_cell(column)])
+        for r in table.rows:
+            w.writerow([csv_cell(r.login), score(r)])
+    else:  # moodle
+        w.writerow(["Username", csv_cell(title)])
+        for r in table.rows:
+            w.writerow([csv_cell(r.login), score(r)])
     return buf.getvalue()
 
 

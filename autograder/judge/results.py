@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 VISIBILITIES = ("public", "hidden", "after_deadline")
 _GRADESCOPE_VISIBILITY = {"public": "visible", "hidden": "hidden", "after_deadline": "after_due_date"}
+
+# Notes that cost nothing and say little (a plotting or progress-bar library the grader
+# does not have, top-level work that was dropped, a magic that was not run): folded in the
+# pages, left out of Gradescope's student-visible output.
+HARMLESS_NOTE = re.compile(r"No module named '(matplotlib|seaborn|plotly|tqdm|IPython|ipywidgets|google|wandb|"
+                           r"tensorboard|pandas|sklearn)|top-level statement|cell magic|shell escape|display\(",
+                           re.IGNORECASE)
+
+
+def harmless_note(note: str) -> bool:
+    return bool(HARMLESS_NOTE.search(note))
 
 
 @dataclass
@@ -71,19 +83,28 @@ class SubmissionResult:
         return out
 
     def gradescope(self) -> dict:
-        """Gradescope's autograder results format (results.json)."""
+        """Gradescope's autograder results format (results.json): a test is "passed" only
+        when it earned all its points and its own status is passed (a failed check worth 0
+        is failed), tests are numbered in order, times are whole seconds, every output is
+        plain text; the top-level output (students see it) holds the error and the notes
+        that matter, never the harmless ones."""
         tests = []
         for t in self.tests:
             if t.status == "skipped":
                 continue
+            passed = t.status == "passed" and t.points >= t.max_points
             tests.append({
+                "number": str(len(tests) + 1),
                 "name": t.name,
                 "score": t.points,
                 "max_score": t.max_points,
-                "status": "passed" if t.points >= t.max_points else "failed",
+                "status": "passed" if passed else "failed",
                 "output": t.feedback,
+                "output_format": "text",
                 "visibility": _GRADESCOPE_VISIBILITY.get(t.visibility, "hidden"),
             })
-        output = "\n".join(self.notes + ([self.error] if self.error else []))
-        return {"score": self.score, "tests": tests, "output": output,
+        notes = list(dict.fromkeys(n for n in self.notes if not harmless_note(n)))
+        output = "\n".join(([self.error] if self.error else []) + notes)
+        return {"score": self.score, "execution_time": max(0, round(self.duration)), "output": output,
+                "output_format": "text", "test_output_format": "text", "tests": tests,
                 "visibility": "visible", "stdout_visibility": "hidden"}

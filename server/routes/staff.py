@@ -14,6 +14,7 @@ from server.models import AssignmentRow, GradingRun, Submission
 from server.schemas import BatchOut, FailedRun, RegradeOut, ScoreTable, Slug, SubmissionId
 from server.service import (
     batch_submit,
+    csv_response,
     get_assignment,
     gradescope_zip,
     load_submission,
@@ -75,12 +76,15 @@ def scores(slug: Slug, user: StaffDep, session: SessionDep) -> ScoreTable:
 
 
 @router.get("/assignments/{slug}/scores.csv", responses={**NOT_FOUND, 200: {"content": {"text/csv": {}}}},
-            summary="the score table as CSV for an LMS")
+            summary="the score table as CSV for an LMS: generic, canvas, blackboard or moodle")
 @releases_session
-def scores_as_csv(slug: Slug, user: StaffDep, session: SessionDep) -> Response:
+def scores_as_csv(slug: Slug, user: StaffDep, session: SessionDep,
+                  format: Annotated[str, Query(pattern="^(generic|canvas|blackboard|moodle)$")] = "generic",
+                  lms_id: Annotated[str | None, Query(pattern="^[0-9A-Za-z_-]{1,32}$",
+                                                      description="the LMS's id of the assignment")] = None
+                  ) -> Response:
     a = get_assignment(session, slug)
-    return Response(scores_csv(score_table(session, a)), media_type="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{a.slug}-scores.csv"'})
+    return csv_response(scores_csv(score_table(session, a), format, a.title, lms_id), a.slug, format)
 
 
 @router.get("/assignments/{slug}/gradescope.zip", responses={**NOT_FOUND, 200: {"content": {"application/zip": {}}}},

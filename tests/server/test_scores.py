@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zipfile
 
 import pytest
@@ -74,7 +75,8 @@ def test_csv_and_gradescope_exports(graded):
     c.wait_graded(c.submit("alice", "late", src(8)).json()["submission"]["id"])
     r = c.get("ta1", "/api/v1/assignments/late/scores.csv")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
-    rows = {row["login"]: row for row in csv.DictReader(io.StringIO(r.text))}
+    assert r.content.startswith("\ufeff".encode())  # UTF-8 with a byte-order mark
+    rows = {row["login"]: row for row in csv.DictReader(io.StringIO(r.content.decode("utf-8-sig")))}
     assert set(rows) == {"alice", "bob", "carol"}  # every student, graded or not
     assert float(rows["alice"]["late"]) == pytest.approx(8 * 0.7) and rows["bob"]["late"] == ""
     assert rows["alice"]["late_days"] == "3" and rows["alice"]["max_points"] == "10"
@@ -85,6 +87,48 @@ def test_csv_and_gradescope_exports(graded):
     assert gs["score"] == pytest.approx(5.6) and "late by 3 day(s)" in gs["output"]
     assert {t["visibility"] for t in gs["tests"]} == {"visible", "hidden", "after_due_date"}
     assert all({"name", "score", "max_score", "output", "status"} <= set(t) for t in gs["tests"])
+    from test_results import validate_gradescope
+    validate_gradescope(gs)
+
+
+def _lms(c, fmt, **params):
+    r = c.get("ta1", "/api/v1/assignments/late/scores.csv", params={"format": fmt, **params})
+    assert r.status_code == 200, r.text
+    return list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
+
+
+def test_canvas_import_rules(graded):
+    """Canvas's gradebook import (its CSV documentation): the header starts Student, ID,
+    SIS User ID, SIS Login ID, Section; then one column per assignment, `Title (id)` for an
+    existing one; an optional "Points Possible" row; nothing else numeric (it would become
+    an assignment); every student row matched by an identifier."""
+    c = graded
+    c.wait_graded(c.submit("alice", "late", src(8)).json()["submission"]["id"])
+    rows = _lms(c, "canvas", lms_id="1234")
+    header, points, students = rows[0], rows[1], rows[2:]
+    assert header[:5] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+    assert len(header) == 6 and re.fullmatch(r".+ \(\d+\)", header[5]), header
+    assert points[0].strip() == "Points Possible" and points[5] == "10"
+    by_login = {r[3]: r for r in students}
+    assert set(by_login) == {"alice", "bob", "carol"} and all(r[2] == r[3] for r in students)
+    assert float(by_login["alice"][5]) == pytest.approx(5.6) and by_login["bob"][5] == ""
+    assert _lms(c, "canvas")[0][5] == "Probe late"  # no id: a new column named by the title
+
+
+def test_blackboard_and_moodle_import_rules(graded):
+    """Blackboard's Grade Center upload: a Username column and `Title [Total Pts: N Score]`
+    (`|id` appended for an existing column); Moodle's grade import: a column it maps to
+    username, and the grade column."""
+    c = graded
+    c.wait_graded(c.submit("alice", "late", src(8)).json()["submission"]["id"])
+    bb = _lms(c, "blackboard")
+    assert bb[0][0] == "Username" and re.fullmatch(r".+ \[Total Pts: 10 Score\]", bb[0][1]) and len(bb[0]) == 2
+    assert _lms(c, "blackboard", lms_id="_77_1")[0][1].endswith("|_77_1")
+    md = _lms(c, "moodle")
+    assert md[0] == ["Username", "Probe late"]
+    assert {r[0]: r[1] for r in md[1:]}["alice"] == "5.6"
+    r = c.get("ta1", "/api/v1/assignments/late/scores.csv", params={"format": "excel"})
+    assert r.status_code == 422
 
 
 def test_regrade_makes_a_new_run_and_failed_runs_are_listed(graded):
