@@ -130,20 +130,32 @@ def read_cells(path: Path) -> tuple[list[Cell], str, dict]:
 
 
 # -- extraction ------------------------------------------------------------------------
+SHELL_ASSIGN = re.compile(r"^\s*[\w.,\s\[\]()*]+=\s*[!%]")  # IPython's `files = !ls`, `t = %timeit f()`
+
+
 def _strip_magics(src: str) -> tuple[str | None, int]:
-    """Blank IPython magics and shell escapes, keeping line numbers. None: a cell magic."""
+    """Replace IPython's line magics, shell escapes (`!pip ...`, `files = !ls`) and help
+    queries by `pass` at their indentation (a magic inside a block keeps the block valid),
+    with the lines they continue onto (a trailing backslash, as IPython reads them) blanked,
+    so line numbers stay those of the cell. None: a cell magic (%%...), which IPython runs
+    as a whole and we cannot."""
     lines = src.split("\n")
     first = next((ln.strip() for ln in lines if ln.strip()), "")
     if first.startswith("%%"):
         return None, 0
-    out, n = [], 0
-    for ln in lines:
+    out, n, i = [], 0, 0
+    while i < len(lines):
+        ln = lines[i]
         s = ln.lstrip()
-        if s.startswith(("%", "!")) or HELP_QUERY.match(ln):
-            out.append("")
+        if s.startswith(("%", "!")) or HELP_QUERY.match(ln) or SHELL_ASSIGN.match(ln):
+            out.append(ln[: len(ln) - len(s)] + "pass")
             n += 1
+            while lines[i].rstrip().endswith("\\") and i + 1 < len(lines):
+                i += 1
+                out.append("")
         else:
             out.append(ln)
+        i += 1
     return "\n".join(out), n
 
 
@@ -165,7 +177,8 @@ def _is_static(node: ast.AST) -> bool:
 
 
 def _keep(node: ast.stmt) -> bool:
-    if isinstance(node, ast.Import | ast.ImportFrom | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+    if isinstance(node, ast.Import | ast.ImportFrom | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+                  | ast.Pass):
         return True
     if isinstance(node, ast.Assign):
         return all(isinstance(t, ast.Name | ast.Tuple) for t in node.targets) and _is_static(node.value)

@@ -44,6 +44,21 @@ def test_definitions_mode_keeps_definitions_and_drops_work(tmp_path):
     assert out.line_map[line] == [3, 3]
 
 
+def test_ipython_syntax_is_read_as_ipython_reads_it(tmp_path):
+    """A backslash-continued `!pip install` (one command to IPython), `files = !ls`, a line
+    magic inside a loop: none of them makes the cell a syntax error, and the functions of
+    the cell are graded, at their own line numbers."""
+    nb = write_nb(tmp_path / "s.ipynb", [
+        new_code_cell("!pip install torch \\\n    numpy \\\n    tqdm\nfiles = !ls\nfor i in range(2):\n    %time x = i\n"
+                      "def f(x):\n    return x % 2\n"),
+    ])
+    out = extract(nb)
+    assert not any("syntax error" in n for n in out.notes), out.notes
+    assert "def f(x):" in out.source and "return x % 2" in out.source
+    assert "numpy" not in out.source and "!ls" not in out.source and "%time" not in out.source
+    assert out.line_map[out.source.splitlines().index("def f(x):")] == [1, 7]  # cell 1, line 7
+
+
 def test_all_mode_keeps_top_level_work(tmp_path):
     p = tmp_path / "s.py"
     p.write_text("import torch\nX = torch.randn(3)\nprint(X)\n")

@@ -639,3 +639,22 @@ def test_examples_score_the_same_on_an_oversubscribed_machine():
         assert r.error is None, (name, r.error)
         assert abs(r.score - expected[name]) < 1e-6, (name, r.score, expected[name],
                                                      [(t.name, t.feedback) for t in r.tests if t.status != "passed"])
+
+
+def test_forbidden_findings_name_the_cell_and_line_of_the_notebook(tmp_path):
+    """The forbidden-API feedback points where the student wrote it (cell and line in the
+    notebook), not at a line of the code the grader extracted from it."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    nb = new_notebook(cells=[new_markdown_cell("# work"), new_code_cell("import torch\nX = 1\n"),
+                             new_markdown_cell("more"),
+                             new_code_cell("def echo(x):\n    return x\n\ndef add_all(xs):\n"
+                                           "    out = torch.zeros(1)\n    torch._foreach_add_([out], [xs[0]])\n"
+                                           "    return out\n")])
+    path = tmp_path / "s.ipynb"
+    nbformat.write(nb, str(path))
+    r = grade(assignments.load(TRUST), path)
+    check = next(t for t in r.tests if t.name == "forbidden_api_check")
+    assert check.status == "failed" and "cell 4, line 6" in check.feedback, check.feedback
+    assert r.forbidden and r.forbidden[0]["where"] == "cell 4, line 6"

@@ -91,8 +91,11 @@ class GradingPlugin:
         self.result = SubmissionResult(assignment=cfg.assignment, submission=cfg.submission,
                                        engine_version=__version__, suite=cfg.suite,
                                        notes=list(cfg.extracted.get("notes", [])))
-        self.static_findings = [f.as_dict() for f in scan(cfg.extracted.get("source", ""), cfg.forbidden)]
         line_map = cfg.extracted.get("line_map", [])
+        # Each finding names where it is in the student's notebook (cell and line), not in
+        # the extracted code.
+        self.static_findings = [{**f.as_dict(), "where": _where(line_map, f.line)}
+                                for f in scan(cfg.extracted.get("source", ""), cfg.forbidden)]
         self.result.flags = [{**f.as_dict(), "where": _where(line_map, f.line)}
                              for f in scan_flags(cfg.extracted.get("source", ""))]
         self._student = None
@@ -266,7 +269,8 @@ class GradingPlugin:
         if unique:
             forbidden_test.status = "failed"
             forbidden_test.feedback = "\n".join(
-                f"{f['api']} used in {f['function']} (line {f.get('line')})" for f in unique[:10])
+                f"{f['api']} used in {f['function']} ({f.get('where') or 'line ' + str(f.get('line'))})"
+                for f in unique[:10])
         else:
             forbidden_test.feedback = "no forbidden library routine found"
         self.result.tests.insert(0, forbidden_test)
