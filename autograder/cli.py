@@ -179,6 +179,21 @@ def cmd_demo(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_import(args) -> int:
+    from autograder.importer import import_master
+    from autograder.notebook import ReleaseError
+
+    try:
+        report = import_master(args.tool, Path(args.master), Path(args.folder))
+    except (ReleaseError, OSError, ValueError) as e:
+        console.print(f"[red]{escape(str(e))}[/red]")
+        return 2
+    console.print(f"wrote {escape(str(report.folder))}: {report.public} public and {report.hidden} hidden test(s)"
+                  + (f"; {len(report.by_hand)} to write by hand (see its README.md)" if report.by_hand else ""))
+    console.print(f"next: dlopt check {escape(str(report.folder))}")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     import torch
 
@@ -230,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(fn=cmd_demo)
 
     sub.add_parser("doctor", help="what sandbox and devices this machine offers").set_defaults(fn=cmd_doctor)
+
+    im = sub.add_parser("import", help="turn an nbgrader or otter-grader master into an assignment folder")
+    im.add_argument("tool", choices=["nbgrader", "otter"])
+    im.add_argument("master")
+    im.add_argument("folder", help="the new assignment folder (its name is the slug)")
+    im.set_defaults(fn=cmd_import)
 
     # A student's commands for a course server (standard library only).
     from autograder import client

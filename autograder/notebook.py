@@ -374,7 +374,23 @@ def release_notebook(master: Path, slug: str):
     """The student version of a master notebook (an nbformat.NotebookNode)."""
     import nbformat
 
+    from autograder.formats import detect, leak_check, release_nbgrader, release_otter
+
     nb = nbformat.read(str(master), as_version=4)
+    dialect = detect(nb)
+    if dialect == "nbgrader":
+        nb = release_nbgrader(nb)
+    elif dialect == "otter":
+        nb = release_otter(nb)[0]
+    else:
+        _release_dlopt(nb)
+    nb.metadata["dlopt"] = {"slug": slug, "released": True, "from": dialect}
+    leak_check(nb)  # nothing of a solution or a hidden test may be left, in any dialect
+    return nb
+
+
+def _release_dlopt(nb) -> None:
+    """This project's own markers (### BEGIN SOLUTION with hints, <!-- BEGIN SOLUTION -->)."""
     for k, cell in enumerate(nb.cells, start=1):
         if cell.cell_type == "code":
             cell.source = strip_solutions(cell.source, where=f"cell {k}")
@@ -384,8 +400,6 @@ def release_notebook(master: Path, slug: str):
             cell.source = strip_markdown_solutions(cell.source)
         for key in ("nbgrader", "otter"):
             cell.metadata.pop(key, None)
-    nb.metadata["dlopt"] = {"slug": slug, "released": True}
-    return nb
 
 
 if __name__ == "__main__":  # `python -m autograder.notebook extract PATH MODE`: the bounded intake
