@@ -159,6 +159,7 @@ class ChildHandle:
     memory: MemoryWatch | None = None  # the kernel's peak-memory measure, when watched
     cpu: CpuWatch | None = None  # the kernel's count of the child's CPU time
     xfer: Path | None = None  # folder of shared-memory files the child maps (see StudentCode._shared_call)
+    _netns_pid: int | None = None  # a process inside the child's network namespace (loopback_tx_bytes)
 
     def cpu_seconds(self) -> float | None:
         return self.cpu.seconds() if self.cpu is not None else None
@@ -168,14 +169,28 @@ class ChildHandle:
         count (/proc/PID/net/dev of a process inside it), read from outside the child.
         None where the child shares the host's network (the weak sandbox)."""
         own = _netns(os.getpid())
+        # The process found inside the namespace last time, while it lives there (the walk
+        # of /proc that finds it costs a read per process on the machine: once per child,
+        # not twice per call).
+        cached = self._netns_pid
+        if cached is not None and self.alive():
+            ns = _netns(cached)
+            if ns is not None and ns != own:
+                return self._loopback_of(cached)
+        self._netns_pid = None
         for pid in _tree_pids(self.proc.pid):
             ns = _netns(pid)
             if ns is not None and ns != own:
-                try:
-                    return loopback_payload_bytes(Path(f"/proc/{pid}/net/dev"))
-                except (OSError, ValueError, IndexError):
-                    return None
+                self._netns_pid = pid
+                return self._loopback_of(pid)
         return None
+
+    @staticmethod
+    def _loopback_of(pid: int) -> int | None:
+        try:
+            return loopback_payload_bytes(Path(f"/proc/{pid}/net/dev"))
+        except (OSError, ValueError, IndexError):
+            return None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
