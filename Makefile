@@ -1,5 +1,5 @@
 # One place for setup and the two commands of the README.
-# `make demo`: grade every finished assignment's example submissions (SQLite-free, local runner, CPU).
+# `make demo`: grade a few example submissions of every finished assignment (local runner, CPU); `dlopt demo --all` grades them all.
 # `make test`: the whole test suite, `dlopt check` of every finished assignment included.
 
 PYTHON ?= python3

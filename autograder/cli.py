@@ -163,19 +163,54 @@ def cmd_check(args) -> int:
     return 0 if ok else 1
 
 
+def _demo_pick(paths: list[Path]) -> list[Path]:
+    """A representative few: the correct alternative, one bug, one hostile or forbidden
+    submission (else a second bug)."""
+    by = {p.name: p for p in paths}
+    pick = [by[n] for n in ("correct_alternative.py",) if n in by]
+    bugs = sorted(n for n in by if n.startswith("bug_"))
+    attacks = sorted(n for n in by if n.startswith(("hostile_", "forbidden_")))
+    pick += [by[n] for n in bugs[:1]]
+    pick += [by[n] for n in (attacks[:1] or bugs[1:2])]
+    return pick or paths[:3]
+
+
 def cmd_demo(args) -> int:
-    """The main job on the embedded default: grade every finished assignment's examples."""
+    """The main job on the embedded default: grade a few example submissions of every
+    finished assignment (all of them with --all) and compare with their expected scores."""
+    import time
     import tomllib
 
-    ok = True
+    started = time.monotonic()
+    plan, expected_of = [], {}
     for slug in assignments.all_slugs(finished_only=True):
         a = assignments.load(slug)
         paths = find_submissions([a.examples_dir])
         expected_file = a.examples_dir / "scores.toml"
-        expected = tomllib.loads(expected_file.read_text()) if expected_file.exists() else {}
-        results = _grade_many(a, paths, args.jobs)
-        console.print(_summary(results, f"{slug}: example submissions", expected))
-        ok &= all(abs(expected.get(Path(r.submission).name, -1) - r.score) < 1e-6 for r in results)
+        expected_of[slug] = tomllib.loads(expected_file.read_text()) if expected_file.exists() else {}
+        plan += [(a, p) for p in (paths if args.all else _demo_pick(paths))]
+    results: list[SubmissionResult | None] = [None] * len(plan)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
+        task = progress.add_task("grading example submissions", total=len(plan))
+
+        def one(i: int) -> None:
+            results[i] = grade(plan[i][0], plan[i][1])
+            progress.advance(task)
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            list(pool.map(one, range(len(plan))))
+    ok = good = 0
+    for slug in expected_of:
+        mine = [r for (a, _), r in zip(plan, results) if a.slug == slug and r is not None]
+        expected = expected_of[slug]
+        console.print(_summary(mine, f"{slug}: example submissions", expected))
+        for r in mine:
+            good += abs(expected.get(Path(r.submission).name, -1) - r.score) < 1e-6
+    ok = good == len(plan)
+    console.print(f"[{'green' if ok else 'red'}]{good} of {len(plan)} submissions scored as expected[/] in "
+                  f"{time.monotonic() - started:.0f} s"
+                  + ("" if args.all else " (a few per assignment; `dlopt demo --all` grades every example)"))
     return 0 if ok else 1
 
 
@@ -241,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
     d = sub.add_parser("demo", help="grade the example submissions of every finished assignment")
     d.add_argument("--jobs", "-j", type=int, default=2)
+    d.add_argument("--all", action="store_true", help="every example submission, not a few per assignment")
     d.add_argument("--runner", choices=["local", "docker"], default=None, help="as for grade")
     d.set_defaults(fn=cmd_demo)
 
