@@ -51,3 +51,29 @@ class Course:
                 return d
             time.sleep(0.1)
         raise AssertionError(f"submission {sub_id} not graded within {timeout} s: {d}")
+
+
+class Served:
+    """An app under uvicorn on a free loopback port, in a thread (a real socket: for the
+    command line and for what a server reads of a body before it answers)."""
+
+    def __init__(self, app, lifespan: str = "on") -> None:
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(20)

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 
@@ -25,30 +22,21 @@ NOTEBOOK = {"cells": [
 
 @pytest.fixture
 def served(settings_for):
-    import uvicorn
     from fastapi.testclient import TestClient
 
     from server.app import create_app
 
-    from server_course import Course
+    from server_course import Course, Served
 
     settings = settings_for(grade_function="autograder.grading:grade", workers=1)
     if not settings.database.startswith("sqlite"):
         pytest.skip("one database is enough for the command line")
     app = create_app(settings)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
+    live = Served(app)
     with TestClient(app) as client:  # the roster, through the API, as a TA would
         course = Course(app, client)
-    yield f"http://127.0.0.1:{port}", course
-    server.should_exit = True
-    thread.join(20)
+    yield live.url, course
+    live.stop()
 
 
 def dlopt(*args, env, stdin=None, timeout=300):

@@ -12,7 +12,6 @@ import io
 import json
 import re
 import socket
-import threading
 import time
 import zipfile
 from datetime import timedelta
@@ -29,30 +28,21 @@ GOOD = "def double(x):\n    return 2 * x\n"
 def live(settings_for):
     """The app under uvicorn on a free port (SQLite): a real socket, so a test can see
     how much of a body the server reads before it answers."""
-    import uvicorn
     from fastapi.testclient import TestClient
 
     from server.app import create_app
 
-    from server_course import Course
+    from server_course import Course, Served
 
     settings = settings_for()
     if not settings.database.startswith("sqlite"):
         pytest.skip("one database is enough for the socket tests")
     app = create_app(settings)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
+    served = Served(app, lifespan="off")
     with TestClient(app) as client:
         course = Course(app, client)
-        yield port, course
-    server.should_exit = True
-    thread.join(10)
+        yield served.port, course
+    served.stop()
 
 
 def _chunked_post(port: int, path: str, headers: dict, total: int, chunk: int = 64 * 1024) -> tuple[int, int]:
