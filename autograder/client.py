@@ -75,16 +75,28 @@ def load_credentials() -> tuple[str, str]:
 
 
 # -- HTTP -----------------------------------------------------------------------------
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is refused, not followed: following would send the token to wherever it
+    points (another host, plain http) and turn an upload into a GET."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise ClientError(f"the server redirected {req.full_url} to {newurl}: run `dlopt login` with the "
+                          "address it names (https, and the right path) if that is your course's server")
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def request(url: str, token: str, method: str = "GET", body: bytes | None = None,
             content_type: str | None = None) -> dict | list:
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
-               "User-Agent": "dlopt-client"}
+    headers = {"Accept": "application/json", "User-Agent": "dlopt-client"}
     if content_type:
         headers["Content-Type"] = content_type
     req = urllib.request.Request(url, data=body, headers=headers, method=method)
+    req.add_unredirected_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
-            return json.loads(resp.read() or b"null")
+        with _OPENER.open(req, timeout=TIMEOUT) as resp:
+            data = json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as e:
         try:
             detail = json.loads(e.read()).get("detail")
@@ -100,6 +112,9 @@ def request(url: str, token: str, method: str = "GET", body: bytes | None = None
         raise ClientError(f"cannot reach {url}: {e.reason}") from None
     except (TimeoutError, OSError) as e:
         raise ClientError(f"cannot reach {url}: {e}") from None
+    except ValueError:
+        raise ClientError(f"{url} did not answer with JSON: is this the course server's address?") from None
+    return data
 
 
 def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:

@@ -288,6 +288,8 @@ def _yaml(text: str, where: str) -> dict:
 
 def _otter_test(cell, where: str) -> dict:
     lines = _source(cell).split("\n")
+    while lines and not lines[0].strip():  # otter reads the first line; a blank one must not hide it
+        lines = lines[1:]
     hidden, points, body = False, None, lines
     first = lines[0].lstrip() if lines else ""
     if first.startswith("#") and OT_HIDDEN_LINE.search(first):
@@ -298,6 +300,11 @@ def _otter_test(cell, where: str) -> dict:
             raise ReleaseError(f"{where}: BEGIN TEST CONFIG without END TEST CONFIG")
         cfg = _yaml("\n".join(lines[1:end]), where)
         hidden, points, body = bool(cfg.get("hidden", False)), cfg.get("points"), lines[end + 1:]
+    if not hidden:
+        for i, ln in enumerate(body, start=1):
+            if (ln.lstrip().startswith("#") and OT_HIDDEN_LINE.search(ln)) or OT_TEST_CONFIG.search(ln):
+                raise ReleaseError(f"{where}, line {i}: this test reads as public, yet {ln.strip()!r} looks meant "
+                                   "to hide it or configure it: otter reads only a test's first line for that")
     import ast
     try:
         ast.parse("\n".join(body))
@@ -396,17 +403,36 @@ def release_otter(nb):
 
 # -- the leak check ---------------------------------------------------------------------------
 LEAKS = [
-    (re.compile(r"BEGIN\s*_?SOLU|END\s*_?SOLU|BEGIN\s*SOLUTON|END\s*SOLUTON", re.IGNORECASE), "a solution marker"),
-    (re.compile(r"BEGIN\s*_?HIDDEN|END\s*_?HIDDEN", re.IGNORECASE), "a hidden-tests marker"),
-    (re.compile(r"(BEGIN|END)\s*_?MARK\s*_?SCHEME", re.IGNORECASE), "a mark-scheme marker"),
-    (re.compile(r"#\s?SOLUTION\b"), "an otter # SOLUTION marker"),
-    (re.compile(r"\*\*\s*SOLUTION|<strong>\s*SOLUTION", re.IGNORECASE), "a **SOLUTION** answer"),
-    (re.compile(r"AUTOTEST"), "an nbgrader AUTOTEST directive"),
-    (re.compile(r"^\s*#\s*(BEGIN|END)\s*(QUESTION|PROMPT|TESTS?)\b|^\s*#\s*ASSIGNMENT\s*CONFIG", re.IGNORECASE | re.M),
-     "an otter boundary"),
+    # Markers are upper case in every tool (nbgrader matches them case-sensitively); near
+    # misses ("BEGIN SOLUTON", "BEGIN_SOLUTION") are caught, prose ("append_hidden",
+    # "we recommend solutions") is not.
+    (re.compile(r"\b(BEGIN|END)[\s_]*SOLU"), "a solution marker"),
+    (re.compile(r"\b(BEGIN|END)[\s_]*HIDDEN"), "a hidden-tests marker"),
+    (re.compile(r"\b(BEGIN|END)[\s_]*MARK[\s_]*SCHEME"), "a mark-scheme marker"),
+    (re.compile(r"#\s*SOLUTION\b"), "an otter # SOLUTION marker"),
+    (re.compile(r"#\s*solution\s*$", re.IGNORECASE), "an otter # SOLUTION marker"),
+    (re.compile(r"\*\*\s*SOLUTION\s*:?\s*\*\*|<strong>\s*SOLUTION"), "a **SOLUTION** answer"),
+    (re.compile(r"\bAUTOTEST\b"), "an nbgrader AUTOTEST directive"),
+    (re.compile(r"^\s*#\s*(BEGIN|END)\s*(QUESTION|PROMPT|TESTS?|SOLUTION)\s*$|^\s*#\s*ASSIGNMENT\s*CONFIG\s*$",
+                re.IGNORECASE), "an otter boundary"),
     (re.compile(r"^\s*#\s*HIDDEN(\s+TESTS?)?\s*$"), "a hidden test"),
     (re.compile(r"BEGIN\s*TEST\s*CONFIG", re.IGNORECASE), "an otter test config"),
 ]
+
+
+def strip_unreferenced(nb) -> None:
+    """Attachments no remaining source refers to (a solution's image) and the notebook's
+    saved widget state (outputs of the master's run) leave the student version."""
+    for cell in nb.get("cells", []):
+        att = cell.get("attachments")
+        if isinstance(att, dict):
+            src = _source(cell)
+            kept = {k: v for k, v in att.items() if f"attachment:{k}" in src}
+            if kept:
+                cell["attachments"] = kept
+            else:
+                cell.pop("attachments", None)
+    nb.get("metadata", {}).pop("widgets", None)
 
 
 def leak_check(nb) -> None:
@@ -428,3 +454,9 @@ def leak_check(nb) -> None:
             raise ReleaseError(f"cell {k}: tagged {sorted(tags)}, which marks solution or hidden material")
         if cell.get("cell_type") == "code" and cell.get("outputs"):
             raise ReleaseError(f"cell {k}: outputs are left in the student version")
+        src = _source(cell)
+        for name in (cell.get("attachments") or {}):
+            if f"attachment:{name}" not in src:
+                raise ReleaseError(f"cell {k}: attachment {name!r} is left though no text shows it (a solution's?)")
+    if "widgets" in nb.get("metadata", {}):
+        raise ReleaseError("the notebook's saved widget state (outputs of the master's run) is left")

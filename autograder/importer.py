@@ -36,11 +36,12 @@ class ImportReport:
     by_hand: list[str] = field(default_factory=list)
 
 
-def _student_names(nb, tool: str) -> set[str]:
-    """Top-level functions and classes the master's answer cells define."""
+def _student_names(nb, skip: set[int]) -> set[str]:
+    """Top-level functions and classes the master's cells define, test cells (`skip`,
+    1-based) left out: a helper a test defines is the test's own."""
     names: set[str] = set()
-    for cell in nb.cells:
-        if cell.cell_type != "code":
+    for k, cell in enumerate(nb.cells, start=1):
+        if cell.cell_type != "code" or k in skip:
             continue
         try:
             tree = ast.parse(re.sub(r"(?m)^\s*[%!].*$", "", _source(cell)))
@@ -94,6 +95,8 @@ def _convert(code: str, functions: set[str], expected: str | None = None) -> tup
         elif isinstance(n, ast.arg):
             known.add(n.arg)
     body = tree.body
+    if expected == "" and body and isinstance(body[-1], ast.Expr):
+        return None, set(), "the master was not run before import, so its expected output is unknown"
     if expected is not None and body and isinstance(body[-1], ast.Expr):
         # an otter (doctest) case: the last expression must print what the master printed
         try:
@@ -116,12 +119,18 @@ def _convert(code: str, functions: set[str], expected: str | None = None) -> tup
 
 
 def _test_source(name: str, points: float, functions: set[str], body: str, visibility: str) -> str:
-    marks = [f"@pytest.mark.points({points:g})"]
+    marks = [f"@pytest.mark.points({points!r})"]  # repr: split points must add up exactly
     if visibility != "hidden":
         marks.append(f'@pytest.mark.visibility("{visibility}")')
     marks.append("@pytest.mark.function(" + ", ".join(f'"{f}"' for f in sorted(functions)) + ")")
-    indented = "\n".join("    " + ln if ln else "" for ln in body.split("\n"))
-    return "\n".join(marks) + f"\ndef test_{name}(student):\n{indented}\n"
+    indented = "\n".join("        " + ln if ln else "" for ln in body.split("\n"))
+    # The test's own code works on the student's values: whatever it raises on them (None
+    # where a number was due) is the student's failure, said as such, not a grader error.
+    return ("\n".join(marks) + f"\ndef test_{name}(student):\n    try:\n{indented}\n"
+            "    except (AssertionError, StudentFailure):\n        raise\n"
+            "    except Exception as e:  # noqa: BLE001\n"
+            "        raise GradingFailure(f\"the test raised {type(e).__name__}: {e} (on what your functions "
+            "returned)\") from None\n")
 
 
 def _ident(text: str) -> str:
@@ -142,6 +151,9 @@ over: each test calls the student's functions through `student.call`)."""
 
 import pytest
 
+from autograder.judge.compare import GradingFailure
+from autograder.judge.student import StudentFailure
+
 '''
 
 
@@ -153,10 +165,11 @@ def import_master(tool: str, master: Path, out: Path) -> ImportReport:
         raise ReleaseError(f"{master} is not an {tool} master (it reads as {found})")
     slug = _ident(out.name)
     report = ImportReport(out)
-    functions = _student_names(nb, tool)
     cases: list[tuple[str, float, str, str | None, bool]] = []  # name, points, code, expected, hidden
     if tool == "nbgrader":
-        for t in nbgrader_tests(nb):
+        tests = nbgrader_tests(nb)
+        functions = _student_names(nb, {t["cell"] for t in tests})
+        for t in tests:
             gid = _ident(t["grade_id"])
             has_hidden = bool(t["hidden"].strip())
             share = t["points"] / 2 if has_hidden else t["points"]
@@ -165,14 +178,16 @@ def import_master(tool: str, master: Path, out: Path) -> ImportReport:
                 cases.append((f"{gid}_hidden", share, t["public"] + "\n" + t["hidden"], None, True))
     else:
         _, questions = release_otter(nb)
+        functions = _student_names(nb, {t["cell"] for q in questions for t in q.tests})
         for q in questions:
             n = len(q.tests) or 1
             each = q.points if isinstance(q.points, list) else [(q.points if q.points is not None else 1) / n] * n
             for i, t in enumerate(q.tests):
                 cell = nb.cells[t["cell"] - 1]
-                expected = None
+                expected = ""  # otter compares with what the master printed: nothing, if it was not run
                 for o in cell.get("outputs", []):
-                    expected = (o.get("data", {}).get("text/plain") or o.get("text") or "").strip() or expected
+                    text = o.get("data", {}).get("text/plain") or o.get("text") or ""
+                    expected = ("".join(text) if isinstance(text, list) else text).strip() or expected
                 pts = t["points"] if t["points"] is not None else (each[i] if i < len(each) else 0)
                 cases.append((f"{_ident(q.name)}_{i + 1}", float(pts), t["source"], expected, t["hidden"]))
     out.mkdir(parents=True, exist_ok=True)
@@ -180,7 +195,13 @@ def import_master(tool: str, master: Path, out: Path) -> ImportReport:
     target = out / f"{slug}.ipynb"
     shutil.copy(master, target)
     suites = {False: [], True: []}
-    for name, points, code, expected, hidden in cases:
+    seen: dict[str, int] = {}
+    for i, (name, points, code, expected, hidden) in enumerate(cases):
+        if name in seen:  # "q1.a" and "q1-a" read the same as test names: number the second
+            seen[name] += 1
+            name = f"{name}_{seen[name]}"
+            cases[i] = (name, points, code, expected, hidden)
+        seen.setdefault(name, 1)
         body, used, why = _convert(code, functions, expected)
         if body is None:
             report.by_hand.append(f"`{name}` ({'hidden' if hidden else 'public'}, {points:g} points): {why}:\n\n"
@@ -192,7 +213,7 @@ def import_master(tool: str, master: Path, out: Path) -> ImportReport:
         text = HEADER.format(what=what, slug=slug, tool=tool) + "\n\n".join(suites[hidden])
         (out / "tests" / fname).write_text(text)
     points = sum(p for _, p, code, e, _h in cases if _convert(code, functions, e)[0] is not None)
-    lines = [f'slug = "{slug}"', f"title = {_toml_str(_title(nb, slug))}", f"points = {points:g}", 'gpu = "none"',
+    lines = [f'slug = "{slug}"', f"title = {_toml_str(_title(nb, slug))}", f"points = {points!r}", 'gpu = "none"',
              f'master = "{target.name}"', 'public_tests = ["tests/test_public.py"]',
              'hidden_tests = ["tests/test_hidden.py"]',
              "# Imported: read the tests over, then set finished = true to serve it.", "finished = false"]

@@ -374,7 +374,13 @@ def release_notebook(master: Path, slug: str):
     """The student version of a master notebook (an nbformat.NotebookNode)."""
     import nbformat
 
-    from autograder.formats import detect, leak_check, release_nbgrader, release_otter
+    from autograder.formats import (
+        detect,
+        leak_check,
+        release_nbgrader,
+        release_otter,
+        strip_unreferenced,
+    )
 
     nb = nbformat.read(str(master), as_version=4)
     dialect = detect(nb)
@@ -384,6 +390,7 @@ def release_notebook(master: Path, slug: str):
         nb = release_otter(nb)[0]
     else:
         _release_dlopt(nb)
+    strip_unreferenced(nb)
     nb.metadata["dlopt"] = {"slug": slug, "released": True, "from": dialect}
     leak_check(nb)  # nothing of a solution or a hidden test may be left, in any dialect
     return nb

@@ -37,6 +37,7 @@ def release(a: Assignment, out: Path) -> list[Path]:
     written.append(target)
     (out / "tests").mkdir(exist_ok=True)
     for p in a.public_tests:
+        _refuse_hidden_in_public(p)
         dest = out / "tests" / p.name
         shutil.copy(p, dest)
         written.append(dest)
@@ -54,6 +55,19 @@ def release(a: Assignment, out: Path) -> list[Path]:
     (out / "assignment.toml").write_text(_toml(public))
     written.append(out / "assignment.toml")
     return written
+
+
+def _refuse_hidden_in_public(path: Path) -> None:
+    """A public test file goes to students as it is: one that carries a hidden-tests region
+    or an otter-style `# HIDDEN` line is refused, with the line."""
+    import re
+
+    from autograder.notebook import ReleaseError
+
+    marks = re.compile(r"\b(BEGIN|END)[\s_]*HIDDEN|^\s*#\s*HIDDEN(\s+TESTS?)?\s*$|^\s*hidden:\s*true\b", re.I)
+    for i, line in enumerate(path.read_text().splitlines(), start=1):
+        if marks.search(line):
+            raise ReleaseError(f"{path}, line {i}: a public test file holds hidden material ({line.strip()[:80]!r})")
 
 
 def _toml(data: dict) -> str:

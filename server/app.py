@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import asynccontextmanager
-from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 
 import fastapi_offline
@@ -14,6 +13,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
+from starlette.requests import cookie_parser
 
 from autograder import __version__
 from server import auth, catalog
@@ -86,12 +86,9 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         headers = dict(scope.get("headers") or [])
         authz = headers.get(b"authorization", b"").decode("latin-1")
         token = authz[7:].strip() if authz[:7].lower() == "bearer " else None
-        cookies = SimpleCookie()
-        try:
-            cookies.load(headers.get(b"cookie", b"").decode("latin-1"))
-        except CookieError:
-            pass
-        secret = cookies[auth.COOKIE].value if auth.COOKIE in cookies else None
+        # Starlette's own parser: what the pages will read (Python's SimpleCookie stops at the
+        # first cookie of another site it dislikes, and the session would look absent).
+        secret = cookie_parser(headers.get(b"cookie", b"").decode("latin-1")).get(auth.COOKIE)
         with db.session() as s:
             user = auth.user_for_token(s, token) if token else auth.user_for_session(s, secret)
             role = user.role if user is not None else None

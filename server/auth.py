@@ -145,8 +145,13 @@ def sign_in_blocked(session: Session, address: str, login: str | None, limit: in
     return login is not None and session.scalar(q.where(SignInFailure.login == login)) >= limit
 
 
-def record_failed_sign_in(session: Session, address: str, token: str) -> str | None:
-    """Keep the failure; the account it names when the token is one that was revoked."""
+def record_failed_sign_in(session: Session, address: str, token: str, window: timedelta | None = None) -> str | None:
+    """Keep the failure (with the account it names when the token is one that was
+    revoked); failures older than the window are deleted on the way."""
+    from sqlalchemy import delete
+
+    if window is not None:
+        session.execute(delete(SignInFailure).where(SignInFailure.at < utcnow() - window))
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token))) if token else None
     login = row.user.login if row is not None else None
     session.add(SignInFailure(address=address[:64], login=login))

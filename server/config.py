@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     cookie_secure: bool | Literal["auto"] = Field(
         "auto", description="the session cookie's Secure flag: auto sets it whenever the request came over HTTPS "
                             "(behind a proxy, run uvicorn with --proxy-headers); true always, false never")
+    public_url: str | None = Field(None, description="the address students open (https://dlopt.example.edu): forms "
+                                                     "must come from it; default: the request's Host")
     session_hours: float = Field(72.0, gt=0, description="a browser session ends this long after signing in")
     max_failed_sign_ins: int = Field(10, ge=1, description="failed sign-ins per address (or account) in the window "
                                                            "before the sign-in form refuses it")

@@ -69,7 +69,7 @@ def _same_origin(request: Request) -> None:
     """A form post must come from a page of this server (Origin, else Referer); a browser
     that sends neither is judged by the CSRF value alone."""
     headers = {k.lower().encode("latin-1"): v.encode("latin-1") for k, v in request.headers.items()}
-    if same_origin(headers, request.url.scheme) is False:
+    if same_origin(headers, request.url.scheme, request.app.state.settings.public_url) is False:
         raise HTTPException(403, "this form was posted from another site; open the page on this server and try again")
 
 
@@ -130,19 +130,25 @@ def login(request: Request, session: SessionDep, token: Annotated[str, Form(max_
     token, address = token.strip(), _client(request)
     window = timedelta(minutes=settings.failed_sign_in_minutes)
     user = auth.user_for_token(session, token)
-    if auth.sign_in_blocked(session, address, user.login if user else None, settings.max_failed_sign_ins, window):
-        session.rollback()
-        return _login_form(request, 429, f"too many failed sign-ins; try again in "
-                                         f"{settings.failed_sign_in_minutes:g} minutes")
-    begin_write(session)
     if user is None:
-        auth.record_failed_sign_in(session, address, token)
+        # The bound slows guessing (already hopeless against 256-bit tokens) and a flood of
+        # bad tokens; a valid token always signs in, so nobody behind the same address (a
+        # proxy, a campus NAT) can lock the others out.
+        if auth.sign_in_blocked(session, address, None, settings.max_failed_sign_ins, window):
+            session.rollback()
+            return _login_form(request, 429, f"too many failed sign-ins from your address; try again in "
+                                             f"{settings.failed_sign_in_minutes:g} minutes")
+        begin_write(session)
+        auth.record_failed_sign_in(session, address, token, window)
         session.commit()
         return _login_form(request, 401, "that token is not valid")
+    begin_write(session)
     secret = auth.start_session(session, user, settings.session_hours)
     session.commit()
     resp = RedirectResponse("/ui", 303)
-    resp.set_cookie(auth.COOKIE, secret, httponly=True, samesite="strict", secure=_secure(request),
+    # Lax: a link from the LMS arrives signed in; every form is guarded by its CSRF value and
+    # the origin check, so a cross-site post still gets nothing.
+    resp.set_cookie(auth.COOKIE, secret, httponly=True, samesite="lax", secure=_secure(request),
                     max_age=int(settings.session_hours * 3600))
     resp.delete_cookie(auth.LOGIN_COOKIE, path="/login")
     return resp
@@ -325,8 +331,11 @@ def batch_page(slug: Slug, request: Request, user: StaffPageUser, session: Sessi
                file: Annotated[UploadFile, File()], csrf: Annotated[str, Form()] = ""):
     _csrf(request, csrf)
     a = get_assignment(session, slug)
-    data = file.file.read(request.app.state.settings.max_batch_bytes + 1)
+    limit = request.app.state.settings.max_batch_bytes
+    data = file.file.read(limit + 1)
     try:
+        if len(data) > limit:
+            raise HTTPException(413, f"the archive is larger than {limit} bytes")
         made = batch_submit(request.app, session, user, a, data)
     except HTTPException as e:
         return render(request, "error.html", status=e.status_code, user=user, message=e.detail,

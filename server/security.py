@@ -142,10 +142,16 @@ async def _json(send, status: int, detail: str) -> None:
 
 
 # -- cross-site checks -----------------------------------------------------------------
-def same_origin(headers: dict[bytes, bytes], scheme: str) -> bool | None:
+def same_origin(headers: dict[bytes, bytes], scheme: str, public_url: str | None = None) -> bool | None:
     """Whether the request's Origin (else Referer) names this server: True, False, or None
-    when the browser sent neither (then the CSRF value alone decides)."""
-    host = headers.get(b"host", b"").decode("latin-1").lower()
+    when the browser sent neither (then the CSRF value alone decides). This server is its
+    public URL when one is set (`DLOPT_PUBLIC_URL`, for a proxy that rewrites Host), else the
+    Host header or a proxy's X-Forwarded-Host."""
+    if public_url:
+        allowed = {urlsplit(public_url).netloc.lower()}
+    else:
+        allowed = {headers.get(b"host", b"").decode("latin-1").lower(),
+                   headers.get(b"x-forwarded-host", b"").decode("latin-1").split(",")[0].strip().lower()} - {""}
     for key in (b"origin", b"referer"):
         value = headers.get(key)
         if value:
@@ -153,7 +159,7 @@ def same_origin(headers: dict[bytes, bytes], scheme: str) -> bool | None:
             if text == "null":
                 return False
             parts = urlsplit(text)
-            return parts.netloc.lower() == host and parts.scheme in ("http", "https")
+            return parts.netloc.lower() in allowed and parts.scheme in ("http", "https")
     return None
 
 

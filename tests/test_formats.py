@@ -216,3 +216,63 @@ def test_every_course_master_releases_clean():
         a = assignments.load(d)
         if a.master is not None:
             leak_check(release_notebook(a.master, a.slug))
+
+
+def test_attachments_and_widget_state_of_solutions_do_not_ship(tmp_path):
+    """A mark scheme's image and a solution's image leave with their text; the master's
+    saved widget state (its run's outputs) leaves too; the leak check refuses either."""
+    task = nbg(new_markdown_cell("Explain.\n=== BEGIN MARK SCHEME ===\nFull marks: ![](attachment:answer.png)\n"
+                                 "=== END MARK SCHEME ==="), task=True, locked=True, points=1, grade_id="t")
+    task["attachments"] = {"answer.png": {"image/png": "iVBORw0KGgo="}}
+    md = new_markdown_cell("Figure: ![](attachment:keep.png)\n<!-- BEGIN SOLUTION -->![](attachment:sol.png)"
+                           "<!-- END SOLUTION -->")
+    md["attachments"] = {"keep.png": {"image/png": "AAAA"}, "sol.png": {"image/png": "BBBB"}}
+    path = tmp_path / "m.ipynb"
+    nb = new_notebook(cells=[task], metadata={"widgets": {"application/vnd.jupyter.widget-state+json": {"x": 42}}})
+    nbformat.write(nb, str(path))
+    out = release_notebook(path, "hw")
+    assert "attachments" not in out.cells[0] and "widgets" not in out.metadata
+    nbformat.write(new_notebook(cells=[md]), str(path))
+    out = release_notebook(path, "hw")
+    assert set(out.cells[0].attachments) == {"keep.png"}
+    bad = new_notebook(cells=[new_markdown_cell("text")])
+    bad.cells[0]["attachments"] = {"sol.png": {"image/png": "BBBB"}}
+    with pytest.raises(ReleaseError, match="attachment 'sol.png'"):
+        leak_check(bad)
+
+
+def test_otter_hidden_tests_are_read_as_otter_reads_them(tmp_path):
+    """A blank line before `# HIDDEN` still hides the test; a `# HIDDEN` further down,
+    which otter would not read, is refused rather than shipped as a public test."""
+    def master(test_source):
+        return new_notebook(cells=[new_raw_cell("# BEGIN QUESTION\nname: q"), new_raw_cell("# BEGIN TESTS"),
+                                   new_code_cell(test_source), new_raw_cell("# END TESTS"),
+                                   new_raw_cell("# END QUESTION")])
+
+    _, qs = release_otter(master("\n# HIDDEN\nsquare(3) == 9"))
+    assert qs[0].tests[0]["hidden"] is True
+    with pytest.raises(ReleaseError, match="looks meant to hide it"):
+        release_otter(master("import numpy as np\n# HIDDEN\nsquare(3) == 9"))
+
+
+@pytest.mark.parametrize("line", ["return x * x  #  SOLUTION", "K = 42 # Solution", "#BEGIN_SOLUTION",
+                                  "**SOLUTION**: 42"])
+def test_near_miss_markers_are_refused(line):
+    with pytest.raises(ReleaseError):
+        leak_check(new_notebook(cells=[new_code_cell(line)]))
+
+
+@pytest.mark.parametrize("line", ["hs = append_hidden(hs, h)", "legend_hidden = True", "# prepend hidden states",
+                                  "# append solution to the list", "We recommend solutions that vectorise.",
+                                  "Write your **solution** in the cell below.", "# end test setup",
+                                  "# hidden layer size", "Solution: see the lecture", "the end of the solution"])
+def test_ordinary_course_text_is_not_refused(line):
+    leak_check(new_notebook(cells=[new_code_cell(line), new_markdown_cell(line)]))
+
+
+def test_a_public_test_file_with_hidden_material_is_refused(tmp_path):
+    from autograder.release import _refuse_hidden_in_public
+    p = tmp_path / "test_public.py"
+    p.write_text("def test_a(student):\n    ### BEGIN HIDDEN TESTS\n    assert 1\n")
+    with pytest.raises(ReleaseError, match="line 2"):
+        _refuse_hidden_in_public(p)

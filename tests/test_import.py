@@ -94,3 +94,38 @@ def test_import_refuses_a_master_of_the_other_tool(tmp_path):
     r = subprocess.run([sys.executable, "-m", "autograder.cli", "import", "otter", str(master), str(tmp_path / "x")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not an otter master" in r.stdout
+
+
+def test_helpers_of_tests_stay_the_tests_and_split_points_add_up(tmp_path):
+    """A helper a test cell defines is called as the test's own, not the student's; a
+    question of 1 point with 3 tests is worth exactly 1; an unrun master's expression tests
+    go to the README instead of passing whatever the student returns."""
+    def ran(source, text):
+        return new_code_cell(source, execution_count=1,
+                             outputs=[new_output("execute_result", data={"text/plain": text}, execution_count=1)])
+
+    master = write(tmp_path / "hw.ipynb", [
+        new_raw_cell("# BEGIN QUESTION\nname: q1\npoints: 1"),
+        new_raw_cell("# BEGIN SOLUTION"),
+        new_code_cell("def square(x):\n    return x * x # SOLUTION"),
+        new_raw_cell("# END SOLUTION"),
+        new_raw_cell("# BEGIN TESTS"),
+        ran("def close(a, b):\n    return abs(a - b) < 1e-9\nclose(square(2), 4)", "True"),
+        ran("square(3) == 9", "True"),
+        ran("# HIDDEN\nsquare(4)", "16"),
+        new_raw_cell("# END TESTS"),
+        new_raw_cell("# END QUESTION"),
+        new_raw_cell("# BEGIN QUESTION\nname: q2\npoints: 1"),
+        new_raw_cell("# BEGIN TESTS"),
+        new_code_cell("square(5) == 25"),  # never run: no recorded output
+        new_raw_cell("# END TESTS"),
+        new_raw_cell("# END QUESTION"),
+    ])
+    folder = tmp_path / "hw_split"
+    run_import("otter", master, folder)
+    public = (folder / "tests" / "test_public.py").read_text()
+    assert "close(student.call('square', 2).value, 4)" in public and "student.call('close'" not in public
+    assert "was not run" in (folder / "README.md").read_text()
+    assert tomllib.loads((folder / "assignment.toml").read_text())["points"] == 1.0  # 3 x 1/3, exactly
+    report = check(assignments.load(folder))
+    assert report.ok, report.lines

@@ -97,3 +97,31 @@ def test_staff_commands_refuse_to_invent_an_empty_server(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no server data" in r.stderr
     assert not (tmp_path / "dlopt-data").exists()
+
+
+def test_a_redirect_is_refused_and_the_token_goes_nowhere_else(tmp_path):
+    """A server that redirects (to another host, to plain http) gets no token sent on: the
+    command refuses the redirect and says what to do."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    env = {**os.environ, "DLOPT_CONFIG_DIR": str(tmp_path / "cfg")}
+    r = dlopt("login", f"http://127.0.0.1:{srv.server_port}", "--token-stdin", env=env, stdin="dlopt_secret\n",
+              timeout=60)
+    srv.shutdown()
+    assert r.returncode == 2 and "redirected" in r.stdout, r.stdout
+    assert seen == ["Bearer dlopt_secret"]  # sent once, to the address given, and not followed

@@ -163,9 +163,47 @@ def test_failed_sign_ins_are_bounded_per_address(make_course):
         r = c.client.post("/login", data={"token": "dlopt_wrong", "login_csrf": _login_value(c)},
                           follow_redirects=False)
         assert r.status_code == 401
-    r = c.client.post("/login", data={"token": c.tokens["alice"], "login_csrf": _login_value(c)},
+    r = c.client.post("/login", data={"token": "dlopt_wrong_again", "login_csrf": _login_value(c)},
                       follow_redirects=False)
     assert r.status_code == 429 and "too many" in r.text
+    # ... but a valid token still signs in: a flood from one address (a proxy, a campus NAT)
+    # locks nobody out.
+    r = c.client.post("/login", data={"token": c.tokens["alice"], "login_csrf": _login_value(c)},
+                      follow_redirects=False)
+    assert r.status_code == 303
+
+
+def test_origin_behind_a_proxy_that_rewrites_host(make_course):
+    """nginx's default proxy_pass sends Host: 127.0.0.1:8000; the browser's Origin is the
+    public address: DLOPT_PUBLIC_URL names it (or the proxy's X-Forwarded-Host)."""
+    c = make_course(public_url="https://course.example.edu")
+    value = _login_value(c)
+    r = c.client.post("/login", data={"token": c.tokens["alice"], "login_csrf": value},
+                      headers={"Origin": "https://course.example.edu"}, follow_redirects=False)
+    assert r.status_code == 303
+    c.client.cookies.clear()
+    value = _login_value(c)
+    r = c.client.post("/login", data={"token": c.tokens["alice"], "login_csrf": value},
+                      headers={"Origin": "http://testserver"}, follow_redirects=False)
+    assert r.status_code == 403  # the Host alone no longer counts once the public URL is set
+
+
+def test_the_body_limit_reads_cookies_as_the_pages_do(live):
+    """Another site's cookie that Python's SimpleCookie rejects, before the session: the
+    signed-in TA keeps a TA's body limit (a 2 MiB batch is not refused as anonymous)."""
+    port, course = live
+    import io
+    import zipfile
+
+    import httpx
+    secret = course.sign_in("ta1")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("alice.py", "def double(x):\n    return 2 * x\n" + "#" * (2 << 20))
+    r = httpx.post(f"http://127.0.0.1:{port}/ui/ta/open/batch",
+                   headers={"Cookie": f'_ga={{"x":1}}; a=b c; {COOKIE}={secret}'},
+                   data={"csrf": csrf_for(secret)}, files={"file": ("b.zip", buf.getvalue())}, timeout=30)
+    assert r.status_code != 413 or "limit for this account" not in r.text, r.text[:300]
 
 
 def test_cookies_are_secure_over_https(course_app):
