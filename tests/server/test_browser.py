@@ -204,13 +204,15 @@ def test_api_docs_render_offline(live_server, browser, shots):
     shots(page, "api-docs")
 
 
-def test_bad_tokens_and_forged_forms_are_refused(live_server, browser):
+def test_bad_tokens_and_forged_forms_are_refused(live_server, browser, shots):
     base, tokens = live_server
     page = browser.new_context().new_page()
     page.goto(base + "/")
+    shots(page, "1-sign-in")
     page.fill("#token", "dlopt_wrong")
     page.click("#signin")
     assert "not valid" in page.locator("#error").inner_text()
+    shots(page, "2-bad-token")
     assert page.goto(base + "/ui").url.rstrip("/") == base  # sent back to sign in
     # a form posted without the CSRF field (as from another site) is refused
     page = sign_in(browser, base, tokens["ta1"])
