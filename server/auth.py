@@ -145,6 +145,12 @@ def sign_in_blocked(session: Session, address: str, login: str | None, limit: in
     return login is not None and session.scalar(q.where(SignInFailure.login == login)) >= limit
 
 
+def login_of_token(session: Session, token: str) -> str | None:
+    """The account a token names, revoked or not (None for one that never existed)."""
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token))) if token else None
+    return row.user.login if row is not None else None
+
+
 def record_failed_sign_in(session: Session, address: str, token: str, window: timedelta | None = None) -> str | None:
     """Keep the failure (with the account it names when the token is one that was
     revoked); failures older than the window are deleted on the way."""
@@ -152,7 +158,6 @@ def record_failed_sign_in(session: Session, address: str, token: str, window: ti
 
     if window is not None:
         session.execute(delete(SignInFailure).where(SignInFailure.at < utcnow() - window))
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token))) if token else None
-    login = row.user.login if row is not None else None
+    login = login_of_token(session, token)
     session.add(SignInFailure(address=address[:64], login=login))
     return login

@@ -134,10 +134,12 @@ def login(request: Request, session: SessionDep, token: Annotated[str, Form(max_
         # The bound slows guessing (already hopeless against 256-bit tokens) and a flood of
         # bad tokens; a valid token always signs in, so nobody behind the same address (a
         # proxy, a campus NAT) can lock the others out.
-        if auth.sign_in_blocked(session, address, None, settings.max_failed_sign_ins, window):
+        # Per address, and per account for the bad tokens that name one (a revoked token).
+        named = auth.login_of_token(session, token)
+        if auth.sign_in_blocked(session, address, named, settings.max_failed_sign_ins, window):
             session.rollback()
-            return _login_form(request, 429, f"too many failed sign-ins from your address; try again in "
-                                             f"{settings.failed_sign_in_minutes:g} minutes")
+            return _login_form(request, 429, "too many failed sign-ins from your address or for this account; "
+                                             f"try again in {settings.failed_sign_in_minutes:g} minutes")
         begin_write(session)
         auth.record_failed_sign_in(session, address, token, window)
         session.commit()

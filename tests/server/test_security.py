@@ -173,6 +173,26 @@ def test_failed_sign_ins_are_bounded_per_address(make_course):
     assert r.status_code == 303
 
 
+def test_failed_sign_ins_are_bounded_per_account(make_course):
+    """Revoked tokens of one account, from many addresses: bounded for that account; its
+    current token still signs in."""
+    from fastapi.testclient import TestClient
+    c = make_course(max_failed_sign_ins=3)
+    old = c.tokens["bob"]
+    c.post("admin", "/api/v1/roster?reissue=true", files={"file": ("r.csv", "login\nbob\n")})
+    for i in range(3):
+        with TestClient(c.app, client=(f"10.0.0.{i}", 5000)) as other:
+            page = other.get("/")
+            value = re.search(r'name="login_csrf" value="([^"]+)"', page.text).group(1)
+            assert other.post("/login", data={"token": old, "login_csrf": value},
+                              follow_redirects=False).status_code == 401
+    with TestClient(c.app, client=("10.0.0.99", 5000)) as other:
+        page = other.get("/")
+        value = re.search(r'name="login_csrf" value="([^"]+)"', page.text).group(1)
+        assert other.post("/login", data={"token": old, "login_csrf": value},
+                          follow_redirects=False).status_code == 429
+
+
 def test_origin_behind_a_proxy_that_rewrites_host(make_course):
     """nginx's default proxy_pass sends Host: 127.0.0.1:8000; the browser's Origin is the
     public address: DLOPT_PUBLIC_URL names it (or the proxy's X-Forwarded-Host)."""
