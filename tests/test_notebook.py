@@ -167,4 +167,4 @@ def test_release_leaks_no_solution_hidden_test_or_reference(adam, tmp_path):
     assert "hidden_tests = []" in (out / "assignment.toml").read_text()
     nb = nbformat.read(str(out / "adam.ipynb"), as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
-    assert nb.metadata["dlopt"] == {"slug": "adam", "released": True}
+    assert nb.metadata["dlopt"] == {"slug": "adam", "released": True, "from": "dlopt"}
