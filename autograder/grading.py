@@ -83,9 +83,37 @@ def grade(a: Assignment, path: str | Path, *, suite: str = "hidden", device: str
     return result
 
 
-def _run_judge(cmd: list[str], env: dict, timeout: float) -> tuple[int | None, str, str]:
+def _use_zygote() -> bool:
+    return os.environ.get("DLOPT_ZYGOTE", "1") != "0"
+
+
+def _run_judge(cmd: list[str], env: dict, timeout: float, tmp: Path) -> tuple[int | None, str, str]:
     """Run a judge in a session of its own; on timeout kill its whole process group (its
-    sandboxes die with it). Returns (exit code or None on timeout, stdout, stderr)."""
+    sandboxes die with it). Returns (exit code or None on timeout, stdout, stderr).
+    The judge is a fork of this process's zygote (torch, pytest and the engine already
+    imported: autograder/judge/zygote.py) when there is one, else a new interpreter."""
+    if _use_zygote() and cmd[:2] == [sys.executable, "-m"]:
+        from autograder import forkserver
+        from autograder.judge import zygote
+
+        for _ in range(2):
+            out, err = tmp / "judge.stdout", tmp / "judge.stderr"
+            try:
+                code = zygote.run(cmd[2:], env, os.getcwd(), str(out), str(err), timeout)
+            except forkserver.ServerLost:
+                continue  # a zygote that ended is started again once, then the slow path
+            return code, _read_text(out), _read_text(err)
+    return _spawn_judge(cmd, env, timeout)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _spawn_judge(cmd: list[str], env: dict, timeout: float) -> tuple[int | None, str, str]:
     import signal
 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -131,7 +159,7 @@ def _grade(a: Assignment, path: Path, *, suite: str, device: str | None, force_w
                    DLOPT_SHARED_TMP=os.environ.get("DLOPT_SHARED_TMP", tempfile.gettempdir()))
         timeout = a.limits.submission_seconds * a.limits.wall_factor + JUDGE_GRACE_SECONDS
         code, stdout, stderr = _run_judge([sys.executable, "-m", "autograder.judge.run", str(tmp / "job.json")],
-                                          env, timeout)
+                                          env, timeout, tmp)
         out = tmp / "result.json"
         if code is None:
             result.error = f"grading did not finish within {timeout:.0f} s"

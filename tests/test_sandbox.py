@@ -102,10 +102,14 @@ def exit_soft():
 '''
 
 
-@pytest.fixture
-def child():
+@pytest.fixture(params=["zygote", "bwrap"])
+def child(request, monkeypatch):
+    # Both ways a strong child starts: a fork of the child zygote that builds its own
+    # namespaces (the default), and a new interpreter under bubblewrap (DLOPT_ZYGOTE=0).
+    monkeypatch.setenv("DLOPT_ZYGOTE", "1" if request.param == "zygote" else "0")
     code = StudentCode(PROBES, Limits(call_seconds=4, submission_seconds=120, memory_mb=3072, processes=64,
                                       wall_factor=2.0))
+    code.start_mode = request.param
     yield code
     code.close()
 
@@ -114,6 +118,8 @@ def test_a_normal_call_works_and_reports_the_sandbox(child):
     assert torch.equal(child.call("ok", torch.ones(3)).value, torch.full((3,), 2.0))
     if child.sandbox["kind"] == "bubblewrap":
         assert child.sandbox["strong"] is True
+        # The way this run asked for is the way the child started (never a silent fallback).
+        assert child.sandbox.get("zygote") == ("child zygote" if child.start_mode == "zygote" else None)
 
 
 def test_time_limit_per_call_and_recovery(child):

@@ -55,6 +55,12 @@ def main() -> None:
         sock.connect(cfg["socket"])
         cfg["req_fd"] = sock.detach()
         cfg["rep_fd"] = os.dup(cfg["req_fd"])
+    run(cfg)
+
+
+def run(cfg: dict) -> None:
+    """Limits, then torch, then serve: what every child does, however it was started (a
+    new interpreter here, or a fork of the child zygote: child/zygote.py)."""
     _apply_limits(cfg)
     os.chdir(cfg.get("workdir", "/tmp"))
 

@@ -242,6 +242,36 @@ class ChildHandle:
             self.uid_lock = None
 
 
+def _use_zygote() -> bool:
+    return os.environ.get("DLOPT_ZYGOTE", "1") != "0"
+
+
+def _child_zygote(env: dict):
+    from autograder import forkserver
+
+    return forkserver.Client([sys.executable, "-I", "-B", str(PACKAGE_ROOT / "child" / "zygote.py")], env,
+                             "dlopt-czygote-")
+
+
+def _shared_child_zygotes():
+    from autograder import forkserver
+
+    return forkserver.Shared(_child_zygote)
+
+
+class _LazyShared:
+    def __init__(self):
+        self._shared = None
+
+    def get(self, key, *args):
+        if self._shared is None:
+            self._shared = _shared_child_zygotes()
+        return self._shared.get(key, *args)
+
+
+_CHILD_ZYGOTES = _LazyShared()  # one child zygote per child environment, in this process
+
+
 class LocalRunner:
     name = "local"
 
@@ -349,6 +379,50 @@ class LocalRunner:
             env["GLIBC_TUNABLES"] = MALLOC_TUNABLES  # see memwatch: freed memory goes back
         return env
 
+    def _start_forked(self, cmd: list[str], staging: Path, cfg: dict, uid: int | None, uid_lock: int | None,
+                      log_path: Path, pipe_ends: list[int], ours: tuple[int, int]) -> ChildHandle | None:
+        """The child as a fork of the child zygote (child/zygote.py), which builds the
+        sandbox these bwrap arguments describe for itself; None when there is no zygote
+        (the caller starts bwrap instead)."""
+        from autograder import forkserver
+
+        split = cmd.index("--")
+        args = cmd[1:split]
+        env = self._env()
+        try:
+            client = _CHILD_ZYGOTES.get(tuple(sorted(env.items())), env)
+        except forkserver.ServerLost as e:
+            self.report["zygote"] = f"none: {str(e)[:200]}"
+            return None
+        memory = MemoryWatch(limit_bytes=self.limits.memory_mb << 20)
+        self.report["memory_limit"] = memory.limited
+        cpu = CpuWatch(memory.group if memory.method == "cgroup-v2" else None)
+        self.report["cpu_clock"] = cpu.method
+        groups = [str(g) for w, kind in ((memory, "cgroup"), (cpu, "cgroup-v1"))
+                  if (g := getattr(w, "group", None)) is not None and w.method.startswith(kind)]
+        bpf = seccomp.program()
+        request = {"args": args, "cfg": {k: v for k, v in cfg.items() if k not in ("req_fd", "rep_fd")},
+                   "env": env, "seccomp": bpf.hex() if bpf else None, "cgroups": sorted(set(groups)),
+                   "sandbox_root": SANDBOX_ROOT}
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            fork = client.start(request, [*pipe_ends, log])
+        except forkserver.ServerLost as e:
+            memory.close()
+            cpu.close()
+            self.report["zygote"] = f"none: {str(e)[:200]}"
+            return None
+        finally:
+            os.close(log)
+        for fd in pipe_ends:
+            os.close(fd)
+        self.report["zygote"] = "child zygote"
+        memory.attach(fork.pid)
+        cpu.attach(fork.pid)
+        if self.limits.watch_memory:
+            self.report["memory_watch"] = memory.method
+        return ChildHandle(fork, *ours, log_path, staging, uid, uid_lock, memory, cpu, staging / "xfer")
+
     def start(self) -> ChildHandle:
         staging = self._stage()
         req_r, req_w = os.pipe()
@@ -389,6 +463,12 @@ class LocalRunner:
             self.report["seccomp"] = bpf is not None
             cmd = [*self._bwrap_args(staging, uid), *extra, "--", *cmd]
         log_path = staging / "log.txt"
+        if strong and _use_zygote():
+            forked = self._start_forked(cmd, staging, cfg, uid, uid_lock, log_path, [req_r, rep_w], (req_w, rep_r))
+            if filter_fd is not None:
+                os.close(filter_fd)
+            if forked is not None:
+                return forked
         # A memory cgroup of its own for every child: the kernel's limit on everything it
         # touches (heap, tmpfs files in its /tmp, page cache), and the peak measure of
         # watched calls. Without one, RLIMIT_AS (CPU runs) is the only bound.
