@@ -101,9 +101,11 @@ class _Closed:
         return -1
 
 
-def serve(path: str, handler, ready: dict) -> None:
-    """Listen on `path`; for each request fork and call `handler(request, fds, fds_to_close)`
-    in the fork (it must not return). `ready` goes to stdout once listening."""
+def serve(path: str, handler, ready: dict, ops: dict | None = None) -> None:
+    """Listen on `path`; for each request fork and call `handler(request, fds)` in the
+    fork (it must not return). A request whose "op" names one of `ops` is answered by
+    that function's result instead, in the server, without a fork. `ready` goes to
+    stdout once listening."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     os.chmod(path, 0o600)
@@ -146,6 +148,15 @@ def serve(path: str, handler, ready: dict) -> None:
                 try:
                     req, fds = _read_request(conn)
                 except (OSError, ValueError, EOFError):  # not a request: dropped, nothing forked
+                    conn.close()
+                    continue
+                if ops and req.get("op") in ops:
+                    _close_all(fds)
+                    try:
+                        answer = ops[req["op"]](req)
+                    except Exception as e:  # noqa: BLE001  (the asker falls back; the server goes on)
+                        answer = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+                    _send(conn, answer)
                     conn.close()
                     continue
                 close_in_fork = [listener.fileno(), wake_r, wake_w, conn.fileno(),
@@ -269,7 +280,56 @@ class Fork:
             pass
 
 
-class Client:
+class Endpoint:
+    """A fork server reached by its socket (one another process owns)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def ask(self, request: dict, timeout: float = 200.0) -> dict:
+        """A request answered without a fork (an `ops` entry of the server)."""
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.settimeout(30)
+            conn.connect(self.path)
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            got = _read_line(conn, time.monotonic() + timeout)
+            answer = json.loads(got[0]) if got and got[0] else None
+        except (OSError, ValueError) as e:
+            raise ServerLost(f"the fork server did not answer: {e}") from None
+        finally:
+            conn.close()
+        if not isinstance(answer, dict) or "error" in answer:
+            raise ServerLost(f"the fork server could not answer: {answer}")
+        return answer
+
+    def start(self, request: dict, fds: list[int] = ()) -> Fork:
+        """Ask for one fork; raises ServerLost when the server cannot start it."""
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.settimeout(30)
+            conn.connect(self.path)
+            data = json.dumps(request).encode() + b"\n"
+            if fds:
+                socket.send_fds(conn, [data], list(fds))
+            else:
+                conn.sendall(data)
+            got = _read_line(conn, time.monotonic() + 30)
+            started = json.loads(got[0]) if got and got[0] else {}
+            pid = started.get("pid") if isinstance(started, dict) else None
+            if not isinstance(pid, int):
+                raise ServerLost("the fork server did not start the process")
+            conn.setblocking(True)
+            return Fork(conn, pid, got[1])
+        except (OSError, ValueError) as e:
+            conn.close()
+            raise ServerLost(f"the fork server did not answer: {e}") from None
+        except ServerLost:
+            conn.close()
+            raise
+
+
+class Client(Endpoint):
     """A fork server owned by this process: started on first use, shared by its threads,
     started again when it ended or when a module it loaded changed on disk."""
 
@@ -337,31 +397,6 @@ class Client:
                 self.proc.kill()
             shutil.rmtree(self.folder, ignore_errors=True)
         self._log.close()
-
-    def start(self, request: dict, fds: list[int] = ()) -> Fork:
-        """Ask for one fork; raises ServerLost when the server cannot start it."""
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            conn.settimeout(30)
-            conn.connect(self.path)
-            data = json.dumps(request).encode() + b"\n"
-            if fds:
-                socket.send_fds(conn, [data], list(fds))
-            else:
-                conn.sendall(data)
-            got = _read_line(conn, time.monotonic() + 30)
-            started = json.loads(got[0]) if got and got[0] else {}
-            pid = started.get("pid") if isinstance(started, dict) else None
-            if not isinstance(pid, int):
-                raise ServerLost("the fork server did not start the process")
-            conn.setblocking(True)
-            return Fork(conn, pid, got[1])
-        except (OSError, ValueError) as e:
-            conn.close()
-            raise ServerLost(f"the fork server did not answer: {e}") from None
-        except ServerLost:
-            conn.close()
-            raise
 
 
 class Shared:

@@ -85,7 +85,7 @@ def test_every_child_has_namespaces_of_its_own(monkeypatch):
         assert first.sandbox.get("zygote") == "child zygote"
         a, b = first.call("namespaces").value, second.call("namespaces").value
         mine = {ns: os.readlink(f"/proc/self/ns/{ns}") for ns in NAMESPACES}
-        client = next(iter(local._CHILD_ZYGOTES._shared.clients.values()))
+        client = next(iter(local._OWN_CHILD_ZYGOTES.clients.values()))
         zygote = {ns: os.readlink(f"/proc/{client.proc.pid}/ns/{ns}") for ns in NAMESPACES}
         for ns in NAMESPACES:
             if ns == "user" and os.getuid() == 0:
@@ -153,13 +153,13 @@ def test_the_fork_server_path_can_be_switched_off(monkeypatch):
 def test_a_child_zygote_that_died_is_replaced(monkeypatch):
     monkeypatch.setenv("DLOPT_ZYGOTE", "1")
     _start().close()
-    client = next(iter(local._CHILD_ZYGOTES._shared.clients.values()))
+    client = next(iter(local._OWN_CHILD_ZYGOTES.clients.values()))
     client.proc.kill()
     client.proc.wait()
     code = _start()
     try:
         assert code.sandbox.get("zygote") == "child zygote"
-        assert next(iter(local._CHILD_ZYGOTES._shared.clients.values())) is not client
+        assert next(iter(local._OWN_CHILD_ZYGOTES.clients.values())) is not client
     finally:
         code.close()
 
@@ -233,6 +233,28 @@ def test_grades_are_the_same_with_and_without_the_zygotes(monkeypatch, tmp_path)
     assert results["1"][:3] == results["0"][:3]
     assert 0 < results["1"][0] < probe.points
     assert (results["1"][3], results["0"][3]) == ("child zygote", None)
+
+
+@needs_bwrap
+def test_judges_share_one_child_zygote_kept_by_the_judge_zygote(monkeypatch, tmp_path):
+    monkeypatch.setenv("DLOPT_ZYGOTE", "1")
+    probe = assignments.load(str(REPO / "tests" / "fixtures" / "probe"))
+    sub = tmp_path / "submission.py"
+    sub.write_text("def double(x):\n    return x * 2\n\ndef square(v):\n    return v * v\n")
+    for _ in range(2):
+        r = grade(probe, sub)
+        assert r.score == probe.points and r.sandbox.get("zygote") == "child zygote", r.grader_errors
+    owner = judge_zygote._SHARED.clients["judge"].proc.pid
+    kept = [p for p in os.listdir("/proc") if p.isdigit() and "child/zygote.py" in _cmdline(p)
+            and _parent(p) == owner]
+    assert len(kept) == 1
+
+
+def _parent(pid: str) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def test_a_judge_zygote_that_died_is_replaced_without_losing_the_grade(adam, monkeypatch):

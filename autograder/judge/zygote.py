@@ -113,9 +113,24 @@ def run(argv: list[str], env: dict, cwd: str, stdout: str, stderr: str, timeout:
         fork.close()
 
 
+def child_zygote(req: dict) -> dict:
+    """The socket of the child zygote for a child environment: started by this zygote on
+    first use and shared by all its judges (a judge that started its own would pay the
+    start for every submission)."""
+    from autograder.sandbox import local
+
+    env = {str(k): str(v) for k, v in dict(req.get("env") or {}).items()}
+    return {"path": local.own_child_zygote(env).path}
+
+
 def main() -> None:
     files = preload()
-    forkserver.serve(sys.argv[1], become_judge, {"files": files})
+    path = sys.argv[1]
+
+    def judge(req: dict, fds: list[int]) -> None:
+        become_judge(dict(req, env=dict(req["env"], DLOPT_JUDGE_ZYGOTE=path)), fds)
+
+    forkserver.serve(path, judge, {"files": files}, ops={"child-zygote": child_zygote})
 
 
 if __name__ == "__main__":

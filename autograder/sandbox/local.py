@@ -253,23 +253,35 @@ def _child_zygote(env: dict):
                              "dlopt-czygote-")
 
 
-def _shared_child_zygotes():
+_OWN_CHILD_ZYGOTES = None
+
+
+def own_child_zygote(env: dict):
+    """This process's child zygote for `env` (started on first use)."""
+    global _OWN_CHILD_ZYGOTES
     from autograder import forkserver
 
-    return forkserver.Shared(_child_zygote)
+    if _OWN_CHILD_ZYGOTES is None:
+        _OWN_CHILD_ZYGOTES = forkserver.Shared(_child_zygote)
+    return _OWN_CHILD_ZYGOTES.get(tuple(sorted(env.items())), env)
 
 
-class _LazyShared:
-    def __init__(self):
-        self._shared = None
-
-    def get(self, key, *args):
-        if self._shared is None:
-            self._shared = _shared_child_zygotes()
-        return self._shared.get(key, *args)
+_REMOTE: dict = {}
 
 
-_CHILD_ZYGOTES = _LazyShared()  # one child zygote per child environment, in this process
+def child_zygote(env: dict):
+    """Where children for `env` fork from: in a judge forked from the judge zygote, the
+    child zygote that zygote keeps for all its judges; elsewhere one of this process."""
+    from autograder import forkserver
+
+    judge_zygote = os.environ.get("DLOPT_JUDGE_ZYGOTE")
+    if not judge_zygote:
+        return own_child_zygote(env)
+    key = (judge_zygote, tuple(sorted(env.items())))
+    if key not in _REMOTE:
+        answer = forkserver.Endpoint(judge_zygote).ask({"op": "child-zygote", "env": env})
+        _REMOTE[key] = forkserver.Endpoint(str(answer["path"]))
+    return _REMOTE[key]
 
 
 class LocalRunner:
@@ -390,7 +402,7 @@ class LocalRunner:
         args = cmd[1:split]
         env = self._env()
         try:
-            client = _CHILD_ZYGOTES.get(tuple(sorted(env.items())), env)
+            client = child_zygote(env)
         except forkserver.ServerLost as e:
             self.report["zygote"] = f"none: {str(e)[:200]}"
             return None
@@ -406,7 +418,11 @@ class LocalRunner:
                    "sandbox_root": SANDBOX_ROOT}
         log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            fork = client.start(request, [*pipe_ends, log])
+            try:
+                fork = client.start(request, [*pipe_ends, log])
+            except forkserver.ServerLost:
+                _REMOTE.clear()  # that zygote ended: ask for the current one, once
+                fork = child_zygote(env).start(request, [*pipe_ends, log])
         except forkserver.ServerLost as e:
             memory.close()
             cpu.close()
