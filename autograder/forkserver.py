@@ -172,6 +172,7 @@ def serve(path: str, handler, ready: dict, ops: dict | None = None) -> None:
                                 os.close(fd)
                             except OSError:
                                 pass
+                        running.clear()  # other forks' pids: nothing of theirs in this one
                         handler(req, fds)
                     finally:
                         os._exit(120)

@@ -10,13 +10,16 @@ that ends or goes stale replaced without losing a grade.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
+
+import pytest
 
 from autograder import assignment as assignments
 from autograder import forkserver
 from autograder.grading import grade
 from autograder.judge import zygote as judge_zygote
-from autograder.judge.student import StudentCode
+from autograder.judge.student import StudentCode, StudentCrash
 from autograder.sandbox import Limits, local
 
 from sandbox_marks import needs_bwrap
@@ -30,6 +33,9 @@ import torch
 
 def namespaces():
     return {ns: os.readlink(f"/proc/self/ns/{ns}") for ns in NAMESPACES}
+
+def die(sig):
+    os.kill(os.getpid(), sig)
 
 def leave_traces(mark):
     torch.left_by_an_earlier_child = mark
@@ -72,6 +78,7 @@ LIMITS = Limits(call_seconds=20, submission_seconds=120)
 
 
 def _start(**kw) -> StudentCode:
+    kw.setdefault("device", "cpu")
     code = StudentCode(PROBE, LIMITS, **kw)
     code.call("namespaces")
     return code
@@ -119,11 +126,14 @@ def test_nothing_of_one_child_reaches_the_next(monkeypatch):
 
 
 @needs_bwrap
-def test_a_forked_child_sees_the_sandbox_bubblewrap_builds(monkeypatch):
+@pytest.mark.parametrize("gpu", [False, True])
+def test_a_forked_child_sees_the_sandbox_bubblewrap_builds(monkeypatch, gpu):
+    # gpu=True: the GPU sandbox's mounts (a private /dev/shm, /sys read-only with every
+    # mount below it, /dev/nvidia* where there are any), built here on the CPU.
     views = {}
     for mode in ("1", "0"):
         monkeypatch.setenv("DLOPT_ZYGOTE", mode)
-        code = _start()
+        code = _start(gpu=gpu, device="cuda" if gpu else "cpu")
         try:
             views[mode] = code.call("view").value
             assert code.sandbox.get("zygote") == ("child zygote" if mode == "1" else None)
@@ -136,6 +146,57 @@ def test_a_forked_child_sees_the_sandbox_bubblewrap_builds(monkeypatch):
     for key in ("mounts", "status", "limits", "listing", "ids", "cwd", "env", "argv", "loopback", "hostname",
                 "modes"):
         assert forked[key] == bwrapped[key], key
+
+
+@needs_bwrap
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV, signal.SIGXCPU])
+def test_a_signal_that_ends_a_forked_child_is_reported_as_that_signal(monkeypatch, sig):
+    monkeypatch.setenv("DLOPT_ZYGOTE", "1")
+    code = _start()
+    try:
+        with pytest.raises(StudentCrash) as e:
+            code.call("die", int(sig))
+        assert f"killed by {signal.Signals(sig).name}" in str(e.value)
+    finally:
+        code.close()
+    client = next(iter(local._OWN_CHILD_ZYGOTES.clients.values()))
+    assert not [f for f in os.listdir(client.folder) if f.startswith("core")]  # no root core dump
+
+
+@needs_bwrap
+def test_pid_1_of_a_forked_sandbox_holds_no_privilege(monkeypatch):
+    monkeypatch.setenv("DLOPT_ZYGOTE", "1")
+    code = _start()
+    try:
+        outer = code.handle.proc.pid
+        init = [p for p in os.listdir("/proc") if p.isdigit() and _parent(p) == outer]
+        assert len(init) == 1
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{init[0]}/status").read_text().splitlines())
+        assert status["CapEff"].strip() == status["CapPrm"].strip() == "0000000000000000"
+        assert status["NoNewPrivs"].strip() == "1" and status["Seccomp"].strip() == "2"
+    finally:
+        code.close()
+
+
+@needs_bwrap
+def test_a_sandbox_that_cannot_be_built_by_forking_falls_back_to_bubblewrap(monkeypatch):
+    """A fork that fails before its sandbox stands (here: a cgroup it cannot join) is the
+    machine's problem: the child starts under bubblewrap and the student loses nothing."""
+    monkeypatch.setenv("DLOPT_ZYGOTE", "1")
+    monkeypatch.setattr(local, "_ZYGOTE_FAILED", None)
+    start = forkserver.Endpoint.start
+
+    def broken(self, request, fds=()):
+        return start(self, dict(request, cgroups=["/nonexistent-cgroup"]), fds)
+
+    monkeypatch.setattr(forkserver.Endpoint, "start", broken)
+    code = _start()
+    try:
+        assert code.call("traces").value == [None, False, []]
+        assert code.sandbox["zygote"].startswith("none: the forked sandbox could not be built here")
+        assert code.handle.proc.__class__.__name__ == "Popen"
+    finally:
+        code.close()
 
 
 @needs_bwrap

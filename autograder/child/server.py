@@ -202,6 +202,20 @@ def _shared(header, payload, xfer: str | None):
     return header["h"], view
 
 
+def _reply(rep_fd: int, reply: dict, xfer: str | None, shm_name) -> None:
+    """A reply frame; a large payload goes into the judge's reply file (protocol/shm.py)."""
+    from autograder.protocol.codec import encode_chunks
+    from autograder.protocol.framing import write_encoded
+    from autograder.protocol.shm import child_write_reply
+
+    header, chunks = encode_chunks(reply)
+    pointer = child_write_reply(xfer, shm_name, header, chunks)
+    if pointer is not None:
+        write_encoded(rep_fd, pointer, [])
+    else:
+        write_encoded(rep_fd, header, chunks)
+
+
 def serve(req_fd: int, rep_fd: int, cfg: dict) -> None:
     # Student prints go to the log (fd 1/2), never to the reply channel.
     child = Child(cfg)
@@ -210,6 +224,7 @@ def serve(req_fd: int, rep_fd: int, cfg: dict) -> None:
             header, payload = read_frame(req_fd)
         except EOFError:
             return
+        req = None
         try:
             header, payload = _shared(header, payload, cfg.get("xfer"))
             # Tensors go to the grading device, unless the harness places them itself
@@ -235,7 +250,7 @@ def serve(req_fd: int, rep_fd: int, cfg: dict) -> None:
         except ProtocolError as e:
             reply = {"ok": False, "error": {"type": "ProtocolError", "message": str(e), "frames": []}}
         try:
-            write_frame(rep_fd, reply)
+            _reply(rep_fd, reply, cfg.get("xfer"), req.get("reply_shm") if isinstance(req, dict) else None)
         except ProtocolError as e:
             write_frame(rep_fd, {"ok": False, "forbidden": reply.get("forbidden", []), "error": {
                 "type": "BadReturnValue", "frames": [],

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import signal
 import struct
 import sys
@@ -43,7 +44,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 22, 38, 24
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 4, 22, 38, 24
 SECCOMP_MODE_FILTER = 2
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus")  # as bubblewrap covers them
@@ -87,15 +88,35 @@ def _make_target(src: str | None, dst: str) -> None:
         os.makedirs(dst, mode=0o755, exist_ok=True)
 
 
+def _mounts_at_or_below(path: str) -> list[str]:
+    """Mount points at `path` and below it (mountinfo's octal escapes decoded), top first."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if point == path or point.startswith(path.rstrip("/") + "/"):
+                out.append(point)
+    return sorted(set(out), key=len)
+
+
 def _bind(src: str, dst: str, *, read_only: bool, devices: bool = False) -> None:
+    """A recursive bind whose every mount (the top one and each below it, as bubblewrap
+    does) is remounted nosuid, nodev unless devices, and read-only when asked."""
     _make_target(src, dst)
     _mount(src, dst, None, MS_BIND | MS_REC)
-    flags = MS_BIND | MS_REMOUNT | MS_NOSUID | _locked_flags(dst)
-    if not devices:
-        flags |= MS_NODEV
-    if read_only:
-        flags |= MS_RDONLY
-    _mount(None, dst, None, flags)
+    for point in _mounts_at_or_below(dst):
+        flags = MS_BIND | MS_REMOUNT | MS_NOSUID | _locked_flags(point)
+        if not devices:
+            flags |= MS_NODEV
+        if read_only:
+            flags |= MS_RDONLY
+        try:
+            _mount(None, point, None, flags)
+        except SandboxSetupError:
+            if point == dst:
+                raise
+            if read_only:  # a mount below that cannot be made read-only: hide it
+                _mount("tmpfs", point, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "mode=0755")
 
 
 def _tmpfs(dst: str, mode: int, size: int | None) -> None:
@@ -222,26 +243,35 @@ def _seccomp(program: bytes) -> None:
 
 
 def _exit_like(status: int) -> None:
-    """End this process as the one whose wait status this is ended."""
+    """End this process as the one whose wait status this is ended (a signal as that
+    signal: the judge tells a memory kill, SIGKILL, from an exit)."""
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
-        os._exit(128 - code)
+        sig = -code
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        os.kill(os.getpid(), sig)
+        os.kill(os.getpid(), signal.SIGKILL)  # a signal whose default is to go on (SIGCHLD...)
     os._exit(code)
 
 
 def become_child(req: dict, fds: list[int]) -> None:
     """In the fork: join the cgroups, make the namespaces, build the root, run the child."""
     try:
-        req_fd, rep_fd, log_fd = fds[:3]
+        req_fd, rep_fd, log_fd, setup_fd = fds[:4]
         os.setsid()
+        # No core dump of a root process re-raising the student's SIGSEGV (see _exit_like).
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         for group in req.get("cgroups") or []:
             with open(os.path.join(group, "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
         forkserver.redirect_output(log_fd)
         os.close(log_fd)
-        keep = {0, 1, 2, req_fd, rep_fd}
+        keep = {0, 1, 2, req_fd, rep_fd, setup_fd}
         for name in os.listdir("/proc/self/fd"):
             if int(name) not in keep:
                 try:
@@ -262,12 +292,13 @@ def become_child(req: dict, fds: list[int]) -> None:
         status_r, status_w = os.pipe()
         init = os.fork()
         if init:  # the fork the judge knows: ends as the child ends
-            os.close(status_w)
+            for fd in (status_w, req_fd, rep_fd, setup_fd):
+                os.close(fd)
             raw = b""
             while chunk := os.read(status_r, 64):
                 raw += chunk
             os.waitpid(init, 0)
-            _exit_like(int(raw) if raw.strip().isdigit() else (137 << 8))
+            _exit_like(int(raw) if raw.strip().isdigit() else signal.SIGKILL)
         os.close(status_r)
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -278,9 +309,14 @@ def become_child(req: dict, fds: list[int]) -> None:
         child = os.fork()
         if child == 0:
             os.close(status_w)
-            _run_child(req, req_fd, rep_fd, chdir, user_ns)
-        os.close(req_fd)
-        os.close(rep_fd)
+            _run_child(req, req_fd, rep_fd, setup_fd, chdir, user_ns)
+        for fd in (req_fd, rep_fd, setup_fd):
+            os.close(fd)
+        # PID 1 needs nothing but wait(): no capabilities, no new privileges, the filter.
+        _drop_capabilities()
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no new privileges")
+        if req.get("seccomp"):
+            _seccomp(bytes.fromhex(req["seccomp"]))
         while True:  # PID 1: reap everything until the child itself has ended
             pid, status = os.wait()
             if pid == child:
@@ -293,11 +329,12 @@ def become_child(req: dict, fds: list[int]) -> None:
             os._exit(121)
 
 
-def _run_child(req: dict, req_fd: int, rep_fd: int, chdir: str | None, user_ns: bool) -> None:
+def _run_child(req: dict, req_fd: int, rep_fd: int, setup_fd: int, chdir: str | None, user_ns: bool) -> None:
     code = 1
     try:
         os.setsid()
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as a new interpreter has it
         if user_ns:
             _drop_capabilities()
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no new privileges")
@@ -324,10 +361,22 @@ def _run_child(req: dict, req_fd: int, rep_fd: int, chdir: str | None, user_ns: 
             os.environ["PWD"] = chdir  # as bubblewrap's --chdir sets it
         sandbox = req["sandbox_root"]
         sys.path[:] = [sandbox, *(p for p in sys.path if p != RUNTIME)]
+        for name, module in list(sys.modules.items()):  # later imports of the runtime: from /sandbox
+            if name == "autograder" or name.startswith("autograder."):
+                if getattr(module, "__path__", None) is not None:
+                    module.__path__ = [os.path.join(sandbox, *name.split("."))]
         cfg = dict(req["cfg"], req_fd=req_fd, rep_fd=rep_fd)
         sys.argv = [f"{sandbox}/autograder/child/main.py", json.dumps(cfg)]
+        import types
+
+        sys.modules["__main__"] = types.ModuleType("__main__")  # not the zygote's module
+        sys.modules["__main__"].__file__ = sys.argv[0]
         from autograder.child import main
 
+        # The sandbox is built: tell the judge (before any student code, on a pipe that
+        # is closed before it runs), so a failure before here is never the student's.
+        os.write(setup_fd, b"ok")
+        os.close(setup_fd)
         main.run(cfg)
         code = 0
     except SystemExit as e:
@@ -347,7 +396,7 @@ def _run_child(req: dict, req_fd: int, rep_fd: int, chdir: str | None, user_ns: 
 
 PRELOAD = ("torch", "torch.optim", "torch._dynamo", "torch.nn.functional", "numpy",
            "autograder.protocol", "autograder.protocol.codec", "autograder.protocol.framing",
-           "autograder.protocol.specs", "autograder.child.server", "autograder.child.forbidden",
+           "autograder.protocol.specs", "autograder.protocol.shm", "autograder.child.server", "autograder.child.forbidden",
            "autograder.child.watch", "autograder.child.guard", "autograder.child.main")
 
 

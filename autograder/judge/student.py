@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autograder.protocol import ProtocolError, decode, read_frame, write_frame
+from autograder.protocol import ProtocolError, decode, read_frame
 from autograder.protocol.framing import FrameTimeout, write_encoded
+from autograder.protocol.shm import SHM_MIN_BYTES, write_shared
 from autograder.sandbox import Limits, make_runner
 
 IMPORT_GRACE_SECONDS = 60.0  # torch's import and the submission's top level, on a slow disk
@@ -232,68 +233,78 @@ class StudentCode:
         return self.handle.log_tail() if self.handle is not None else ""
 
     # -- the exchange ------------------------------------------------------------------
-    def _shared_exchange(self, message: dict, seconds: float, what: str) -> tuple[dict, dict | None]:
-        """As `_exchange`, with the request's tensors in a file the child maps shared
-        (inputs are views of it there): after the reply the judge reads the file back and
-        decodes the message as the call left it. The inputs-unchanged verdict rests on
-        those bytes, read outside the student's process, not on what the child reports.
-        Returns (reply, message as the call left it; None where no file could be shared)."""
-        import uuid
-
-        from autograder.protocol.codec import encode_chunks
-
-        xfer = getattr(self.handle, "xfer", None)
-        header, chunks = encode_chunks(message)
-        size = sum(len(c) for c in chunks)
-        if xfer is None or size == 0:
-            return self._exchange(message, seconds, what), None
-        name = f"call-{uuid.uuid4().hex[:16]}.bin"
-        path = Path(xfer) / name
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
-        try:
-            os.fchmod(fd, 0o666)
-            with os.fdopen(os.dup(fd), "wb") as f:
-                for c in chunks:
-                    f.write(c)
-            reply = self._exchange({"__raw__": {"shm": name, "size": size, "h": header}}, seconds, what)
-            after = bytearray(size)
-            got = os.preadv(fd, [after], 0)
-            if got != size:
-                raise ProtocolError("the shared file was truncated")
-            left = decode(header, after, device=None, specs=_keep_specs)
-            return reply, left
-        finally:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-
     def _exchange(self, message: dict, seconds: float, what: str) -> dict:
+        return self._roundtrip(message, seconds, what)[0]
+
+    def _roundtrip(self, message: dict, seconds: float, what: str, read_back: bool = False) -> tuple[dict, Any]:
         """Send one request and read its reply, within the call's time and reply budget.
         Whatever the child sends (a forged frame, a header nested 5000 deep, nothing at
         all, or it stops reading), the judge holds at most the reply budget in memory,
         waits at most the deadline, and on any failure kills the child and fails only
-        this call: the channel is never left out of step."""
+        this call: the channel is never left out of step.
+
+        Bulk bytes go through files in the child's shared folder (`xfer`) where it has
+        one: a request of SHM_MIN_BYTES or more is written to a file of its own, which
+        the child maps (its tensors are views of it); a large reply is written by the
+        child into the handle's reply file and the frame says how many bytes, at most
+        the reply budget, which the judge copies out of its own descriptor before it
+        decodes them with the same validation as any frame. `read_back`: the request
+        goes through a file whatever its size, and the message as the call left it
+        (decoded from that file after the reply: the inputs-unchanged verdict rests on
+        those bytes, read outside the student's process) comes back second."""
         handle = self.handle
+        xfer = getattr(handle, "xfer", None)
+        reply_file = handle.shared_reply() if hasattr(handle, "shared_reply") else None
+        if reply_file is not None and message.get("op") in ("call", "task"):
+            message = dict(message, reply_shm=reply_file.name)
+        made: list[tuple[int, Path]] = []  # the request's shared file, removed whatever happens
+        try:
+            return self._exchange_frames(handle, message, seconds, what, xfer, read_back, reply_file, made)
+        finally:
+            for fd, path in made:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+
+    def _exchange_frames(self, handle, message, seconds, what, xfer, read_back, reply_file, made):
+        from autograder.protocol.codec import encode_chunks
+
         started = time.monotonic()
         cpu_start = handle.cpu_seconds()
         cpu_left = self.limits.submission_seconds - self.cpu_used()
         cpu_cap = min(seconds, max(cpu_left, 0.0))
         wall_cap = min(started + seconds * self.limits.wall_factor + 10, self._wall_backstop())
         try:
-            if "__raw__" in message:  # a pre-encoded header whose payload lies in a shared file
-                write_encoded(handle.req_fd, message["__raw__"], [], deadline=wall_cap)
-                sent = message["__raw__"]["size"]
-            else:
-                sent = write_frame(handle.req_fd, message, deadline=wall_cap)
+            header, chunks = encode_chunks(message)
+            sent = sum(len(c) for c in chunks)
             max_header, max_payload = self.limits.reply_budget(sent)
+            if reply_file is not None:
+                reply_file.prepare(max_payload)
+            request_file = None
+            header_sent = header
+            if xfer is not None and sent > 0 and (read_back or sent >= SHM_MIN_BYTES):
+                request_file = write_shared(Path(xfer), chunks)
+                made.append(request_file)
+                write_encoded(handle.req_fd, {"shm": request_file[1].name, "size": sent, "h": header}, [],
+                              deadline=wall_cap)
+            else:
+                write_encoded(handle.req_fd, header, chunks, deadline=wall_cap)
             self._await_reply(handle, started, cpu_start, cpu_cap, wall_cap)
             # Once a reply has begun, the rest comes at pipe speed: a child that stalls
             # inside a frame gets the call's own seconds (+10), not the wall backstop.
             header, payload = read_frame(handle.rep_fd, max_payload=max_payload, max_header=max_header,
                                          deadline=min(wall_cap, time.monotonic() + seconds + 10))
+            if isinstance(header, dict) and set(header) == {"shm_reply"} and reply_file is not None:
+                header, payload = reply_file.take(header["shm_reply"], max_payload)
             reply = decode(header, payload, device=None, specs=None)
             if not isinstance(reply, dict):
                 raise ProtocolError("reply is not a message")
-            return reply
+            left = None
+            if request_file is not None and read_back:
+                after = bytearray(sent)
+                if os.preadv(request_file[0], [after], 0) != sent:
+                    raise ProtocolError("the shared file was truncated")
+                left = decode(header_sent, after, device=None, specs=_keep_specs)
+            return reply, left
         except FrameTimeout as e:
             used = (handle.cpu_seconds() or 0.0) - (cpu_start or 0.0)
             wall = time.monotonic() - started
@@ -383,12 +394,9 @@ class StudentCode:
         before = watcher.reset() if watcher is not None else None
         request = {"op": op, "fn": fn, "args": list(args), "kwargs": dict(kwargs),
                    "return_args": return_args, "inference": inference, "watch": watch}
-        left = None
         lo_before = self.handle.loopback_tx_bytes()
-        if return_args and op == "call" and self.device == "cpu":
-            reply, left = self._shared_exchange(request, timeout or self.limits.call_seconds, what)
-        else:
-            reply = self._exchange(request, timeout or self.limits.call_seconds, what)
+        reply, left = self._roundtrip(request, timeout or self.limits.call_seconds, what,
+                                      read_back=return_args and op == "call" and self.device == "cpu")
         memory = None
         if watch:
             peak = watcher.peak_bytes() if watcher is not None else None

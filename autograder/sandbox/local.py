@@ -160,6 +160,18 @@ class ChildHandle:
     cpu: CpuWatch | None = None  # the kernel's count of the child's CPU time
     xfer: Path | None = None  # folder of shared-memory files the child maps (see StudentCode._shared_call)
     _netns_pid: int | None = None  # a process inside the child's network namespace (loopback_tx_bytes)
+    _reply: object = None  # the file large replies come back through (protocol/shm.py), made on first use
+
+    def shared_reply(self):
+        """The reply file in the child's shared folder (None where there is none)."""
+        if self._reply is None and self.xfer is not None:
+            from autograder.protocol.shm import ReplyFile
+
+            try:
+                self._reply = ReplyFile(self.xfer)
+            except OSError:
+                self._reply = False
+        return self._reply or None
 
     def cpu_seconds(self) -> float | None:
         return self.cpu.seconds() if self.cpu is not None else None
@@ -232,6 +244,9 @@ class ChildHandle:
 
     def cleanup(self) -> None:
         self.kill()
+        if self._reply:
+            self._reply.close()
+            self._reply = None
         shutil.rmtree(self.staging, ignore_errors=True)
         if self.memory is not None:
             self.memory.close()
@@ -242,8 +257,32 @@ class ChildHandle:
             self.uid_lock = None
 
 
+_ZYGOTE_FAILED: str | None = None  # why forked sandboxes do not work on this machine, once seen
+SETUP_SECONDS = 60.0
+
+
 def _use_zygote() -> bool:
-    return os.environ.get("DLOPT_ZYGOTE", "1") != "0"
+    return os.environ.get("DLOPT_ZYGOTE", "1") != "0" and _ZYGOTE_FAILED is None
+
+
+def _read_setup(fd: int, seconds: float) -> bool:
+    import select
+
+    try:
+        if not select.select([fd], [], [], seconds)[0]:
+            return False
+        return os.read(fd, 2) == b"ok"
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()[-300:] or "no output"
+    except OSError:
+        return "no output"
 
 
 def _child_zygote(env: dict):
@@ -417,19 +456,35 @@ class LocalRunner:
                    "env": env, "seccomp": bpf.hex() if bpf else None, "cgroups": sorted(set(groups)),
                    "sandbox_root": SANDBOX_ROOT}
         log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        setup_r, setup_w = os.pipe()
         try:
             try:
-                fork = client.start(request, [*pipe_ends, log])
+                fork = client.start(request, [*pipe_ends, log, setup_w])
             except forkserver.ServerLost:
                 _REMOTE.clear()  # that zygote ended: ask for the current one, once
-                fork = child_zygote(env).start(request, [*pipe_ends, log])
+                fork = child_zygote(env).start(request, [*pipe_ends, log, setup_w])
         except forkserver.ServerLost as e:
             memory.close()
             cpu.close()
+            os.close(setup_r)
             self.report["zygote"] = f"none: {str(e)[:200]}"
             return None
         finally:
             os.close(log)
+            os.close(setup_w)
+        # The fork says "ok" once its sandbox stands, before any student code (which never
+        # holds this pipe): a fork that fails before is this machine's problem, not the
+        # student's, and the child starts under bubblewrap instead, now and from now on.
+        ok = _read_setup(setup_r, SETUP_SECONDS)
+        if not ok:
+            fork.kill()
+            fork.wait(10)
+            memory.close()
+            cpu.close()
+            global _ZYGOTE_FAILED
+            _ZYGOTE_FAILED = f"the forked sandbox could not be built here: {_tail(log_path)}"
+            self.report["zygote"] = f"none: {_ZYGOTE_FAILED}"
+            return None
         for fd in pipe_ends:
             os.close(fd)
         self.report["zygote"] = "child zygote"
@@ -481,9 +536,9 @@ class LocalRunner:
         log_path = staging / "log.txt"
         if strong and _use_zygote():
             forked = self._start_forked(cmd, staging, cfg, uid, uid_lock, log_path, [req_r, rep_w], (req_w, rep_r))
-            if filter_fd is not None:
-                os.close(filter_fd)
             if forked is not None:
+                if filter_fd is not None:
+                    os.close(filter_fd)
                 return forked
         # A memory cgroup of its own for every child: the kernel's limit on everything it
         # touches (heap, tmpfs files in its /tmp, page cache), and the peak measure of
