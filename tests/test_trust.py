@@ -59,6 +59,27 @@ def nested_header():
     os.write(_reply_fd(), struct.pack("<4sIQ", b"DLO1", len(head), 0) + head)
     time.sleep(30)
 
+def _shm_reply(info):
+    head = json.dumps({"shm_reply": info}).encode()
+    os.write(_reply_fd(), struct.pack("<4sIQ", b"DLO1", len(head), 0) + head)
+    time.sleep(30)
+
+def shm_over_budget():
+    _shm_reply({"size": 4 << 30, "h": {"dict": [["ok", True]]}})
+
+def shm_malformed():
+    _shm_reply({"size": "1e9", "h": None})
+
+def shm_past_its_end():
+    path = os.path.join(json.loads(sys.argv[-1])["xfer"], "reply.bin")
+    os.truncate(path, 0)
+    _shm_reply({"size": 1 << 20, "h": {"dict": [["ok", True]]}})
+
+def shm_forged_tensor():
+    # a header whose tensor lies outside the bytes it claims: the same validation as any frame
+    _shm_reply({"size": 1 << 20, "h": {"dict": [["ok", True], ["value", {"tensor": "float32", "shape": [1 << 20],
+                                              "offset": 0, "nbytes": 4 << 20, "on": "cpu"}]]}})
+
 def stop_reading():
     import autograder.child.server as server
     server.read_frame = lambda *a, **k: time.sleep(10**6)
@@ -110,6 +131,23 @@ def test_a_frame_that_stalls_holds_only_what_arrived_until_the_deadline():
         # 200 MiB were claimed (within the reply budget): memory grows only as bytes arrive.
         assert peak < 4 << 20, f"the judge allocated {peak:,} bytes for 10 bytes received"
         assert code.call("ok", 1).value == 2
+    finally:
+        code.close()
+
+
+@pytest.mark.parametrize("fn, match", [("shm_over_budget", "oversized"), ("shm_malformed", "malformed"),
+                                       ("shm_past_its_end", "shorter"), ("shm_forged_tensor", "outside")])
+def test_a_forged_shared_reply_fails_that_call_and_costs_the_judge_at_most_its_budget(fn, match):
+    """Large replies come back through the judge's reply file (protocol/shm.py): a frame
+    that points to it is held to the reply budget, the file's real size and the codec's
+    validation, and fails only its own call."""
+    code = _code(FORGE)
+    try:
+        code.call("ok", 1)
+        outcome, peak = _judge_peak(lambda: code.call(fn))
+        assert isinstance(outcome, StudentCrash) and match in str(outcome), outcome
+        assert peak < 8 << 20, f"the judge allocated {peak:,} bytes"
+        assert code.call("ok", 41).value == 42
     finally:
         code.close()
 

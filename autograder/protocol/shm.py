@@ -11,6 +11,7 @@ same validation as any frame (codec.decode: nothing is unpickled).
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 from pathlib import Path
@@ -63,11 +64,13 @@ class ReplyFile:
         os.fchmod(self.fd, 0o666)
 
     def prepare(self, budget: int) -> None:
-        """Size the file to this call's reply budget (sparse: no memory until written).
-        The child writes through a shared mapping, inside the file's size: the file-size
-        limit (RLIMIT_FSIZE) does not cut a large reply short, the budget does, and the
-        pages it dirties count in its memory cgroup."""
-        if os.fstat(self.fd).st_size != budget:
+        """Make the file at least this call's reply budget long (sparse: no memory until
+        written). The child writes through a shared mapping, inside the file's size: the
+        file-size limit (RLIMIT_FSIZE) does not cut a large reply short; the judge reads
+        at most the budget. The pages a reply dirties count in the child's memory cgroup
+        and stay for the next reply (writing over them costs no page faults) until the
+        child's folder goes."""
+        if os.fstat(self.fd).st_size < budget:
             os.ftruncate(self.fd, budget)
 
     def take(self, info: Any, max_payload: int) -> tuple[Any, bytearray]:
@@ -79,10 +82,13 @@ class ReplyFile:
         size = info["size"]
         if os.fstat(self.fd).st_size < size:
             raise ProtocolError("the shared reply is shorter than its frame says")
-        payload = bytearray(size)
+        # Anonymous memory of the judge's own (zeroed lazily by the kernel, no memset):
+        # the child can change its file afterwards, never these bytes.
+        populate = getattr(mmap, "MAP_POPULATE", 0)  # one fault-in for all pages: 36 -> 22 ms per 64 MiB here
+        payload = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
         got = os.preadv(self.fd, [payload], 0)
-        os.ftruncate(self.fd, 0)  # its pages go back; `prepare` sizes it again for the next call
         if got != size:
+            payload.close()
             raise ProtocolError("the shared reply is shorter than its frame says")
         return info["h"], payload
 
@@ -98,8 +104,6 @@ def child_write_reply(xfer: str | None, name: Any, header: Any, chunks: list) ->
     mapping, within the size the judge gave the file: its budget); the header of the
     frame that points to it, or None (small, no file, too large, or it could not be
     written: the pipe then carries it, and the budget is enforced there)."""
-    import mmap
-
     size = sum(len(c) for c in chunks)
     if not (xfer and isinstance(name, str) and NAME.fullmatch(name) and size >= SHM_MIN_BYTES):
         return None
