@@ -1,7 +1,7 @@
 """Concurrent submissions against a running `dlopt serve` on loopback.
 
     python bench/submit_bench.py [--db sqlite|postgresql] [--students 300] [--window 60]
-                                 [--grader instant|engine] [--workers 2]
+                                 [--grader instant|engine] [--workers 2] [--assignment adam]
 
 Starts the server (a fresh data folder; for PostgreSQL a fresh database on the loopback
 server), imports a roster of N students, and has each submit one notebook at a random
@@ -12,7 +12,8 @@ checks that every accepted submission is stored (its file's hash) and graded exa
 
 `--grader instant` (default) swaps the engine for bench/instant_grader.py to measure the
 server and the queue; `--grader engine` grades the probe suite with the real engine and
-sandbox (about 6 s of CPU each: use fewer students).
+sandbox; `--assignment adam` has the students submit adam's examples round-robin through
+the real engine, and checks every score against the examples' scores.toml.
 """
 
 from __future__ import annotations
@@ -48,13 +49,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_course(root: Path) -> None:
+def make_course(root: Path, slug: str) -> dict[str, tuple[str, bytes, float]]:
+    """The course folder; for a real assignment also its examples round-robin, as
+    {index: (file name, bytes, expected score)} (the probe: a notebook per student)."""
+    if slug != "probe":
+        import re
+        import tomllib
+
+        src = REPO / "assignments" / slug
+        shutil.copytree(src, root / slug, ignore=shutil.ignore_patterns("__pycache__"))
+        toml = (root / slug / "assignment.toml").read_text()
+        toml = re.sub(r'(?m)^deadline = .*$', 'deadline = "2099-01-01T00:00:00+00:00"', toml)
+        (root / slug / "assignment.toml").write_text(toml)
+        expected = tomllib.loads((src / "examples" / "scores.toml").read_text())
+        files = sorted(p for p in (src / "examples").iterdir() if isinstance(expected.get(p.name), int | float))
+        return {i: (f.name, f.read_bytes(), float(expected[f.name])) for i, f in enumerate(files)}
     d = root / "probe"
     shutil.copytree(PROBE / "tests", d / "tests")
     (d / "assignment.toml").write_text(
         'slug = "probe"\ntitle = "Probe"\npoints = 10\ngpu = "none"\npublic_tests = []\n'
         'hidden_tests = ["tests/test_probe.py"]\nfinished = true\ndeadline = "2099-01-01T00:00:00+00:00"\n'
         "[limits]\ncall_seconds = 5\nsubmission_seconds = 60\n")
+    return {}
 
 
 def notebook_for(login: str) -> bytes:
@@ -70,7 +86,8 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-async def submit_all(base: str, tokens: dict[str, str], window: float, seed: int) -> tuple[list, float]:
+async def submit_all(base: str, tokens: dict[str, str], window: float, seed: int, slug: str,
+                     examples: dict) -> tuple[list, float]:
     rng = random.Random(seed)
     limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
     async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
@@ -78,10 +95,13 @@ async def submit_all(base: str, tokens: dict[str, str], window: float, seed: int
 
         async def one(login: str, token: str):
             await asyncio.sleep(rng.uniform(0, window) if window > 0 else 0)
-            data = notebook_for(login)
+            if examples:
+                name, data, _ = examples[int(login[1:]) % len(examples)]
+            else:
+                name, data = f"{login}.ipynb", notebook_for(login)
             start = time.perf_counter()
-            r = await client.post("/api/v1/assignments/probe/submissions", headers={"Authorization": f"Bearer {token}"},
-                                  files={"file": (f"{login}.ipynb", data)})
+            r = await client.post(f"/api/v1/assignments/{slug}/submissions", headers={"Authorization": f"Bearer {token}"},
+                                  files={"file": (name, data)})
             took = time.perf_counter() - start
             body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {"text": r.text}
             return login, r.status_code, took, body, hashlib.sha256(data).hexdigest()
@@ -98,11 +118,16 @@ def main() -> int:
     ap.add_argument("--grader", choices=["instant", "engine"], default="instant")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--assignment", default="probe",
+                    help="probe (a tiny suite), or a course assignment whose examples students submit round-robin "
+                         "(scores checked against its scores.toml; implies --grader engine)")
     ap.add_argument("--keep", action="store_true", help="keep the data folder")
     args = ap.parse_args()
 
+    if args.assignment != "probe":
+        args.grader = "engine"
     tmp = Path(tempfile.mkdtemp(prefix="dlopt-bench-"))
-    make_course(tmp / "assignments")
+    examples = make_course(tmp / "assignments", args.assignment)
     db_url, db_name = None, None
     if args.db == "postgresql":
         import psycopg
@@ -138,7 +163,7 @@ def main() -> int:
         tokens = httpx.post(base + "/api/v1/roster", headers=admin, files={"file": ("r.csv", roster)},
                             timeout=120).json()["tokens"]
 
-        results, wall = asyncio.run(submit_all(base, tokens, args.window, args.seed))
+        results, wall = asyncio.run(submit_all(base, tokens, args.window, args.seed, args.assignment, examples))
         ok = [r for r in results if r[1] == 201]
         lat = [r[2] * 1000 for r in ok]
         print(f"{args.db}, {args.students} students within {args.window:g} s, {args.workers} workers, "
@@ -150,12 +175,15 @@ def main() -> int:
                   f"mean {statistics.mean(lat):.1f}")
 
         t0 = time.perf_counter()
+        started = t0 - wall  # the first submission
         while True:
             h = httpx.get(base + "/api/v1/health", timeout=30).json()["queue"]
             if not h.get("queued") and not h.get("running"):
                 break
             time.sleep(0.5)
-        print(f"  queue drained {time.perf_counter() - t0:.1f} s after the last submission ({h})")
+        done = time.perf_counter()
+        print(f"  queue drained {done - t0:.1f} s after the last submission ({h}); "
+              f"{len(ok)} graded in {done - started:.0f} s from the first: {60 * len(ok) / (done - started):.0f} per minute")
 
         subs = httpx.get(base + "/api/v1/submissions?limit=1000", headers=admin, timeout=60).json()
         by_id = {s["id"]: s for s in subs}
@@ -165,7 +193,8 @@ def main() -> int:
             if s is None or s["login"] != login:
                 problems.append(f"{login}: submission missing")
                 continue
-            if s["status"] != "done" or s["run"]["attempts"] != 1 or s["score"] != 10:
+            want = examples[int(login[1:]) % len(examples)][2] if examples else 10
+            if s["status"] != "done" or s["run"]["attempts"] != 1 or abs(s["score"] - want) > 1e-6:
                 problems.append(f"{login}: {s['status']} attempts {s['run']['attempts']} score {s['score']}")
             f = httpx.get(base + f"/api/v1/submissions/{s['id']}/file", headers=admin, timeout=30)
             if hashlib.sha256(f.content).hexdigest() != digest:
