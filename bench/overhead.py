@@ -93,6 +93,11 @@ class InProcessPlugin:
 def in_process_suite(a, example: Path) -> tuple[float, int]:
     """Seconds for the hidden suite with the student's functions called in this process,
     and how many of its tests failed there (memory rules have no measure in-process)."""
+    # pytest's importlib mode would find another assignment's tests/test_hidden.py again
+    # under the same module name: forget suite modules first (a judge starts without any).
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", "") or "").startswith(str(REPO / "assignments")):
+            del sys.modules[name]
     started = time.perf_counter()
     plugin = InProcessPlugin(InProcessStudent(example.read_text(), a.harness))
     args = [*map(str, a.suite("hidden")), "-q", "-p", "no:cacheprovider", "--import-mode=importlib",
