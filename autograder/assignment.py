@@ -14,10 +14,86 @@ ASSIGNMENTS_DIR = REPO_ROOT / "assignments"
 
 GPU_MODES = ("none", "optional", "required")
 EXTRACTION_MODES = ("definitions", "all")
+SCORE_POLICIES = ("best", "last")  # the server's final score: the best graded submission, or the last
 
 
 class AssignmentError(ValueError):
     """An assignment folder that does not follow the format."""
+
+
+# -- the one schema of assignment.toml (the engine, the server and `dlopt new` use it) ----
+NUMBER = (int, float)
+STRINGS = "list of strings"
+SCHEMA: dict = {
+    "slug": str, "title": str, "points": NUMBER, "gpu": GPU_MODES, "extraction": EXTRACTION_MODES,
+    "master": str, "harness": str, "public_tests": STRINGS, "hidden_tests": STRINGS,
+    "deadline": (str, datetime), "finished": bool, "daily_submission_limit": int,
+    "score_policy": SCORE_POLICIES, "feedback_after_deadline": bool,
+    "late_policy": {"grace_minutes": NUMBER, "penalty_per_day": NUMBER, "max_days_late": int},
+    "forbidden": {"apis": STRINGS, "runtime": STRINGS, "block_autograd": bool, "flags_cost_points": bool},
+    "limits": {name: (NUMBER if f.type in ("float", float) else bool if f.type in ("bool", bool) else int)
+               for name, f in Limits.__dataclass_fields__.items()},
+}
+REQUIRED = ("title", "points")
+
+
+def _kind(expected) -> str:
+    if expected == STRINGS:
+        return "a list of strings"
+    if isinstance(expected, tuple) and all(isinstance(x, str) for x in expected):
+        return "one of " + ", ".join(repr(x) for x in expected)
+    if isinstance(expected, dict):
+        return "a table"
+    names = {str: "a string", int: "an integer", bool: "true or false", datetime: "a date"}
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join(names.get(k, "a number" if k in (int, float) else k.__name__) for k in kinds
+                       if k is not float or int not in kinds) if kinds != NUMBER else "a number"
+
+
+def _fits(value, expected) -> bool:
+    if expected == STRINGS:
+        return isinstance(value, list) and all(isinstance(x, str) for x in value)
+    if isinstance(expected, tuple) and all(isinstance(x, str) for x in expected):
+        return value in expected
+    if isinstance(expected, dict):
+        return isinstance(value, dict)
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds)
+
+
+def validate_config(cfg: dict, where: Path | str, schema: dict = SCHEMA, prefix: str = "") -> None:
+    """Every key known and of its kind, else AssignmentError naming the file and the key
+    (with the nearest known key for a misspelt one)."""
+    import difflib
+
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if key not in schema:
+            near = difflib.get_close_matches(key, list(schema), n=1)
+            hint = f" (did you mean {prefix + near[0]!r}?)" if near else f" (known: {', '.join(sorted(schema))})"
+            table = f" in [{prefix.rstrip('.')}]" if prefix else ""
+            raise AssignmentError(f"{where}: unknown key {name!r}{table}{hint}")
+        expected = schema[key]
+        if not _fits(value, expected):
+            raise AssignmentError(f"{where}: {name} must be {_kind(expected)}, not {value!r}")
+        if isinstance(expected, dict):
+            validate_config(value, where, expected, f"{name}.")
+    if not prefix:
+        for key in REQUIRED:
+            if key not in cfg:
+                raise AssignmentError(f"{where}: {key!r} is required")
+
+
+def read_config(cfg_path: Path) -> dict:
+    """assignment.toml parsed and validated against SCHEMA."""
+    try:
+        cfg = tomllib.loads(cfg_path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise AssignmentError(f"{cfg_path}: {e}") from None
+    validate_config(cfg, cfg_path)
+    return cfg
 
 
 @dataclass
@@ -47,6 +123,8 @@ class Assignment:
     late_policy: dict = field(default_factory=dict)
     daily_submission_limit: int | None = None
     finished: bool = True
+    score_policy: str = "best"  # the server's final score: "best" or "last" graded submission
+    feedback_after_deadline: bool = False  # the server shows after_deadline tests once the deadline has passed
 
     @property
     def examples_dir(self) -> Path:
@@ -64,30 +142,19 @@ def load(slug_or_path: str | Path) -> Assignment:
     if not cfg_path.exists():
         known = ", ".join(all_slugs()) or "none"
         raise AssignmentError(f"no assignment {str(slug_or_path)!r} (known: {known})")
-    try:
-        cfg = tomllib.loads(cfg_path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise AssignmentError(f"{cfg_path}: {e}") from None
+    cfg = read_config(cfg_path)
 
     def path(key: str) -> Path | None:
         return root / cfg[key] if cfg.get(key) else None
 
     gpu = cfg.get("gpu", "none")
-    if gpu not in GPU_MODES:
-        raise AssignmentError(f"{cfg_path}: gpu must be one of {GPU_MODES}")
     extraction = cfg.get("extraction", "definitions")
-    if extraction not in EXTRACTION_MODES:
-        raise AssignmentError(f"{cfg_path}: extraction must be one of {EXTRACTION_MODES}")
-    unknown = set(cfg.get("forbidden", {})) - {"apis", "runtime", "block_autograd", "flags_cost_points"}
-    if unknown:
-        raise AssignmentError(f"{cfg_path}: unknown keys in [forbidden]: {sorted(unknown)}")
-    limit_keys = set(Limits.__dataclass_fields__)
-    unknown = set(cfg.get("limits", {})) - limit_keys
-    if unknown:
-        raise AssignmentError(f"{cfg_path}: unknown limits {sorted(unknown)}")
     deadline = cfg.get("deadline")
     if isinstance(deadline, str):
-        deadline = datetime.fromisoformat(deadline)
+        try:
+            deadline = datetime.fromisoformat(deadline)
+        except ValueError:
+            raise AssignmentError(f"{cfg_path}: deadline {deadline!r} is not an ISO date and time") from None
     return Assignment(
         slug=cfg.get("slug", root.name),
         root=root,
@@ -108,15 +175,15 @@ def load(slug_or_path: str | Path) -> Assignment:
         late_policy=dict(cfg.get("late_policy", {})),
         daily_submission_limit=cfg.get("daily_submission_limit"),
         finished=bool(cfg.get("finished", True)),
+        score_policy=cfg.get("score_policy", "best"),
+        feedback_after_deadline=bool(cfg.get("feedback_after_deadline", False)),
     )
 
 
 def all_slugs(finished_only: bool = False) -> list[str]:
     slugs = []
     for p in sorted(ASSIGNMENTS_DIR.glob("*/assignment.toml")):
-        if finished_only:
-            cfg = tomllib.loads(p.read_text())
-            if not cfg.get("finished", True):
-                continue
+        if finished_only and not read_config(p).get("finished", True):
+            continue
         slugs.append(p.parent.name)
     return slugs

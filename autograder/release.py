@@ -45,7 +45,9 @@ def release(a: Assignment, out: Path) -> list[Path]:
         dest = out / a.harness.name
         shutil.copy(a.harness, dest)
         written.append(dest)
-    cfg = tomllib.loads((a.root / "assignment.toml").read_text())
+    from autograder.assignment import read_config
+
+    cfg = read_config(a.root / "assignment.toml")
     public = {k: cfg[k] for k in ("slug", "title", "gpu", "extraction", "deadline", "limits", "forbidden")
               if k in cfg}
     public["points"] = 0  # the released folder knows only its public tests

@@ -6,7 +6,6 @@ Students see an assignment by its row; workers grade with the folder on their ow
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from sqlalchemy import select
@@ -14,7 +13,6 @@ from sqlalchemy.orm import Session
 
 from autograder import assignment as engine_assignments
 from server.models import AssignmentRow, utcnow
-from server.policy import SCORE_POLICIES
 
 
 def _offset(deadline) -> str:
@@ -28,7 +26,7 @@ def _offset(deadline) -> str:
 def folders(root: Path, include_unfinished: bool) -> list[Path]:
     out = []
     for cfg in sorted(Path(root).glob("*/assignment.toml")):
-        if include_unfinished or tomllib.loads(cfg.read_text()).get("finished", True):
+        if include_unfinished or engine_assignments.read_config(cfg).get("finished", True):
             out.append(cfg.parent)
     return out
 
@@ -37,11 +35,8 @@ def sync(session: Session, root: Path, include_unfinished: bool = False) -> list
     """Insert or update a row per assignment folder; rows whose folder is gone become inactive."""
     seen = []
     for folder in folders(root, include_unfinished):
-        a = engine_assignments.load(folder)
-        raw = tomllib.loads((folder / "assignment.toml").read_text())
-        policy = raw.get("score_policy", "best")
-        if policy not in SCORE_POLICIES:
-            raise engine_assignments.AssignmentError(f"{folder}: score_policy must be one of {SCORE_POLICIES}")
+        a = engine_assignments.load(folder)  # validated against the one schema (autograder/assignment.py)
+        policy = a.score_policy
         deadline = a.deadline
         if deadline is not None and deadline.tzinfo is None:
             raise engine_assignments.AssignmentError(f"{folder}: the deadline needs a UTC offset")
@@ -51,7 +46,7 @@ def sync(session: Session, root: Path, include_unfinished: bool = False) -> list
         row.late_policy = dict(a.late_policy)
         row.daily_submission_limit = a.daily_submission_limit
         row.score_policy = policy
-        row.feedback_after_deadline = bool(raw.get("feedback_after_deadline", False))
+        row.feedback_after_deadline = a.feedback_after_deadline
         row.active, row.loaded_at = True, utcnow()
         session.add(row)
         seen.append(a.slug)
