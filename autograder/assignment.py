@@ -134,10 +134,22 @@ class Assignment:
         return {"hidden": self.hidden_tests + self.public_tests, "public": self.public_tests}[which]
 
 
-def load(slug_or_path: str | Path) -> Assignment:
+def find(slug_or_path: str | Path) -> Path:
+    """The folder of an assignment named by path or by slug: the path itself, else
+    SLUG under $DLOPT_ASSIGNMENTS_DIR, ./assignments, then the engine's assignments/."""
+    import os
+
     root = Path(slug_or_path)
-    if not (root / "assignment.toml").exists():
-        root = ASSIGNMENTS_DIR / str(slug_or_path)
+    if (root / "assignment.toml").exists():
+        return root
+    for base in (os.environ.get("DLOPT_ASSIGNMENTS_DIR"), "assignments", ASSIGNMENTS_DIR):
+        if base and (Path(base) / str(slug_or_path) / "assignment.toml").exists():
+            return Path(base) / str(slug_or_path)
+    return ASSIGNMENTS_DIR / str(slug_or_path)
+
+
+def load(slug_or_path: str | Path) -> Assignment:
+    root = find(slug_or_path).resolve()
     cfg_path = root / "assignment.toml"
     if not cfg_path.exists():
         known = ", ".join(all_slugs()) or "none"

@@ -163,6 +163,23 @@ def cmd_check(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_new(args) -> int:
+    import os
+
+    from autograder import scaffold
+
+    root = Path(args.dir or os.environ.get("DLOPT_ASSIGNMENTS_DIR") or "assignments")
+    try:
+        folder = scaffold.write(args.slug, root, args.title)
+    except (ValueError, FileExistsError) as e:
+        console.print(f"[red]{escape(str(e))}[/red]")
+        return 2
+    console.print(f"wrote {folder}: assignment.toml, {args.slug}.ipynb (the master), reference.py, harness.py, "
+                  "tests/ (public, hidden, the reference's own test), examples/ with scores.toml")
+    console.print(f"next: dlopt check {args.slug} --examples   (and docs/authoring.md)")
+    return 0
+
+
 def _demo_pick(paths: list[Path]) -> list[Path]:
     """A representative few: the correct alternative, one bug, one hostile or forbidden
     submission (else a second bug)."""
@@ -281,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(fn=cmd_demo)
 
     sub.add_parser("doctor", help="what sandbox and devices this machine offers").set_defaults(fn=cmd_doctor)
+
+    n = sub.add_parser("new", help="write a working assignment folder to start from (docs/authoring.md)")
+    n.add_argument("slug")
+    n.add_argument("--dir", default=None, help="where (default: $DLOPT_ASSIGNMENTS_DIR, else ./assignments)")
+    n.add_argument("--title", default=None)
+    n.set_defaults(fn=cmd_new)
 
     im = sub.add_parser("import", help="turn an nbgrader or otter-grader master into an assignment folder")
     im.add_argument("tool", choices=["nbgrader", "otter"])

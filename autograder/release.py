@@ -106,8 +106,27 @@ class CheckReport:
         self.lines.append(f"[green]ok[/green]   {msg}")
 
 
+def _reference_test(a: Assignment, report: CheckReport) -> None:
+    """tests/test_reference.py, where the assignment has one: its trusted reference against
+    an independent formulation, in a process of its own."""
+    import subprocess
+    import sys
+
+    test = a.root / "tests" / "test_reference.py"
+    if not test.exists():
+        return
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(a.root),
+                           "--import-mode=importlib", "-o", "addopts=", str(test)], capture_output=True, text=True,
+                          cwd=a.root)
+    if proc.returncode == 0:
+        report.good(f"{a.slug} reference: {test.name} passed")
+    else:
+        report.fail(f"{a.slug} reference: {test.name} failed: {proc.stdout[-1500:]}")
+
+
 def check(a: Assignment, examples: bool = False, jobs: int = 2) -> CheckReport:
     report = CheckReport()
+    _reference_test(a, report)
     with tempfile.TemporaryDirectory(prefix=f"dlopt-check-{a.slug}-") as tmp:
         out = Path(tmp) / "release"
         release(a, out)
