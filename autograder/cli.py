@@ -180,6 +180,38 @@ def cmd_new(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from autograder import audit
+
+    a = assignments.load(args.assignment)
+    if args.list:
+        for m in audit.mutants(audit.master_source(a), audit._graded_names(a)):
+            console.print(escape(f"line {m.line}: {m.key}"))
+        return 0
+    total = len(audit.mutants(audit.master_source(a), audit._graded_names(a)))
+    n = min(total, args.budget) if args.budget is not None else total
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
+        task = progress.add_task(f"auditing {a.slug} ({n} of {total} mutants)", total=n)
+        report = audit.audit(a, budget=args.budget, jobs=args.jobs, progress=lambda: progress.advance(task))
+    shown = 0
+    for f in report.functions.values():
+        for m in f.survived:
+            if shown < args.show:
+                console.print(f"[yellow]survived[/yellow] {escape(m.key)} (line {m.line})")
+                console.print(escape(m.diff(report.original)))
+            shown += 1
+    for line in report.lines():
+        console.print(escape(line))
+    rate = report.overall()
+    console.print(f"kill rate {100 * rate:.1f}% of {sum(f.counted for f in report.functions.values())} mutants"
+                  if rate is not None else "no mutants graded")
+    path = audit.write_record(a, report, args.budget)
+    console.print(escape(f"recorded in {path}: mark a survivor that is no mistake as [[equivalent]] "
+                         'with key = "..." and reason = "..."'))
+    return 0
+
+
 def _demo_pick(paths: list[Path]) -> list[Path]:
     """A representative few: the correct alternative, one bug, one hostile or forbidden
     submission (else a second bug)."""
@@ -304,6 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--dir", default=None, help="where (default: $DLOPT_ASSIGNMENTS_DIR, else ./assignments)")
     n.add_argument("--title", default=None)
     n.set_defaults(fn=cmd_new)
+
+    au = sub.add_parser("audit", help="mutation testing: which mistakes in the master does the hidden suite miss?")
+    au.add_argument("assignment")
+    au.add_argument("--budget", type=int, default=None, help="grade at most this many mutants (a fixed sample)")
+    au.add_argument("--jobs", "-j", type=int, default=2)
+    au.add_argument("--show", type=int, default=20, help="survivors whose diff is printed")
+    au.add_argument("--list", action="store_true", help="list the mutants without grading them")
+    au.set_defaults(fn=cmd_audit)
 
     im = sub.add_parser("import", help="turn an nbgrader or otter-grader master into an assignment folder")
     im.add_argument("tool", choices=["nbgrader", "otter"])

@@ -125,8 +125,13 @@ def _reference_test(a: Assignment, report: CheckReport) -> None:
 
 
 def check(a: Assignment, examples: bool = False, jobs: int = 2) -> CheckReport:
+    from autograder.audit import stale
+
     report = CheckReport()
     _reference_test(a, report)
+    why = stale(a)
+    if why:
+        report.lines.append(f"[yellow]warn[/yellow] {why}")
     with tempfile.TemporaryDirectory(prefix=f"dlopt-check-{a.slug}-") as tmp:
         out = Path(tmp) / "release"
         release(a, out)
