@@ -313,7 +313,8 @@ def audit(a: Assignment, budget: int | None = None, jobs: int = 2, seed: int = 0
             f.survived.append(m)
         else:
             f.killed += 1
-    return AuditReport(a.slug, functions, source, len(every), len(picked))
+    # Diffs against the master as the mutants are written (unparsed: no comments, one style).
+    return AuditReport(a.slug, functions, ast.unparse(ast.parse(source)), len(every), len(picked))
 
 
 def write_record(a: Assignment, report: AuditReport, budget: int | None) -> Path:

@@ -10,7 +10,7 @@ import torch
 
 
 def train_adamw(ns, model, X, Y, groups, defaults, steps, use_closure=False, extra_frozen=False,
-                intermittent=False, schedule=(), reload_at=()):
+                intermittent=False, schedule=(), reload_at=(), tiny=False):
     """Train `model` (an mlp spec, built here) on MSE(model(X), Y) for `steps` steps with
     `ns["AdamW"]`. `groups`: None for `model.parameters()`, else a list of dicts with
     "layers" (indices into the model's parameter list) and per-group options.
@@ -20,7 +20,9 @@ def train_adamw(ns, model, X, Y, groups, defaults, steps, use_closure=False, ext
     `schedule`: [step, {option: value}] pairs: before that step, every group's options are
     set to those values (what an LR scheduler does). `reload_at`: before each of those steps
     the optimizer is replaced by a new AdamW over the same parameters loaded with
-    `load_state_dict(opt.state_dict())` (a checkpoint resumed).
+    `load_state_dict(opt.state_dict())` (a checkpoint resumed). `tiny`: one more parameter
+    whose gradient is about 1e-9, where sqrt(v) is near the default eps (1e-8): the update
+    there shows which eps the optimizer uses (returned as "tiny").
     Returns the final parameters, the losses, and what step(closure) returned."""
     AdamW = ns["AdamW"]
     params = list(model.parameters())
@@ -31,7 +33,8 @@ def train_adamw(ns, model, X, Y, groups, defaults, steps, use_closure=False, ext
     sometimes = None
     if intermittent:
         sometimes = torch.nn.Parameter(torch.linspace(0.5, -0.5, 5, dtype=params[0].dtype))
-    extra = [p for p in (frozen, sometimes) if p is not None]
+    small = torch.nn.Parameter(torch.linspace(0.25, -0.25, 4, dtype=params[0].dtype)) if tiny else None
+    extra = [p for p in (frozen, sometimes, small) if p is not None]
     if groups is None:
         arg = params + extra
     else:
@@ -57,6 +60,9 @@ def train_adamw(ns, model, X, Y, groups, defaults, steps, use_closure=False, ext
             loss = torch.nn.functional.mse_loss(model(X), Y)
             if sometimes is not None and k % 3 == 2:
                 loss = loss + 0.5 * ((sometimes - 0.3) ** 2).sum()
+            if small is not None:
+                loss = loss + 1e-9 * (small * torch.tensor([1.0, 0.7, 1.3, 0.4], dtype=small.dtype,
+                                                           device=small.device)).sum()
             loss.backward()
             return loss
 
@@ -71,4 +77,5 @@ def train_adamw(ns, model, X, Y, groups, defaults, steps, use_closure=False, ext
     return {"params": [p.detach().clone() for p in params],
             "frozen": frozen.detach().clone() if frozen is not None else None,
             "sometimes": sometimes.detach().clone() if sometimes is not None else None,
+            "tiny": small.detach().clone() if small is not None else None,
             "losses": losses, "returned": returned}

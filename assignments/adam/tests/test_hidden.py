@@ -39,7 +39,7 @@ def check(got, expected, dtype, call, what, why=""):
 
 
 def _run_trajectory(student, device, fn, ref_fn, label, n_state, steps, dtype=torch.float32,
-                    shape=(37, 19), hyper=None, with_step=False, why=""):
+                    shape=(37, 19), hyper=None, with_step=False, why="", grad_low=-3.0):
     """Feed each side its own state for `steps` steps; compare parameter and state at every step."""
     g = generator(label)
     hyper = hyper or {}
@@ -49,7 +49,7 @@ def _run_trajectory(student, device, fn, ref_fn, label, n_state, steps, dtype=to
         states = [None]
     r_param, r_states = param.double(), [s.double() if s is not None else None for s in states]
     for t in range(1, steps + 1):
-        grad = mixed_scale(g, *shape, dtype=dtype)
+        grad = mixed_scale(g, *shape, dtype=dtype, low=grad_low)
         step_args = (t,) if with_step else ()
         call = describe_call(fn, param, grad, *states, *step_args, **hyper)
         got = student.call(fn, param.to(device), grad.to(device),
@@ -81,8 +81,9 @@ SGD = pytest.mark.function("sgd_momentum_step")
 @pytest.mark.points(2)
 def test_sgd_weight_decay_without_momentum(student, device):
     """Plain SGD with L2 weight decay."""
+    # weight_decay = 1: a test of `weight_decay != 0` against any other constant (dlopt audit).
     _run_trajectory(student, device, "sgd_momentum_step", ref.sgd_momentum_step, "sgd-wd", 0, 3,
-                    hyper=dict(lr=0.1, weight_decay=0.3), why="weight decay adds weight_decay * param to the gradient")
+                    hyper=dict(lr=0.1, weight_decay=1.0), why="weight decay adds weight_decay * param to the gradient")
 
 
 @SGD
@@ -97,7 +98,7 @@ def test_sgd_first_step_sets_buffer_without_dampening(student, device):
 @SGD
 @pytest.mark.points(3)
 @pytest.mark.parametrize("momentum,dampening,nesterov,weight_decay", [
-    (0.9, 0.0, False, 0.0), (0.9, 0.0, True, 0.01), (0.5, 0.3, False, 0.1)],
+    (1.0, 0.0, False, 0.0), (0.9, 0.0, True, 0.01), (0.5, 0.3, False, 0.1)],
     ids=["heavy-ball", "nesterov", "dampened"])
 def test_sgd_momentum_trajectory(student, device, momentum, dampening, nesterov, weight_decay):
     """Six steps of SGD with momentum, each side feeding back its own buffer."""
@@ -161,7 +162,10 @@ RMSPROP = pytest.mark.function("rmsprop_step")
 @RMSPROP
 @pytest.mark.points(3)
 def test_rmsprop_first_step(student, device):
-    _run_trajectory(student, device, "rmsprop_step", ref.rmsprop_step, "rms-first", 1, 1, hyper=dict(lr=0.01))
+    # Gradients down to 1e-9: there sqrt(square_avg) is about the default eps (1e-8), so a
+    # wrong default shows (dlopt audit: eps 1e-8 -> 5e-9 survived with gradients >= 1e-3).
+    _run_trajectory(student, device, "rmsprop_step", ref.rmsprop_step, "rms-first", 1, 1, hyper=dict(lr=0.01),
+                    grad_low=-9.0, why="the default eps is 1e-8, added after the square root")
 
 
 @RMSPROP
@@ -318,12 +322,12 @@ def _problem(label: str, sizes=(6, 16, 16, 3), n=64):
 
 
 def _train_and_compare(student, device, label, groups, defaults, steps, use_closure=False, extra_frozen=False,
-                       intermittent=False, schedule=(), reload_at=(), doing=""):
+                       intermittent=False, schedule=(), reload_at=(), doing="", tiny=False):
     sizes, state, X, Y = _problem(label)
     spec = mlp_spec(sizes, state, "tanh")
     spec.params["device"] = device
     options = dict(use_closure=use_closure, extra_frozen=extra_frozen, intermittent=intermittent,
-                   schedule=[list(c) for c in schedule], reload_at=list(reload_at))
+                   schedule=[list(c) for c in schedule], reload_at=list(reload_at), tiny=tiny)
     got = student.task("train_adamw", spec, X.to(device), Y.to(device), groups, defaults, steps, **options,
                        timeout=60, what=f"training an MLP {sizes} for {steps} steps with your AdamW").value
     model = build_mlp(sizes, state, "tanh")
@@ -342,7 +346,12 @@ def _train_and_compare(student, device, label, groups, defaults, steps, use_clos
 @pytest.mark.points(3)
 def test_adamw_trains_like_torch_default_hyperparameters(student, device):
     """150 steps on an MLP with model.parameters() and the default hyper-parameters."""
-    _train_and_compare(student, device, "adamw-default", None, {}, 150)
+    got, exp = _train_and_compare(student, device, "adamw-default", None, {}, 150, tiny=True)
+    # A parameter with gradients of 1e-9: each step moves it by lr * m / (sqrt(v) + eps) =
+    # lr / 11 with eps = 1e-8, lr / 21 with 2e-8 (dlopt audit: a wrong default eps survived).
+    expect_close(got.get("tiny"), exp["tiny"], call="AdamW(model.parameters() + a parameter with gradients of 1e-9)",
+                 what="that parameter after 150 steps", rtol=TRAIN_RTOL, atol=1e-6,
+                 why="the default eps is 1e-8, added to sqrt(v_hat)")
 
 
 @ADAMW
