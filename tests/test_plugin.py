@@ -83,3 +83,16 @@ def test_check_without_a_master_notebook_is_an_author_error(probe):
     # The probe has no master notebook: check must say so rather than crash or pass.
     with pytest.raises(ValueError, match="no master notebook"):
         check(probe)
+
+
+def test_a_class_a_harness_task_needs_but_the_submission_lacks_is_named_in_the_feedback(adam, tmp_path):
+    """Reached through student.task (the harness looks it up in the student's namespace):
+    the feedback says what is missing, never a bare KeyError('AdamW')."""
+    source = (Path(__file__).resolve().parents[1] / "assignments/adam/examples/correct_alternative.py").read_text()
+    p = tmp_path / "renamed.py"
+    p.write_text(source.replace("class AdamW", "class AdamWRenamed"))
+    r = grade(adam, p, keyword="adamw_trains_like_torch_default")
+    (t,) = [t for t in r.tests if t.name == "test_adamw_trains_like_torch_default_hyperparameters"]
+    assert t.points == 0 and not r.grader_errors
+    assert t.feedback.startswith("`AdamW` is not defined at the top level of your submission"), t.feedback
+    assert "KeyError" not in t.feedback

@@ -10,6 +10,7 @@ import sys
 import time
 import traceback
 import types
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -38,6 +39,35 @@ def _error(exc: BaseException, kind: str | None = None) -> dict:
         "message": str(exc)[:2000],
         "frames": _student_frames(exc.__traceback__),
     }
+
+
+class MissingFunction(KeyError):
+    """A harness task asked for a name the submission does not define (its type name is
+    what the judge turns into the student's "not defined" feedback)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class StudentNames(Mapping):
+    """The student's namespace as a harness task sees it: a name the submission does not
+    define says so, instead of a bare KeyError('AdamW')."""
+
+    def __init__(self, names: dict, task: str):
+        self._names, self._task = names, task
+
+    def __getitem__(self, key):
+        try:
+            return self._names[key]
+        except KeyError:
+            raise MissingFunction(f"`{key}` is not defined at the top level of your submission (the grader's "
+                                  f"task {self._task} needs it)") from None
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 class Child:
@@ -144,7 +174,7 @@ class Child:
                 return {"ok": False, "error": {"type": "HarnessError",
                         "message": f"no harness task {req['fn']!r}", "frames": []}}
             target = getattr(self.harness, req["fn"])
-            args = [self.namespace, *args]
+            args = [StudentNames(self.namespace, req["fn"]), *args]
         self.tracer.take()
         watch = AllocationWatch(SUBMISSION_FILE) if req.get("watch") else None
         cuda = self.device != "cpu"
