@@ -112,16 +112,19 @@ def test_growth_stops_where_the_scale_would_overflow(student):
 @SCALER
 @pytest.mark.points(6)
 def test_long_trajectory_with_random_overflows(student):
-    """3000 steps, overflow with probability 0.3%: the scale must follow GradScaler's rule exactly."""
+    """6000 steps with GradScaler's defaults (init_scale 2**16, growth_factor 2, backoff 0.5,
+    growth_interval 2000: the constructor called with no arguments), a few random overflows
+    among long good runs: the scale must follow GradScaler's rule exactly. (dlopt audit:
+    with every argument given, wrong defaults survived.)"""
     rng = random.Random(7)
-    init = {"init_scale": 2.0**16, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 200}
-    ops = []
-    for t in range(3000):
-        ops.append({"op": "update", "found_inf": rng.random() < 0.003})
-        if t % 10 == 9:
-            ops.append({"op": "get_scale"})
-    got, want = run_script(student, init, ops, "3000 steps")
-    compare_scales(got, want, ops, init, "over 3000 steps")
+    init: dict = {}
+    ops = [{"op": "get_scale"}]
+    for _ in range(6000):  # the scale after every step: a growth one step early or late shows
+        ops += [{"op": "update", "found_inf": rng.random() < 0.0004}, {"op": "get_scale"}]
+    got, want = run_script(student, init, ops, "6000 steps")
+    if len({v for v in want if v is not None}) < 3:  # the suite's own premise: a grader error, not the student's
+        raise RuntimeError("the trajectory must both grow and back off: change its seed")
+    compare_scales(got, want, ops, init, "over 6000 steps with the default arguments")
 
 
 @SCALER
