@@ -208,6 +208,39 @@ def redirect_output(stdout_fd: int, stderr_fd: int | None = None) -> None:
     os.dup2(stderr_fd if stderr_fd is not None else stdout_fd, 2)
 
 
+def reseed() -> None:
+    """Fresh draws in a fork: the server's generators were seeded once, before it forked."""
+    import random
+
+    random.seed()
+    for name in ("numpy", "torch"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.random.seed(None) if name == "numpy" else module.seed()
+
+
+def run_then_exit(body) -> None:
+    """In a fork: run `body()`, then end the process with its exit code (a SystemExit's,
+    1 after a traceback on stderr, else 0) without running the server's atexit hooks."""
+    code = 1
+    try:
+        body()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
 # -- the client ---------------------------------------------------------------------------
 class ServerLost(Exception):
     """The server ended or could not be started: the caller does the work another way."""

@@ -330,8 +330,7 @@ def become_child(req: dict, fds: list[int]) -> None:
 
 
 def _run_child(req: dict, req_fd: int, rep_fd: int, setup_fd: int, chdir: str | None, user_ns: bool) -> None:
-    code = 1
-    try:
+    def body() -> None:
         os.setsid()
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as a new interpreter has it
@@ -342,20 +341,10 @@ def _run_child(req: dict, req_fd: int, rep_fd: int, setup_fd: int, chdir: str | 
             _seccomp(bytes.fromhex(req["seccomp"]))
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in req["env"].items()})
-        import random
         import tempfile
 
         tempfile.tempdir = None
-        random.seed()
-        import torch
-
-        torch.seed()
-        try:
-            import numpy
-
-            numpy.random.seed(None)
-        except ImportError:
-            pass
+        forkserver.reseed()
         if chdir:
             os.chdir(chdir)
             os.environ["PWD"] = chdir  # as bubblewrap's --chdir sets it
@@ -378,20 +367,8 @@ def _run_child(req: dict, req_fd: int, rep_fd: int, setup_fd: int, chdir: str | 
         os.write(setup_fd, b"ok")
         os.close(setup_fd)
         main.run(cfg)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except BaseException:  # noqa: BLE001
-        import traceback
 
-        traceback.print_exc()
-        code = 1
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+    forkserver.run_then_exit(body)
 
 
 PRELOAD = ("torch", "torch.optim", "torch._dynamo", "torch.nn.functional", "numpy",

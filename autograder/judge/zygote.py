@@ -46,8 +46,8 @@ def preload() -> list[str]:
 
 def become_judge(req: dict, fds: list[int]) -> None:
     """In the fork: become a judge as `python -m autograder.judge.run JOB` would be, run, exit."""
-    code = 1
-    try:
+
+    def body() -> None:
         os.setsid()  # the client kills the judge's process group on timeout
         out = os.open(req["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         err = os.open(req["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -57,39 +57,16 @@ def become_judge(req: dict, fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in req["env"].items()})
         os.chdir(req["cwd"])
-        import random
         import tempfile
 
         tempfile.tempdir = None  # TMPDIR is this judge's own
-        # Fresh draws in every judge: the zygote's generators were seeded once, before the fork.
-        random.seed()
-        try:
-            import numpy
-
-            numpy.random.seed(None)
-        except ImportError:
-            pass
-        import torch
-
-        torch.seed()
+        forkserver.reseed()
         sys.argv = [str(a) for a in req["argv"]]
         import runpy
 
         runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except BaseException:  # noqa: BLE001
-        import traceback
 
-        traceback.print_exc()
-        code = 1
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+    forkserver.run_then_exit(body)
 
 
 _SHARED = forkserver.Shared(lambda env: forkserver.Client(
