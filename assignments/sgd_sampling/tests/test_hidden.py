@@ -49,6 +49,8 @@ SB = pytest.mark.function("sample_batches")
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_shape_dtype_and_range(student, scheme):
     batches(student, 13, 4, 10, scheme, 3)
+    # No batches asked for: an empty int64[0, batch_size] (dlopt audit: [1, b], [b, 0] survived).
+    batches(student, 13, 4, 0, scheme, 3)
 
 
 @SB
@@ -397,6 +399,14 @@ def test_sgd_losses_shape_dtype_start_and_inputs_unchanged(student):
     # Shape and start are worth points only in a run that trains.
     expect_close(got, ref.sgd_least_squares(*args), call=call, what="the losses", **F64,
                  why="each step: x -= lr * A_S.T @ (A_S @ x - y_S) / |S|")
+    # float32 inputs: the losses are still float64, computed in float64 from the inputs'
+    # values (dlopt audit: a missing cast survived float64-only inputs).
+    args32 = (A.float(), y.float(), x0.float(), *args[3:])
+    call32 = describe_call("sgd_least_squares", *args32)
+    got32 = student.call("sgd_least_squares", *args32).value
+    want32 = ref.sgd_least_squares(A.float().double(), y.float().double(), x0.float().double(), *args[3:])
+    expect_close(got32, want32, call=call32, what="the losses", **F64,
+                 why="compute in float64 whatever the inputs' dtype: A.double(), y.double(), x0.double()")
 
 
 @SGD
