@@ -86,10 +86,14 @@ def _close_all(fds: list[int]) -> None:
             pass
 
 
-def _send(conn: socket.socket, message: dict) -> None:
+def _send(conn: socket.socket, message: dict, fds: list[int] = ()) -> None:
     try:
         conn.settimeout(5)
-        conn.sendall(json.dumps(message).encode() + b"\n")
+        data = json.dumps(message).encode() + b"\n"
+        if fds:
+            socket.send_fds(conn, [data], list(fds))
+        else:
+            conn.sendall(data)
     except OSError:
         pass
 
@@ -101,11 +105,12 @@ class _Closed:
         return -1
 
 
-def serve(path: str, handler, ready: dict, ops: dict | None = None) -> None:
+def serve(path: str, handler, ready: dict, ops: dict | None = None, on_exit=None) -> None:
     """Listen on `path`; for each request fork and call `handler(request, fds)` in the
     fork (it must not return). A request whose "op" names one of `ops` is answered by
-    that function's result instead, in the server, without a fork. `ready` goes to
-    stdout once listening."""
+    that function's result instead, in the server, without a fork: a dict, or (dict,
+    fds) to pass file descriptors with it (closed here once sent). `ready` goes to
+    stdout once listening; `on_exit()` runs when the owner goes away."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     os.chmod(path, 0o600)
@@ -152,11 +157,15 @@ def serve(path: str, handler, ready: dict, ops: dict | None = None) -> None:
                     continue
                 if ops and req.get("op") in ops:
                     _close_all(fds)
+                    passed: list[int] = []
                     try:
                         answer = ops[req["op"]](req)
+                        if isinstance(answer, tuple):
+                            answer, passed = answer
                     except Exception as e:  # noqa: BLE001  (the asker falls back; the server goes on)
                         answer = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-                    _send(conn, answer)
+                    _send(conn, answer, passed)
+                    _close_all(passed)
                     conn.close()
                     continue
                 close_in_fork = [listener.fileno(), wake_r, wake_w, conn.fileno(),
@@ -191,6 +200,11 @@ def serve(path: str, handler, ready: dict, ops: dict | None = None) -> None:
                 if not os.read(0, 4096):  # the owner went away: so do the forks it asked for
                     for pid in list(running):
                         kill_group(pid)
+                    if on_exit is not None:
+                        try:
+                            on_exit()
+                        finally:
+                            os._exit(0)
                     os._exit(0)
             else:  # a client closed its connection (gave up, or died): end that fork
                 kill_group(key.data)
@@ -322,20 +336,38 @@ class Endpoint:
 
     def ask(self, request: dict, timeout: float = 200.0) -> dict:
         """A request answered without a fork (an `ops` entry of the server)."""
+        answer, fds = self.ask_fds(request, timeout)
+        _close_all(fds)
+        return answer
+
+    def ask_fds(self, request: dict, timeout: float = 200.0) -> tuple[dict, list[int]]:
+        """`ask`, and the file descriptors that came with the answer (the caller's to close)."""
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds: list[int] = []
         try:
             conn.settimeout(30)
             conn.connect(self.path)
             conn.sendall(json.dumps(request).encode() + b"\n")
-            got = _read_line(conn, time.monotonic() + timeout)
-            answer = json.loads(got[0]) if got and got[0] else None
+            conn.settimeout(timeout)
+            buf = b""
+            while not buf.endswith(b"\n"):
+                msg, got, _flags, _addr = socket.recv_fds(conn, 65536, MAX_FDS)
+                fds += got
+                if not msg:
+                    break
+                buf += msg
+                if len(buf) > MAX_REQUEST:
+                    raise ValueError("answer too large")
+            answer = json.loads(buf) if buf else None
         except (OSError, ValueError) as e:
+            _close_all(fds)
             raise ServerLost(f"the fork server did not answer: {e}") from None
         finally:
             conn.close()
         if not isinstance(answer, dict) or "error" in answer:
+            _close_all(fds)
             raise ServerLost(f"the fork server could not answer: {answer}")
-        return answer
+        return answer, fds
 
     def start(self, request: dict, fds: list[int] = ()) -> Fork:
         """Ask for one fork; raises ServerLost when the server cannot start it."""

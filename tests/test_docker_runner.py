@@ -135,3 +135,62 @@ def test_a_fork_bomb_and_a_runaway_process_end_with_the_container(docker_engine,
     s.close()
     assert n < 64  # the pids limit stopped it
     assert {c.id for c in client.containers.list(all=True)} == before
+
+
+MARK = '''
+import os
+def mark():
+    seen = os.path.exists("/tmp/mark")
+    open("/tmp/mark", "w").write("x")
+    return seen
+'''
+
+
+def test_the_pool_gives_every_child_a_container_no_other_child_used(docker_engine, monkeypatch):
+    """Containers started ahead (sandbox/pool.py): each child still gets one of its own
+    (fresh /tmp, its own id), the CPU its container spent importing torch before it was
+    taken is not the submission's, and the pool removes what still waits when its owner
+    goes away."""
+    import os
+    import sys
+    import time
+    from pathlib import Path
+
+    from autograder import forkserver
+    from autograder.judge.student import StudentCode
+    from autograder.sandbox import pool
+    from autograder.sandbox.memwatch import _tree_cpu_seconds
+
+    for k, v in docker_engine.items():
+        monkeypatch.setenv(k, v)
+    repo = str(Path(__file__).resolve().parents[1])
+    client = docker.DockerClient(base_url=docker_engine["DOCKER_HOST"])
+    before = {c.id for c in client.containers.list(all=True)}
+    server = forkserver.Client([sys.executable, "-m", "autograder.sandbox.pool"],
+                               dict(os.environ, DLOPT_DOCKER_POOL="2", PYTHONPATH=repo), "dlopt-cpool-test-")
+    monkeypatch.setattr(pool, "_endpoint", lambda env: server)
+    try:
+        seen, ids, how = [], [], []
+        for i in range(3):
+            if i:  # wait until the pool has two ready (it started them on the first take)
+                deadline = time.monotonic() + 120
+                while server.ask({"op": "status"})["ready"] < 3 - i and time.monotonic() < deadline:
+                    time.sleep(0.5)
+            s = StudentCode(MARK, Limits())
+            seen.append(s.call("mark").value)
+            ids.append(s.handle.proc.container.id)
+            how.append(s.sandbox.get("pool"))
+            if i:
+                # counted from the take: the load and one call, not the container's import of torch
+                assert s.cpu_used() < 1.0 < _tree_cpu_seconds(s.handle.container_pid) - s.cpu_used()
+            s.close()
+        assert how == ["none ready: started one", "started ahead", "started ahead"]
+        assert seen == [False, False, False]  # no child saw another's /tmp
+        assert len(set(ids)) == 3
+        assert server.ask({"op": "status"})["ready"] + server.ask({"op": "status"})["starting"] >= 1
+    finally:
+        server.close()
+    deadline = time.monotonic() + 60
+    while {c.id for c in client.containers.list(all=True)} != before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert {c.id for c in client.containers.list(all=True)} == before  # nothing left waiting

@@ -371,20 +371,10 @@ def _run_child(req: dict, req_fd: int, rep_fd: int, setup_fd: int, chdir: str | 
     forkserver.run_then_exit(body)
 
 
-PRELOAD = ("torch", "torch.optim", "torch._dynamo", "torch.nn.functional", "numpy",
-           "autograder.protocol", "autograder.protocol.codec", "autograder.protocol.framing",
-           "autograder.protocol.specs", "autograder.protocol.shm", "autograder.child.server", "autograder.child.forbidden",
-           "autograder.child.watch", "autograder.child.guard", "autograder.child.main")
-
-
 def preload() -> list[str]:
-    import importlib
+    from autograder.child import main
 
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001  (what this machine lacks, a child imports for itself)
-            pass
+    main.preload()
     import torch
 
     if torch.cuda.is_initialized():

@@ -100,6 +100,17 @@ def child_zygote(req: dict) -> dict:
     return {"path": local.own_child_zygote(env).path}
 
 
+def container_pool(req: dict) -> dict:
+    """The socket of the docker runner's container pool for an environment (sandbox/pool.py):
+    started by this zygote on first use and shared by all its judges."""
+    env = {str(k): str(v) for k, v in dict(req.get("env") or {}).items()}
+    return {"path": _POOLS.get(tuple(sorted(env.items())), env).path}
+
+
+_POOLS = forkserver.Shared(lambda env: forkserver.Client(
+    [sys.executable, "-m", "autograder.sandbox.pool"], dict(env, PYTHONPATH=REPO), "dlopt-cpool-"))
+
+
 def main() -> None:
     files = preload()
     path = sys.argv[1]
@@ -107,7 +118,8 @@ def main() -> None:
     def judge(req: dict, fds: list[int]) -> None:
         become_judge(dict(req, env=dict(req["env"], DLOPT_JUDGE_ZYGOTE=path)), fds)
 
-    forkserver.serve(path, judge, {"files": files}, ops={"child-zygote": child_zygote})
+    forkserver.serve(path, judge, {"files": files}, ops={"child-zygote": child_zygote,
+                                                              "container-pool": container_pool})
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import seccomp
@@ -142,6 +143,7 @@ class DockerRunner(LocalRunner):
     """Same interface as LocalRunner (start() -> a handle the judge talks through)."""
 
     name = "docker"
+    labels: dict = {}  # more labels for its containers (the pool's owner label)
 
     def __init__(self, limits: Limits, *, gpu: bool = False, device: str = "cpu",
                  forbidden: list[str] | None = None, harness: Path | None = None, force_weak: bool = False,
@@ -197,9 +199,22 @@ class DockerRunner(LocalRunner):
             # NCCL (ranks of a multi-GPU assignment) keeps buffers in /dev/shm: Docker's
             # 64 MiB is too little for several ranks; it counts against the memory limit.
             shm_size=f"{lim.tmp_bytes() >> 20}m" if self.gpu else None,
-            labels={"dlopt.role": "sandbox"}, stdin_open=False, tty=False)
+            labels={"dlopt.role": "sandbox", **self.labels}, stdin_open=False, tty=False)
 
-    def start(self) -> ChildHandle:
+    # -- starting a container: launch (the engine starts it), then connect (its child,
+    # with torch imported, connects to the judge's socket) --------------------------
+    def spec(self) -> dict:
+        """What this runner's containers are made from (the pool's key, see sandbox/pool.py)."""
+        harness = None
+        if self.harness is not None:
+            st = os.stat(self.harness)
+            harness = [str(self.harness), st.st_mtime_ns, st.st_size]
+        return {"limits": self.limits.as_dict(), "gpu": self.gpu, "device": self.device,
+                "forbidden": self.forbidden, "guard": self.guard, "harness": harness, "image": self.image}
+
+    def launch(self) -> Launched:
+        """Stage the runtime, listen, create and start the container (it connects when
+        its child has imported what every child needs)."""
         staging = self._stage()
         io_dir = staging / "io"
         io_dir.mkdir(mode=0o777)
@@ -213,38 +228,83 @@ class DockerRunner(LocalRunner):
         cfg = {"socket": f"/io/{SOCKET_NAME}", "uid": None, "workdir": "/tmp", "limits": limits, "xfer": "/io",
                "forbidden": self.forbidden, "guard": self.guard, "device": self.device, "watch_memory": self.limits.watch_memory,
                "harness": "/sandbox/harness.py" if self.harness is not None else None}
-        container = self.client.containers.create(**self.container_options(staging, cfg))
-        proc = _ContainerProcess(container)
-        handle = ContainerHandle(proc, -1, -1, staging / "log.txt", staging, xfer=io_dir)
+        container = None
         try:
+            container = self.client.containers.create(**self.container_options(staging, cfg))
             container.start()
-            listener.settimeout(1.0)
+        except BaseException:
+            listener.close()
+            if container is not None:
+                _remove(container)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return Launched(container, staging, listener)
+
+    def connect(self, launched: Launched) -> tuple[int, int]:
+        """Wait for the launched container's child: (connection fd, its first process's
+        host pid). Removes the container when it does not come."""
+        proc = _ContainerProcess(launched.container)
+        try:
+            launched.listener.settimeout(1.0)
             deadline = time.monotonic() + START_SECONDS
             while True:
                 try:
-                    conn, _ = listener.accept()
+                    conn, _ = launched.listener.accept()
                     break
                 except TimeoutError:
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("the sandbox container did not start: "
-                                           + handle.log_tail(1500)) from None
+                        tail = ContainerHandle(proc, -1, -1, launched.staging / "log.txt", launched.staging).log_tail(1500)
+                        raise RuntimeError("the sandbox container did not start: " + tail) from None
+            conn.setblocking(True)
+            launched.container.reload()
+            pid = int(launched.container.attrs.get("State", {}).get("Pid") or 0)
         except BaseException:
-            handle.cleanup()
+            _remove(launched.container)
+            shutil.rmtree(launched.staging, ignore_errors=True)
             raise
         finally:
-            listener.close()
-        conn.setblocking(True)
-        container.reload()
-        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+            launched.listener.close()
+        return conn.detach(), pid
+
+    def handle(self, container, staging: Path, fd: int, pid: int) -> ContainerHandle:
+        """The judge's handle on a connected container."""
+        handle = ContainerHandle(_ContainerProcess(container), fd, os.dup(fd), staging / "log.txt", staging,
+                                 xfer=staging / "io")
         if pid > 0:
             handle.container_pid = pid
             # The container's CPU time from its process tree (the limits count it, see
-            # CpuWatch); its memory limit is the container's own.
+            # CpuWatch), from now: what its child spent importing torch is not the
+            # student's; its memory limit is the container's own.
             handle.cpu = CpuWatch(proc_only=True)
             handle.cpu.attach(pid)
+            handle.cpu.start_now()
             if self.limits.watch_memory:
                 handle.memory = ContainerMemoryWatch(pid)
                 self.report["memory_watch"] = handle.memory.method
-        handle.req_fd = conn.detach()
-        handle.rep_fd = os.dup(handle.req_fd)
         return handle
+
+    def start(self) -> ChildHandle:
+        """A container no other submission has used: one the pool started ahead for this
+        runner's spec (sandbox/pool.py), else one started now."""
+        from . import pool
+
+        taken = pool.take(self)
+        if taken is not None:
+            return taken
+        launched = self.launch()
+        fd, pid = self.connect(launched)
+        return self.handle(launched.container, launched.staging, fd, pid)
+
+
+@dataclass
+class Launched:
+    container: object
+    staging: Path
+    listener: socket.socket
+
+
+def _remove(container) -> None:
+    try:
+        container.remove(force=True)
+    except Exception:  # noqa: BLE001 - already gone
+        pass

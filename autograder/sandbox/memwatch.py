@@ -144,6 +144,11 @@ class MemoryWatch:
     def attach(self, pid: int) -> None:
         self.root_pid = pid
 
+    def start_now(self) -> None:
+        """Count from now on (a process that was started ahead: what it did before it was
+        handed to a submission is not that submission's)."""
+        self._base = self._total()
+
     # -- in the judge --------------------------------------------------------------------
     def _tree(self) -> list[int]:
         """The root pid and all its descendants (bubblewrap's, then the child's)."""
@@ -304,7 +309,17 @@ class CpuWatch:
     def attach(self, pid: int) -> None:
         self.root_pid = pid
 
+    def start_now(self) -> None:
+        """Count from now on (a process that was started ahead: what it did before it was
+        handed to a submission is not that submission's)."""
+        self._base = self._total()
+
+    _base = 0.0
+
     def seconds(self) -> float:
+        return self._total() - self._base
+
+    def _total(self) -> float:
         try:
             if self.method == "cgroup-v1":
                 return int((self.group / "cpuacct.usage").read_text()) / 1e9
