@@ -230,9 +230,13 @@ def mutants(source: str, names: list[str]) -> list[Mutant]:
 
 # -- running them --------------------------------------------------------------------------
 def suite_digest(a: Assignment) -> str:
+    """What an audit's outcomes depend on in the assignment's folder: the hidden suite, the
+    master, the harness and every other trusted Python file there (checks a suite loads,
+    like sgd_sampling's stats_checks.py), not the examples."""
+    trusted = {p for p in a.root.rglob("*.py") if "examples" not in p.relative_to(a.root).parts}
     h = hashlib.sha256()
-    for p in sorted({*a.suite("hidden"), *(x for x in [a.master, a.harness] if x)}):
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    for p in sorted({*a.suite("hidden"), *(x for x in [a.master, a.harness] if x), *trusted}):
+        h.update(str(p.relative_to(a.root) if p.is_relative_to(a.root) else p.name).encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -254,6 +258,7 @@ class AuditReport:
     original: str
     total: int
     sampled: int
+    cached: int = 0
 
     def lines(self) -> list[str]:
         out = []
@@ -269,7 +274,63 @@ class AuditReport:
         return killed / counted if counted else None
 
 
-def audit(a: Assignment, budget: int | None = None, jobs: int = 2, seed: int = 0, progress=None) -> AuditReport:
+def _engine_digest() -> str:
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class OutcomeCache:
+    """Each mutant's outcome, kept by the judge (never in a sandbox) for the suite, master,
+    harness and engine it was graded with: a run again (after recording equivalents, or
+    after an interruption) grades only what it has not seen. Written as it goes."""
+
+    def __init__(self, a: Assignment, fresh: bool = False):
+        import json
+        import threading
+
+        from autograder.judge.suite import truth_cache_dir
+
+        self.path = truth_cache_dir().parent / "audit" / f"{a.slug}-{suite_digest(a)}-{_engine_digest()}.json"
+        self.lock = threading.Lock()
+        self.seen: dict[str, str] = {}
+        if not fresh and self.path.exists():
+            try:
+                self.seen = dict(json.loads(self.path.read_text()))
+            except (OSError, ValueError):
+                self.seen = {}
+
+    @staticmethod
+    def _id(m: Mutant) -> str:
+        return hashlib.sha256(m.source.encode()).hexdigest()[:24]
+
+    def get(self, m: Mutant) -> str | None:
+        return self.seen.get(self._id(m))
+
+    def put(self, m: Mutant, outcome: str) -> None:
+        import json
+        import os
+
+        with self.lock:
+            self.seen[self._id(m)] = outcome
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.seen))
+            os.replace(tmp, self.path)
+
+
+def _outcome(r) -> str:
+    if r.error and r.score == 0 and "could not be read" in (r.error or ""):
+        return "invalid"
+    if r.grader_errors:
+        return "invalid"
+    return "survived" if r.score >= r.max_score - 1e-9 else "killed"
+
+
+def audit(a: Assignment, budget: int | None = None, jobs: int = 2, seed: int = 0, progress=None,
+          fresh: bool = False) -> AuditReport:
     from autograder.grading import grade
 
     source = master_source(a)
@@ -282,10 +343,13 @@ def audit(a: Assignment, budget: int | None = None, jobs: int = 2, seed: int = 0
     record = load_record(a)
     equivalent = {e.get("key"): e.get("reason", "") for e in record.get("equivalent", [])}
     functions = {n: FunctionReport(n) for n in names if any(m.function == n for m in every)}
-    todo = []
+    cache = OutcomeCache(a, fresh)
+    todo, outcomes = [], {}
     for m in picked:
         if m.key in equivalent:
             functions[m.function].equivalent += 1
+        elif cache.get(m) is not None:
+            outcomes[m.key] = cache.get(m)
         else:
             todo.append(m)
     with tempfile.TemporaryDirectory(prefix=f"dlopt-audit-{a.slug}-") as tmp:
@@ -296,25 +360,29 @@ def audit(a: Assignment, budget: int | None = None, jobs: int = 2, seed: int = 0
             paths.append(p)
 
         def one(i: int):
-            r = grade(a, paths[i], label=f"mutant {todo[i].key}")
+            outcome = _outcome(grade(a, paths[i], label=f"mutant {todo[i].key}"))
+            cache.put(todo[i], outcome)
             if progress:
                 progress()
-            return r
+            return outcome
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            results = list(pool.map(one, range(len(todo))))
-    for m, r in zip(todo, results):
+            for m, outcome in zip(todo, pool.map(one, range(len(todo)))):
+                outcomes[m.key] = outcome
+    for m in picked:
+        if m.key not in outcomes:
+            continue
         f = functions[m.function]
-        if r.error and r.score == 0 and "could not be read" in (r.error or ""):
+        outcome = outcomes[m.key]
+        if outcome == "invalid":
             f.invalid += 1
-        elif r.grader_errors:
-            f.invalid += 1
-        elif r.score >= r.max_score - 1e-9:
+        elif outcome == "survived":
             f.survived.append(m)
         else:
             f.killed += 1
     # Diffs against the master as the mutants are written (unparsed: no comments, one style).
-    return AuditReport(a.slug, functions, ast.unparse(ast.parse(source)), len(every), len(picked))
+    return AuditReport(a.slug, functions, ast.unparse(ast.parse(source)), len(every), len(picked),
+                       len(picked) - len(todo) - sum(f.equivalent for f in functions.values()))
 
 
 def write_record(a: Assignment, report: AuditReport, budget: int | None) -> Path:

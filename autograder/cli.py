@@ -193,7 +193,11 @@ def cmd_audit(args) -> int:
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
         task = progress.add_task(f"auditing {a.slug} ({n} of {total} mutants)", total=n)
-        report = audit.audit(a, budget=args.budget, jobs=args.jobs, progress=lambda: progress.advance(task))
+        report = audit.audit(a, budget=args.budget, jobs=args.jobs, progress=lambda: progress.advance(task),
+                             fresh=args.fresh)
+    if report.cached:
+        console.print(f"{report.cached} mutant(s) graded before with this suite and engine, taken from the cache "
+                      "(--fresh grades them again)")
     shown = 0
     for f in report.functions.values():
         for m in f.survived:
@@ -343,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     au.add_argument("--jobs", "-j", type=int, default=2)
     au.add_argument("--show", type=int, default=20, help="survivors whose diff is printed")
     au.add_argument("--list", action="store_true", help="list the mutants without grading them")
+    au.add_argument("--fresh", action="store_true",
+                    help="grade every mutant again (default: reuse outcomes graded with this suite and engine)")
     au.set_defaults(fn=cmd_audit)
 
     im = sub.add_parser("import", help="turn an nbgrader or otter-grader master into an assignment folder")

@@ -2,10 +2,9 @@
 
 - Late: a submission after `deadline + grace_minutes` is late by `ceil(delay / 1 day)`
   days; past `max_days_late` the assignment is closed to students.
-- The final score of a submission is its newest finished run's score times
-  `max(0, 1 - penalty_per_day * days_late)`.
-- A student's final score is, by the assignment's `score_policy`, the best final score
-  of their submissions (`best`) or that of the last graded one (`last`).
+- The final score of a submission is its newest finished run's score after the late
+  penalty, and a student's final score follows the assignment's `score_policy`: both
+  rules are the engine's (`autograder/scoring.py`), imported here.
 - The daily limit counts a student's own uploads since midnight in the timezone of
   the deadline (UTC when there is none); TA batch uploads do not count.
 """
@@ -17,6 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
 from autograder.assignment import SCORE_POLICIES  # noqa: E402,F401  (one schema: the engine's)
+
+# Points (the late penalty, a student's final score) are the engine's rules, in one place.
+from autograder.scoring import GradedSubmission, final_score, late_score, penalty_factor  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -47,30 +49,8 @@ def lateness(deadline: datetime | None, late_policy: dict, at: datetime) -> Late
     return Lateness(True, days, max_days is not None and days > int(max_days))
 
 
-def penalty_factor(late_policy: dict, days_late: int) -> float:
-    return max(0.0, 1.0 - float(late_policy.get("penalty_per_day", 0.0)) * days_late)
-
-
 def day_start(at: datetime, tz: timezone) -> datetime:
     local = at.astimezone(tz)
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-@dataclass
-class GradedSubmission:
-    submission_id: int
-    created_at: datetime
-    score: float
-    max_score: float
-    days_late: int
-
-
-def final_score(graded: list[GradedSubmission], policy: str, late_policy: dict) -> tuple[float, GradedSubmission] | None:
-    """(score after the late penalty, the submission it comes from), or None if none graded."""
-    if not graded:
-        return None
-    scored = [(round(g.score * penalty_factor(late_policy, g.days_late), 6), g) for g in graded]
-    if policy == "last":
-        return max(scored, key=lambda sg: (sg[1].created_at, sg[1].submission_id))
-    # best; ties go to the earliest submission
-    return max(scored, key=lambda sg: (sg[0], -sg[1].created_at.timestamp(), -sg[1].submission_id))

@@ -18,6 +18,7 @@ from server.policy import (
     GradedSubmission,
     day_start,
     final_score,
+    late_score,
     lateness,
     penalty_factor,
     tz_from_offset,
@@ -157,7 +158,7 @@ def submission_out(sub: Submission, viewer: User, now: datetime) -> SubmissionOu
     newest = sub.runs[-1] if sub.runs else None
     graded = latest_done(sub)
     score = graded.score if graded else None
-    final = None if score is None else round(score * penalty_factor(a.late_policy, sub.days_late), 6)
+    final = None if score is None else late_score(score, a.late_policy, sub.days_late)
     return SubmissionOut(
         id=sub.id, assignment=a.slug, login=sub.user.login, created_at=sub.created_at, filename=sub.filename,
         kind=sub.kind, size=sub.size, late=sub.late, days_late=sub.days_late, source=sub.source,
@@ -374,7 +375,7 @@ def gradescope_zip(session: Session, a: AssignmentRow) -> bytes:
             data = r.gradescope()
             factor = penalty_factor(a.late_policy, sub.days_late)
             if factor != 1.0:
-                data["score"] = round(r.score * factor, 6)
+                data["score"] = late_score(r.score, a.late_policy, sub.days_late)
                 data["output"] = (data["output"] + f"\nlate by {sub.days_late} day(s): score x {factor:g}").strip()
             zf.writestr(f"{row.login}/results.json", json.dumps(data, indent=2))
     return buf.getvalue()

@@ -43,10 +43,12 @@ def test_keys_stay_the_same_when_the_code_around_moves():
     assert before == after
 
 
-def test_an_audit_kills_the_scaffolds_mutants_records_equivalents_and_goes_stale(tmp_path):
+def test_an_audit_kills_the_scaffolds_mutants_records_equivalents_and_goes_stale(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLOPT_TRUTH_CACHE", str(tmp_path / "cache" / "truth"))
     folder = scaffold.write("audited", tmp_path)
     a = assignments.load(folder)
     report = audit.audit(a, jobs=2)
+    assert report.cached == 0
     (f,) = report.functions.values()
     assert f.name == "heavy_ball_step" and f.counted == 6 and f.killed == 6 and not f.survived
     audit.write_record(a, report, None)
@@ -55,6 +57,9 @@ def test_an_audit_kills_the_scaffolds_mutants_records_equivalents_and_goes_stale
     path.write_text(path.read_text() + f'\n[[equivalent]]\nkey = "{key}"\nreason = "for the test"\n')
     again = audit.audit(a, jobs=2)
     assert again.functions["heavy_ball_step"].equivalent == 1 and again.functions["heavy_ball_step"].counted == 5
+    # the same suite and engine: every outcome comes from the judge's cache, none graded again
+    assert again.cached == 5 and again.functions["heavy_ball_step"].killed == 5
+    assert audit.audit(a, jobs=2, fresh=True).cached == 0
     audit.write_record(a, again, None)
     kept = tomllib.loads(path.read_text())
     assert kept["equivalent"] == [{"key": key, "reason": "for the test"}]  # a new run keeps the equivalents

@@ -96,3 +96,23 @@ def test_a_class_a_harness_task_needs_but_the_submission_lacks_is_named_in_the_f
     assert t.points == 0 and not r.grader_errors
     assert t.feedback.startswith("`AdamW` is not defined at the top level of your submission"), t.feedback
     assert "KeyError" not in t.feedback
+
+
+def test_a_function_or_class_with_the_wrong_signature_is_named_in_the_feedback(adam, tmp_path):
+    """For calls and for harness tasks alike: the feedback says the definition does not take
+    the arguments the assignment specifies, with the signatures, not a bare TypeError."""
+    source = (Path(__file__).resolve().parents[1] / "assignments/adam/examples/correct_alternative.py").read_text()
+    p = tmp_path / "narrow.py"
+    p.write_text(source.replace("def sgd_momentum_step(", "def sgd_momentum_step(only_one, ")
+                 .replace("class AdamW(torch.optim.Optimizer):",
+                          "class AdamW(torch.optim.Optimizer):\n    def __new__(cls):\n"
+                          "        return super().__new__(cls)\n"))
+    r = grade(adam, p, keyword="sgd_momentum or adamw_trains_like_torch_default")
+    by = {t.name: t for t in r.tests}
+    sgd = [t for n, t in by.items() if "sgd" in n and t.points == 0]
+    assert sgd and not r.grader_errors
+    fb = sgd[0].feedback
+    assert fb.startswith("`sgd_momentum_step` cannot be called as the assignment specifies"), fb
+    assert "sgd_momentum_step(only_one, " in fb and "Traceback" not in fb
+    task = by["test_adamw_trains_like_torch_default_hyperparameters"]
+    assert task.points == 0 and "called your code as the assignment specifies" in task.feedback, task.feedback

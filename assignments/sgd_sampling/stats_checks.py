@@ -2,7 +2,7 @@
 
 Each check takes the function under test as a callable and raises `GradingFailure` with
 a student-readable message, or returns. Each states its false-failure probability for
-a correct implementation (ALPHA = 1e-7 each, so a whole submission's statistical tests
+a correct implementation (ALPHA = 1e-7 each, the platform's bound: autograder/judge/stats.py, so a whole submission's statistical tests
 fail a correct solution with probability under 1e-6):
 - chi-square tests: the asymptotic chi-square law of Pearson's statistic, with at
   least 30 expected counts per cell (the approximation is excellent there);
@@ -21,16 +21,7 @@ import math
 import torch
 
 from autograder.judge.compare import GradingFailure
-
-ALPHA = 1e-7
-
-
-def chi2_pvalue(counts: torch.Tensor, expected: torch.Tensor) -> float:
-    counts, expected = counts.double().reshape(-1), expected.double().reshape(-1)
-    stat = float(((counts - expected) ** 2 / expected).sum())
-    dof = counts.numel() - 1
-    return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64),
-                                         torch.tensor(stat / 2, dtype=torch.float64)))
+from autograder.judge.stats import ALPHA, bernstein_radius, binomial_tail_below, chi2_pvalue  # noqa: F401  (the suite uses them from here)
 
 
 def expect_uniform(values: torch.Tensor, n: int, what: str) -> None:
@@ -87,15 +78,3 @@ def expect_uniform_permutations(perms: torch.Tensor, n: int, what: str) -> None:
         raise GradingFailure(f"{what}: not uniform over the {math.factorial(n)} permutations (chi-square p = {p:.1e}); "
                              f"{int((counts > 0).sum())} of them came up, the most often {int(counts.max())} times, "
                              f"about {perms.shape[0] / math.factorial(n):.0f} expected each")
-
-
-def bernstein_radius(num: int, sigma2: float, bound: float, delta: float) -> float:
-    """t such that P(|mean of num i.i.d. variables - mu| >= t) <= delta, for variance
-    sigma2 and |X - mu| <= bound (Bernstein)."""
-    log_term = math.log(2 / delta)
-    return (bound * log_term / 3 + math.sqrt((bound * log_term / 3) ** 2 + 2 * num * sigma2 * log_term)) / num
-
-
-def binomial_tail_below(k: int, trials: int, q: float) -> float:
-    """P(Binomial(trials, q) < k)."""
-    return sum(math.comb(trials, j) * q**j * (1 - q) ** (trials - j) for j in range(k))

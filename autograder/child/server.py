@@ -41,6 +41,33 @@ def _error(exc: BaseException, kind: str | None = None) -> dict:
     }
 
 
+def _signature_error(req: dict, target, args: list, kwargs: dict, exc: TypeError) -> dict | None:
+    """A TypeError raised by the call itself (no student line ran): the student's function
+    or class does not take the arguments the assignment specifies. Says so, with both
+    signatures, instead of a bare TypeError."""
+    import inspect
+
+    if req["op"] == "call":
+        try:
+            sig = inspect.signature(target)
+        except (TypeError, ValueError):
+            return None
+        try:
+            sig.bind(*args, **kwargs)
+            return None  # it binds: the TypeError came from elsewhere
+        except TypeError as bind:
+            shown = ", ".join([*("_" for _ in args), *(f"{k}=..." for k in kwargs)])
+            return {"type": "SignatureError", "frames": [],
+                    "message": (f"`{req['fn']}` cannot be called as the assignment specifies: the grader calls "
+                                f"{req['fn']}({shown}), and your definition is {req['fn']}{sig} ({bind})")[:2000]}
+    text = str(exc)
+    if any(s in text for s in ("positional argument", "keyword argument", "required argument", "takes no arguments")):
+        return {"type": "SignatureError", "frames": [],
+                "message": (f"the grader's task {req['fn']} called your code as the assignment specifies, "
+                            f"and the call did not fit your definition: {text}")[:2000]}
+    return None
+
+
 class MissingFunction(KeyError):
     """A harness task asked for a name the submission does not define (its type name is
     what the judge turns into the student's "not defined" feedback)."""
@@ -193,7 +220,10 @@ class Child:
             if cuda:
                 torch.cuda.synchronize()
         except BaseException as e:  # noqa: BLE001  (SystemExit/KeyboardInterrupt in student code)
-            return {"ok": False, "error": _error(e), "forbidden": self.tracer.take(),
+            error = _error(e)
+            if isinstance(e, TypeError) and not error["frames"]:
+                error = _signature_error(req, target, args, kwargs, e) or error
+            return {"ok": False, "error": error, "forbidden": self.tracer.take(),
                     "seconds": time.perf_counter() - started}
         seconds = time.perf_counter() - started
         reply = {"ok": True, "value": value, "seconds": seconds, "forbidden": self.tracer.take()}

@@ -8,7 +8,7 @@ how far off (the largest error, where it is, and the tolerance).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -51,19 +51,35 @@ def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
-def tolerance_for(dtype: torch.dtype, reduction: int = 1, factor: float = 8.0) -> tuple[float, float]:
+class Tolerance(NamedTuple):
+    rtol: float
+    atol: float
+
+
+def tolerance_for(dtype: torch.dtype, reduction: int = 1, factor: float = 8.0, *, scale: float = 1.0,
+                  extra: float = 0.0) -> Tolerance:
     """(rtol, atol) from the arithmetic: `factor` ulps of `dtype`, grown with the square
     root of the reduction length (rounding errors of a sum of n terms add up as a random
-    walk, sqrt(n) ulps typically)."""
+    walk, sqrt(n) ulps typically), plus `extra` (an error the formula allows on top, e.g.
+    a reference computed another way); atol is that relative bound times `scale`, the
+    magnitude the result is made of (max |expected|, or |a| @ |b| for a product), so a
+    result near zero made of large terms is held to the error of its terms."""
     eps = torch.finfo(dtype).eps
-    rtol = factor * eps * max(1.0, reduction) ** 0.5
-    return rtol, rtol
+    rtol = factor * eps * max(1.0, reduction) ** 0.5 + extra
+    return Tolerance(rtol, rtol * float(scale))
 
 
 def expect_close(got: Any, expected: torch.Tensor, *, call: str, what: str = "the result",
-                 rtol: float, atol: float, check_dtype: bool = True,
-                 why: str = "") -> None:
-    """Raise GradingFailure unless `got` is a tensor matching `expected`."""
+                 rtol: float | None = None, atol: float | torch.Tensor | None = None,
+                 tol: Tolerance | None = None, check_dtype: bool = True, why: str = "") -> None:
+    """Raise GradingFailure unless `got` is a tensor matching `expected` within
+    atol + rtol * |expected| at every entry (`tol`: both at once, from tolerance_for).
+    `atol` may be a tensor broadcastable to `expected`: a bound per element (each
+    element of a sum of its own inputs, say)."""
+    if tol is not None:
+        rtol, atol = tol
+    if rtol is None or atol is None:
+        raise TypeError("expect_close needs rtol and atol, or tol")
     head = f"{call}: {what}"
     if not isinstance(got, torch.Tensor):
         raise GradingFailure(f"{head}: expected a tensor {describe(expected)}, got {describe(got)}")
@@ -82,26 +98,37 @@ def expect_close(got: Any, expected: torch.Tensor, *, call: str, what: str = "th
     finite = torch.isfinite(e)
     same_special = (~finite) & ((g == e) | (torch.isnan(g) & torch.isnan(e)))
     err = (g - e).abs().where(finite, torch.zeros_like(g))
+    per_element = isinstance(atol, torch.Tensor)
+    if per_element:
+        atol = atol.detach().to("cpu", torch.float64)
+        atol = atol.reshape(e.shape) if atol.numel() == e.numel() else torch.broadcast_to(atol, e.shape)
     allowed = atol + rtol * e.abs()
     violations = (err > allowed.where(finite, torch.zeros_like(g))) | ((~finite) & ~same_special)
     if violations.any():
         ratio = (err / allowed.where(finite, torch.ones_like(g))).where(finite, torch.full_like(g, float("inf")))
+        # the worst violation (an exact bound of 0 gives inf there, never a NaN at a correct entry)
+        ratio = torch.where(violations, ratio.nan_to_num(nan=float("inf")), torch.zeros_like(ratio))
         flat = int(ratio.reshape(-1).argmax()) if ratio.numel() else 0
         idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), e.shape)) if e.dim() else ()
         n_bad = int(violations.sum())
+        bound = (f"allowed {_fmt(float(atol[idx]))} at this entry" if per_element and rtol == 0 else
+                 f"allowed {_fmt(float(atol[idx]) if per_element else atol)} + {_fmt(rtol)}·|expected|")
         lines = [
             f"{head} is off at {n_bad} of {e.numel()} entries",
             f"  largest error at index {list(idx)}: expected {_fmt(e[idx].item())}, got {_fmt(g[idx].item())} "
-            f"(|error| {_fmt(err[idx].item())}, allowed {_fmt(atol)} + {_fmt(rtol)}·|expected|)",
+            f"(|error| {_fmt(err[idx].item())}, {bound})",
         ]
         if why:
             lines.append(f"  hint: {why}")
         raise GradingFailure("\n".join(lines))
 
 
-def expect_tuple(got: Any, n: int, *, call: str, names: str = "") -> tuple | list:
+def expect_tuple(got: Any, n: int, *, call: str, names: str | tuple | list = "") -> tuple | list:
     """A function that returns n values: a tuple (or list) of exactly n, else a failure that
-    says what came back (never an IndexError in the test, which would read as a grader error)."""
+    says what came back (never an IndexError in the test, which would read as a grader error).
+    `names`: what the values are ("o, lse" or ("o", "lse"))."""
+    if not isinstance(names, str):
+        names = ", ".join(names)
     if not isinstance(got, tuple | list) or len(got) != n:
         what = f"a tuple of {n} values" + (f" ({names})" if names else "")
         raise GradingFailure(f"{call}: expected {what}, got {describe(got)}"
@@ -116,6 +143,16 @@ def expect_unchanged(before: torch.Tensor, after: Any, *, call: str, name: str) 
         raise GradingFailure(f"{call} modified its input `{name}` in place; the contract says the "
                              "function returns new tensors and leaves its inputs unchanged "
                              "(use x = x.clone() or out-of-place ops)")
+
+
+def first_failure(check, *args, **kwargs) -> str | None:
+    """What `check(*args, **kwargs)` (expect_close, say) finds wrong, as its message, or
+    None: for cases whose failures are collected (CaseTally.add) rather than raised."""
+    try:
+        check(*args, **kwargs)
+    except GradingFailure as e:
+        return str(e)
+    return None
 
 
 class CaseTally:
@@ -145,10 +182,12 @@ class CaseTally:
             self.add(e.feedback())
 
     def finish(self) -> None:
+        from autograder.scoring import case_fraction
+
         if self.failures:
             passed = self.total - len(self.failures)
             more = f"\n({len(self.failures) - 1} more failing case(s))" if len(self.failures) > 1 else ""
-            raise PartialCredit(passed / self.total, f"{passed} of {self.total} cases pass; first failure:\n"
+            raise PartialCredit(case_fraction(passed, self.total), f"{passed} of {self.total} cases pass; first failure:\n"
                                 + self.failures[0] + more)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import __version__
+from autograder import __version__, scoring
 from autograder.judge.compare import GradingFailure, PartialCredit
 from autograder.judge.forbidden import scan, scan_flags
 from autograder.judge.results import VISIBILITIES, SubmissionResult, TestResult
@@ -178,12 +178,13 @@ class GradingPlugin:
             test.status = "skipped"
             test.feedback = str(rep.longrepr[-1]) if isinstance(rep.longrepr, tuple) else "skipped"
         elif rep.passed:
-            test.points, test.status = max_points, "passed"
+            test.status = "passed"
+            test.points = scoring.test_points(max_points, test.status)
         else:
             exc = call.excinfo.value if call.excinfo else None
             if isinstance(exc, PartialCredit):
-                test.points = round(max_points * exc.fraction, 6)
-                test.status = "partial" if exc.fraction > 0 else "failed"
+                test.status = scoring.partial_status(exc.fraction)
+                test.points = scoring.test_points(max_points, test.status, exc.fraction)
                 test.feedback = _shorten(str(exc))
             elif isinstance(exc, HostOverloaded):
                 test.status = "error"
@@ -238,10 +239,9 @@ class GradingPlugin:
             hits = [f for f in self.result.flags if f["function"] in t.function
                     or (f["function"] == "<module>" and f.get("statement") != "import")]
             if hits and t.function:
-                t.points, t.status = 0.0, "failed"
                 what = "; ".join(f"{h['construct']} ({h['where']})" for h in hits[:3])
-                t.feedback = _shorten(f"no points: this assignment does not accept code that uses {what}\n"
-                                      f"{t.feedback}")
+                scoring.zero(t, f"no points: this assignment does not accept code that uses {what}")
+                t.feedback = _shorten(t.feedback)
 
     def _apply_forbidden(self, findings: list[dict]) -> None:
         if not self.cfg.forbidden:
@@ -260,9 +260,8 @@ class GradingPlugin:
             hits = [f for fn in t.function for f in by_function.get(fn, [])]
             if hits:
                 apis = ", ".join(sorted({h["api"] for h in hits}))
-                t.points, t.status = 0.0, "failed"
-                t.feedback = _shorten(f"no points: {', '.join(t.function)} uses {apis}, which this "
-                                      f"assignment forbids\n{t.feedback}")
+                scoring.zero(t, f"no points: {', '.join(t.function)} uses {apis}, which this assignment forbids")
+                t.feedback = _shorten(t.feedback)
         forbidden_test = TestResult(name="forbidden_api_check", points=0.0, max_points=0.0,
                                     visibility="public", status="passed",
                                     description="the submission does not use the library routines it must build")

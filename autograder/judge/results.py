@@ -57,8 +57,9 @@ class SubmissionResult:
     suite: str = "hidden"
 
     def total(self) -> None:
-        self.score = round(sum(t.points for t in self.tests), 6)
-        self.max_score = round(sum(t.max_points for t in self.tests if t.status != "skipped"), 6)
+        from autograder.scoring import totals
+
+        self.score, self.max_score = totals(self.tests)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -411,7 +411,7 @@ class StudentCode:
         self._note_forbidden(reply)
         if not reply.get("ok"):
             err = reply.get("error") or {}
-            if err.get("type") == "MissingFunction":
+            if err.get("type") in ("MissingFunction", "SignatureError"):  # the message says it all
                 raise MissingFunction(fn, err)
             msg = str(err.get("message", ""))
             if msg.startswith(GUARD_PREFIX):

@@ -29,7 +29,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from autograder.judge.compare import GradingFailure, expect_memory_within, expect_unchanged
+from autograder.judge.compare import (
+    GradingFailure,
+    expect_memory_within,
+    expect_tuple,
+    expect_unchanged,
+)
 from autograder.judge.suite import cached_truth, load_module
 from reference import attention as ref
 
@@ -47,10 +52,7 @@ SCALE_HINT = "scores are scale * q @ k^T, with scale = 1/sqrt(D) only when scale
 
 
 def _pair(value, call: str, names: tuple[str, ...]):
-    if not isinstance(value, tuple | list) or len(value) != len(names):
-        raise GradingFailure(f"{call}: expected a tuple ({', '.join(names)}), got {type(value).__name__}"
-                             + (f" of length {len(value)}" if isinstance(value, tuple | list) else ""))
-    return value
+    return expect_tuple(value, len(names), call=call, names=names)
 
 
 # -- forward -----------------------------------------------------------------------------
@@ -232,8 +234,10 @@ FLASH_SHAPES = [  # (shape, block_size): lengths below, at and across block boun
     ((2, 2, 70, 70, 32), 16), ((1, 3, 33, 100, 64), 32), ((2, 1, 100, 45, 16), None),
     ((1, 2, 1, 5, 8), 16), ((1, 1, 129, 128, 128), 64),
 ]
+# The last block of rows (and keys) full, of 6 rows, of one (33 = 32 + 1) and of two (18 = 2 * 8 + 2):
+# a diagonal block of two rows still needs its mask (query 16 must not see key 17).
 FLASH_CAUSAL = [((1, 2, 70, 70, 32), 16), ((2, 2, 33, 33, 64), 32), ((1, 1, 100, 100, 16), None),
-                ((1, 2, 1, 1, 8), 16), ((1, 1, 17, 17, 24), 8)]
+                ((1, 2, 1, 1, 8), 16), ((1, 1, 18, 18, 24), 8)]
 
 
 @FFWD

@@ -29,24 +29,21 @@ from autograder.judge.compare import (
     expect_close,
     expect_tuple,
     expect_unchanged,
+    tolerance_for,
 )
 from autograder.judge.suite import generator, randn
 from reference import backprop as ref
 
 
 def _tol(dtype, k, scale, extra=0.0):
-    eps = torch.finfo(dtype).eps
-    r = 16 * eps * math.sqrt(max(k, 1)) + extra
-    return dict(rtol=r, atol=r * float(scale))
+    """16 ulps grown with the square root of the reduction length k, plus `extra`;
+    absolute part relative to `scale`, the magnitude of the terms summed."""
+    return dict(tol=tolerance_for(dtype, k, 16, scale=scale, extra=extra))
 
 
 def _call(student, device, fn, *args, **kwargs):
     return student.call(fn, *[a.to(device) if isinstance(a, torch.Tensor) else a for a in args],
                         autograd=False, **kwargs).value
-
-
-def _unpack(got, n, call):
-    return expect_tuple(got, n, call=call)
 
 
 def _abs_matmul_scale(a, b):
@@ -64,7 +61,7 @@ def _check_ce(student, device, label, n, c, dtype, scale=1.0):
     logits = randn(g, n, c, dtype=dtype, scale=scale)
     labels = torch.randint(0, c, (n,), generator=g)
     call = describe_call("softmax_cross_entropy", logits, labels)
-    loss, dlogits = _unpack(_call(student, device, "softmax_cross_entropy", logits, labels), 2, call)
+    loss, dlogits = expect_tuple(_call(student, device, "softmax_cross_entropy", logits, labels), 2, call=call)
     e_loss, e_d = ref.softmax_cross_entropy(logits.double(), labels)
     # x - max(x) is exact to within eps * max|x|: that error reaches the loss and every exp().
     extra = 8 * torch.finfo(dtype).eps * float(logits.abs().max())
@@ -118,7 +115,7 @@ def test_cross_entropy_leaves_logits_alone(student, device):
     call = describe_call("softmax_cross_entropy", logits, labels)
     expect_unchanged(logits, (res.args_after or [None])[0], call=call, name="logits")
     # Leaving the inputs alone is worth points only in a call that computes the answer.
-    loss, dlogits = _unpack(res.value, 2, call)
+    loss, dlogits = expect_tuple(res.value, 2, call=call)
     e_loss, e_d = ref.softmax_cross_entropy(logits.double(), labels)
     expect_close(loss, e_loss.to(logits.dtype), call=call, what="the loss", **_tol(logits.dtype, 9, 1.0))
     expect_close(dlogits, e_d.to(logits.dtype), call=call, what="dlogits", **_tol(logits.dtype, 9, 1.0))
@@ -144,7 +141,7 @@ def _check_linear_backward(student, device, label, n, din, dout, dtype):
     x, W, b = randn(g, n, din, dtype=dtype), randn(g, din, dout, dtype=dtype), randn(g, dout, dtype=dtype)
     d = randn(g, n, dout, dtype=dtype)
     call = describe_call("linear_backward", d, x, W, b)
-    dx, dW, db = _unpack(_call(student, device, "linear_backward", d, x, W, b), 3, call)
+    dx, dW, db = expect_tuple(_call(student, device, "linear_backward", d, x, W, b), 3, call=call)
     e = ref.linear_backward(d.double(), x.double(), W.double(), b.double())
     expect_close(dx, e[0].to(dtype), call=call, what="dx", **_tol(dtype, dout, _abs_matmul_scale(d, W.T)),
                  why="dx = dout @ W.T")
@@ -179,7 +176,7 @@ def test_linear_backward_leaves_inputs_alone(student, device):
         expect_unchanged(before, after, call=call, name=name)
     # ... in a call that computes the answer (a function that does nothing leaves them alone too).
     e = ref.linear_backward(d.double(), x.double(), W.double(), b.double())
-    for got, exp, what in zip(_unpack(res.value, 3, call), e, ("dx", "dW", "db")):
+    for got, exp, what in zip(expect_tuple(res.value, 3, call=call), e, ("dx", "dW", "db")):
         expect_close(got, exp.to(x.dtype), call=call, what=what, **_tol(x.dtype, 5, 10.0))
 
 
@@ -260,7 +257,7 @@ def _check_ln_backward(student, device, label, n, d, dtype, eps=None, shrink=1.0
     x = x * shrink
     kw = {} if eps is None else {"eps": eps}
     call = describe_call("layer_norm_backward", dy, x, gamma, beta, **kw)
-    dx, dgamma, dbeta = _unpack(_call(student, device, "layer_norm_backward", dy, x, gamma, beta, **kw), 3, call)
+    dx, dgamma, dbeta = expect_tuple(_call(student, device, "layer_norm_backward", dy, x, gamma, beta, **kw), 3, call=call)
     e = ref.layer_norm_backward(dy.double(), x.double(), gamma.double(), beta.double(), **kw)
     expect_close(dx, e[0].to(dtype), call=call, what="dx", **_tol(dtype, d, float(e[0].abs().max()) + 1e-300),
                  why="dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma")
@@ -320,7 +317,7 @@ def _mlp_problem(label, depth, dtype, n=24, sizes=(10, 16, 12, 8, 5)):
 def _check_mlp(student, device, label, depth, dtype):
     params, x, labels, dims = _mlp_problem(label, depth, dtype)
     call = describe_call("mlp_loss_and_grads", {k: v for k, v in params.items()}, x, labels)
-    loss, grads = _unpack(_call(student, device, "mlp_loss_and_grads", params, x, labels), 2, call)
+    loss, grads = expect_tuple(_call(student, device, "mlp_loss_and_grads", params, x, labels), 2, call=call)
     e_loss, e_grads = ref.mlp_loss_and_grads({k: v.double() for k, v in params.items()}, x.double(), labels)
     if not isinstance(grads, dict) or set(grads) != set(params):
         got_keys = sorted(grads) if isinstance(grads, dict) else type(grads).__name__
@@ -353,7 +350,7 @@ def test_mlp_grads_keys_match_params(student, device):
     """grads has exactly the keys of params, each of its parameter's shape; worth points
     only when the gradients are also right (zeros of the right shape earn nothing)."""
     params, x, labels, _ = _mlp_problem("mlp-keys", 3, torch.float64)
-    _, grads = _unpack(_call(student, device, "mlp_loss_and_grads", params, x, labels), 2, "mlp_loss_and_grads(...)")
+    _, grads = expect_tuple(_call(student, device, "mlp_loss_and_grads", params, x, labels), 2, call="mlp_loss_and_grads(...)")
     if not isinstance(grads, dict) or set(grads) != set(params):
         raise GradingFailure(f"mlp_loss_and_grads: grads must have exactly the keys {sorted(params)}, "
                              f"got {sorted(grads) if isinstance(grads, dict) else type(grads).__name__}")

@@ -19,7 +19,7 @@ import math
 import pytest
 import torch
 
-from autograder.judge.compare import CaseTally, GradingFailure
+from autograder.judge.compare import CaseTally, GradingFailure, expect_close, first_failure
 from autograder.judge.suite import generator
 from autograder.protocol.specs import build, mlp_spec
 
@@ -129,27 +129,13 @@ def case_failure(result: dict) -> str | None:
     return None
 
 
-Score = CaseTally
-
-
 def _compare(got, want, tol, what) -> str | None:
-    if not isinstance(got, torch.Tensor):
-        return f"{what}: expected a tensor, got {type(got).__name__}"
-    if tuple(got.shape) != tuple(want.shape):
-        return f"{what}: expected shape {list(want.shape)}, got {list(got.shape)}"
-    if got.dtype != want.dtype:
-        return f"{what}: expected dtype {want.dtype}, got {got.dtype} (the dtype of the input)"
-    err = (got.double() - want.double()).abs()
-    bad = err > tol.reshape(err.shape)
-    if bad.any():
-        i = int(bad.reshape(-1).nonzero()[0])
-        return (f"{what}: {int(bad.sum())} of {err.numel()} elements wrong; element {i}: expected "
-                f"{want.reshape(-1)[i].item():.6g}, got {got.reshape(-1)[i].item():.6g}")
-    return None
+    """Each element within its own bound `tol` (the rounding of its own sum: `tolerance`)."""
+    return first_failure(expect_close, got, want, call=what, what="the result", rtol=0.0, atol=tol)
 
 
 def collective_test(student, device, op, label):
-    score = Score()
+    score = CaseTally()
     for world in WORLDS:
         cases, checks = [], []
         for dtype in DTYPES:
@@ -227,7 +213,7 @@ def test_ring_all_gather(student, device):
 @pytest.mark.points(8)
 def test_ring_all_reduce_keeps_shape_in_place(student, device):
     """ring_all_reduce on a 2-D tensor: summed in place, shape kept."""
-    score = Score()
+    score = CaseTally()
     for world in (2, 3):
         ins = [t.reshape(7, 13) for t in rank_inputs("shape", world, 91, torch.float64)]
         results = run(student, world, [[{"op": "all_reduce", "input": ins[r]} for r in range(world)]], device,
@@ -268,7 +254,7 @@ def loopback_payload(student, world, cases, device, what):
 def test_ring_all_reduce_sends_two_p_minus_one_over_p(student, device):
     """Bytes sent: the whole sandbox's loopback traffic (the kernel's count) within a ring's
     2 (p - 1) n, and each rank's own sends 2 (p - 1) / p of the tensor, up to chunk rounding."""
-    score = Score()
+    score = CaseTally()
     for world in (2, 3, 4, 5, 8):
         n = 10_007  # prime: chunks differ by one element
         ins = rank_inputs("bytes", world, n, torch.float32)
@@ -306,7 +292,7 @@ def test_ring_all_reduce_sends_two_p_minus_one_over_p(student, device):
 def test_average_gradients_equals_large_batch(student, device):
     """average_gradients: each rank's gradient of its shard, averaged, equals one process's gradient
     of the whole batch (float32: 8 roundings of the sum allowed)."""
-    score = Score()
+    score = CaseTally()
     sizes = [6, 16, 3]
     for world in (1, 2, 4):
         g = generator(f"avg/{world}")
@@ -341,7 +327,7 @@ def test_average_gradients_equals_large_batch(student, device):
 @pytest.mark.points(4)
 def test_ring_all_reduce_int64_is_exact(student, device):
     """ring_all_reduce on int64 values near 2**60: exact, no float round trip."""
-    score = Score()
+    score = CaseTally()
     world = 3
     g = generator("int64-big")
     ins = [torch.randint(2**59, 2**60, (17,), generator=g) for _ in range(world)]

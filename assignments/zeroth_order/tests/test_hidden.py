@@ -3,8 +3,8 @@ MeZO and LOZO exactly against `reference/zeroth_order.py` under the contract's d
 their memory by the kernel's measure, and a MeZO run whose loss must fall.
 
 Objectives and models come from the grader's trusted problem set as registered specs
-(`objective`, `mlp`, `model_loss` in autograder/protocol/specs.py): the child builds
-them, no code of this file crosses over.
+(`objective` and `model_loss`, registered by this assignment's harness.py; `mlp`, the
+engine's): the child builds them, no code of this file crosses over.
 
 Tolerances. Finite differences: both sides compute (f(x + mu e_i) - f(x - mu e_i)) /
 (2 mu) from the same points; orderings of the division differ by an ulp of the
@@ -33,10 +33,12 @@ from autograder.judge.compare import (
 )
 from autograder.judge.suite import generator, load_module
 from autograder.protocol.codec import Spec
-from autograder.protocol.specs import build, mlp_spec, objective_spec
+from autograder.protocol.specs import build, mlp_spec
 from reference import zeroth_order as ref
 
 S = load_module(Path(__file__).resolve().parent / "zo_stats.py", "zo_stats")
+# the problem set (objectives, model losses) is the harness's: it registers their specs
+objective_spec = load_module(Path(__file__).resolve().parents[1] / "harness.py", "zo_harness").objective_spec
 
 COORD = pytest.mark.function("coordinate_gradient")
 ZO = pytest.mark.function("zo_gradient")

@@ -24,21 +24,17 @@ import math
 import torch
 
 from autograder.judge.compare import GradingFailure
+from autograder.judge.stats import ALPHA, binomial_tail_at_least
 
-ALPHA = 1e-7
 P_GROUP = 0.1
 SAFETY = 1.5
-
-
-def _binomial_tail(k: int, n: int, p: float) -> float:
-    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
 
 
 def plan(rel_var: float) -> tuple[int, int]:
     """(m, G): calls per group and groups."""
     m = max(2, math.ceil(2.25 * rel_var / P_GROUP))
     groups = 5
-    while _binomial_tail(math.ceil(groups / 2), groups, P_GROUP) > ALPHA:
+    while binomial_tail_at_least(math.ceil(groups / 2), groups, P_GROUP) > ALPHA:
         groups += 2
     return m, groups
 
