@@ -1,6 +1,7 @@
 """reference/ring_allreduce.py against torch.distributed's own all_reduce (gloo, forked
 processes on this machine): same sums for world sizes 1-5, fewer elements than ranks,
-every listed dtype, 2 (p - 1) / p of the tensor sent per rank, and average_gradients."""
+every listed dtype, 2 (p - 1) / p of the tensor sent per rank, and average_gradients; the
+pipelined ring (2, 3 and 8 segments) gives the same sums and sends the same bytes."""
 
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ def _worker(rank, world, path, results_dir):
             out[(str(dtype), n, "sent")] = sent[0] - before
             dist.all_reduce(theirs)  # torch's own: allowed here, in the reference's test
             out[(str(dtype), n)] = (mine, theirs)
+            for segments in (2, 3, 8):  # fewer, as many and more segments than elements
+                piped = x.clone()
+                before = sent[0]
+                ref.ring_all_reduce_pipelined(piped, segments)
+                out[(str(dtype), n, "sent", segments)] = sent[0] - before
+                out[(str(dtype), n, segments)] = (piped, theirs)
             chunk = ref.ring_reduce_scatter(x)
             out[(str(dtype), n, "rs")] = (chunk, torch.tensor_split(theirs, world)[rank])
     torch.manual_seed(0)
@@ -57,7 +64,7 @@ def test_ring_matches_torch_all_reduce(world, tmp_path):
     mp.start_processes(_worker, args=(world, path, str(tmp_path)), nprocs=world, start_method="fork")
     outs = [torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in range(world)]
     for key in outs[0]:
-        if isinstance(key, tuple) and len(key) == 2:
+        if isinstance(key, tuple) and (len(key) == 2 or isinstance(key[2], int)):
             for out in outs:
                 mine, theirs = out[key]
                 assert torch.equal(mine, theirs), key  # small integers: every order sums exactly
@@ -69,6 +76,8 @@ def test_ring_matches_torch_all_reduce(world, tmp_path):
             ideal = 2 * (world - 1) / world * n * size
             for out in outs:
                 assert abs(out[key] - ideal) <= 2 * (world - 1) * size, (key, out[key], ideal)
+                if len(key) == 4:  # the pipelined ring sends exactly what the plain one does
+                    assert out[key] == out[key[:3]], (key, out[key], out[key[:3]])
     # average_gradients: every rank ends with the same mean gradient.
     for out in outs[1:]:
         assert torch.allclose(out["grad"], outs[0]["grad"], rtol=1e-6, atol=1e-7)
