@@ -57,7 +57,7 @@ check: setup
 test: setup
 	$(VENV)/bin/ruff check autograder reference server tests bench assignments docker
 	$(DLOPT) check --examples --jobs $(JOBS)
-	TRITON_INTERPRET=1 $(VENV)/bin/pytest -q tests
+	TRITON_INTERPRET=1 $(VENV)/bin/pytest -q --durations=15 tests
 
 lint: setup
 	$(VENV)/bin/ruff check autograder reference server tests bench assignments docker

@@ -696,3 +696,63 @@ def test_forbidden_findings_name_the_cell_and_line_of_the_notebook(tmp_path):
     check = next(t for t in r.tests if t.name == "forbidden_api_check")
     assert check.status == "failed" and "cell 4, line 6" in check.feedback, check.feedback
     assert r.forbidden and r.forbidden[0]["where"] == "cell 4, line 6"
+
+
+# -- inputs as a forked task left them: read back by the judge, whatever the child says ----------
+FORKING_HARNESS = '''
+import os
+
+HOST_TENSORS = True  # the judge's tensors stay in the shared file, as the ring's do
+
+
+def in_a_forked_process(ns, x):
+    pid = os.fork()
+    if pid == 0:  # a "rank": the student's function works on the judge's tensor
+        try:
+            ns["scribble"](x)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    return None
+'''
+
+FORGING_STUDENT = r'''
+import sys
+
+def scribble(x):
+    x.add_(1)
+
+def forge():
+    # Rewrite every later reply of the child so that it reports its arguments untouched.
+    srv = sys.modules["autograder.child.server"]
+    real = srv.Child.call
+    def call(self, req):
+        reply = real(self, req)
+        if "args_after" in reply:
+            reply["args_after"] = ["untouched"] * len(reply["args_after"])
+        return reply
+    srv.Child.call = call
+    return True
+'''
+
+
+def test_a_forked_tasks_changes_to_its_inputs_are_read_back_by_the_judge(tmp_path):
+    """The ring's ranks are processes the child forks: what they do to their inputs reaches
+    the judge through the request's shared file, and a child that forges its report of the
+    arguments changes nothing the judge sees."""
+    harness = tmp_path / "harness.py"
+    harness.write_text(FORKING_HARNESS)
+    code = StudentCode(FORGING_STUDENT, Limits(call_seconds=10, submission_seconds=60), harness=str(harness))
+    try:
+        assert code.host_tensors()
+        x = torch.arange(6, dtype=torch.float64)
+        honest = code.task("in_a_forked_process", x, return_args=True)
+        assert torch.equal(honest.args_after[0], x + 1), honest.args_after
+        assert code.call("forge").value is True
+        forged = code.task("in_a_forked_process", x, return_args=True)
+        assert torch.equal(forged.args_after[0], x + 1), forged.args_after  # not "untouched"
+        assert torch.equal(x, torch.arange(6, dtype=torch.float64))  # the judge's own tensor: never shared
+        plain = code.task("in_a_forked_process", x)
+        assert plain.args_after is None
+    finally:
+        code.close()

@@ -63,10 +63,17 @@ def _run_case(ns, case, device):
     op = case["op"]
     if op == "noop":  # the process group alone: the judge's baseline for loopback bytes
         return None
-    if op == "reduce_scatter":
-        return ns["ring_reduce_scatter"](case["input"].to(device))
-    if op == "all_gather":
-        return ns["ring_all_gather"](case["input"].to(device), case["numel"])
+    if op in ("reduce_scatter", "all_gather"):
+        x = case["input"].to(device)  # on the CPU: the judge's tensor itself, in the shared file
+        if op == "reduce_scatter":
+            value = ns["ring_reduce_scatter"](x)
+        else:
+            value = ns["ring_all_gather"](x, case["numel"])
+        if x is not case["input"]:
+            # A rank on a GPU worked on its own copy: the input goes back to the host tensor,
+            # which the judge reads back (a change there is a change the student made).
+            case["input"].copy_(x.detach().cpu())
+        return value
     if op == "all_reduce":
         t = case["input"].to(device).clone()
         ns["ring_all_reduce"](t)  # in place: what it returns is ignored

@@ -398,7 +398,7 @@ class StudentCode:
                    "return_args": return_args, "inference": inference, "watch": watch}
         lo_before = self.handle.loopback_tx_bytes()
         reply, left = self._roundtrip(request, timeout or self.limits.call_seconds, what,
-                                      read_back=return_args and op == "call" and self.device == "cpu")
+                                      read_back=return_args and (self.device == "cpu" or self.host_tensors()))
         memory = None
         if watch:
             peak = watcher.peak_bytes() if watcher is not None else None
@@ -441,7 +441,30 @@ class StudentCode:
                              inference=not autograd, watch=watch_memory)
 
     def task(self, name: str, *args, timeout: float | None = None, what: str | None = None,
-             watch_memory: bool = False, **kwargs) -> CallResult:
+             watch_memory: bool = False, return_args: bool = False, **kwargs) -> CallResult:
         """Run a trusted harness task next to the student's code (e.g. train with their
-        optimizer); `watch_memory` as for `call`."""
-        return self._request("task", name, args, kwargs, timeout, False, what or name, watch=watch_memory)
+        optimizer); `watch_memory` as for `call`. `return_args=True`: `args_after` holds the
+        task's arguments as the task left them, read back by the judge from the request's
+        shared file (tensors the child kept on the host: CPU grading, or a harness with
+        `HOST_TENSORS`; processes the task forks share that memory), else None."""
+        result = self._request("task", name, args, kwargs, timeout, return_args, what or name, watch=watch_memory)
+        if return_args and not (self.device == "cpu" or self.host_tensors()):
+            result.args_after = None  # only the child's report would say: never evidence for a task
+        return result
+
+    def host_tensors(self) -> bool:
+        """Whether the harness declares `HOST_TENSORS = True` (the child then keeps the
+        judge's tensors in host memory whatever the device): read from the trusted file's
+        source, never asked of the child."""
+        if not hasattr(self, "_host_tensors"):
+            self._host_tensors = False
+            if self.harness:
+                import ast
+
+                tree = ast.parse(Path(self.harness).read_text())
+                for node in tree.body:
+                    if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "HOST_TENSORS"
+                                                             for t in node.targets)
+                            and isinstance(node.value, ast.Constant)):
+                        self._host_tensors = bool(node.value.value)
+        return self._host_tensors

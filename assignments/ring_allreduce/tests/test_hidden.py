@@ -19,7 +19,13 @@ import math
 import pytest
 import torch
 
-from autograder.judge.compare import CaseTally, GradingFailure, expect_close, first_failure
+from autograder.judge.compare import (
+    CaseTally,
+    GradingFailure,
+    expect_close,
+    expect_unchanged,
+    first_failure,
+)
 from autograder.judge.suite import generator
 from autograder.protocol.specs import build, mlp_spec
 
@@ -100,11 +106,16 @@ def _baseline(student, world, device) -> int | None:
     return _BASELINE[key]
 
 
-def run(student, world, cases, device, what):
+def run(student, world, cases, device, what, inputs_after: list | None = None):
+    """The ranks' results per rank and case. `inputs_after`: filled with the cases as the
+    ranks left them, read back by the judge from the shared memory the ranks worked in."""
     fn = what.split(" ")[0]
     if fn in DEADLOCKED:
         raise Deadlock(f"{what}: not run, {fn} deadlocked earlier ({DEADLOCKED[fn]})")
-    reply = student.task("run_ranks", world, cases, RANK_SECONDS, device, timeout=CALL_SECONDS, what=what)
+    reply = student.task("run_ranks", world, cases, RANK_SECONDS, device, timeout=CALL_SECONDS, what=what,
+                         return_args=inputs_after is not None)
+    if inputs_after is not None:
+        inputs_after.append(reply.args_after[1] if reply.args_after else None)
     value = reply.value
     if value.get("error"):
         DEADLOCKED[fn] = f"world size {world}"
@@ -196,10 +207,36 @@ def test_ring_all_reduce(student, device):
 
 
 @pytest.mark.function("ring_reduce_scatter")
-@pytest.mark.points(18)
+@pytest.mark.points(15)
 def test_ring_reduce_scatter(student, device):
     """ring_reduce_scatter: rank r returns chunk r (torch.tensor_split's layout) summed over ranks."""
     collective_test(student, device, "reduce_scatter", "rs")
+
+
+@pytest.mark.function("ring_reduce_scatter")
+@pytest.mark.points(3)
+def test_ring_reduce_scatter_leaves_its_input_unchanged(student, device):
+    """ring_reduce_scatter returns a new chunk and leaves its input as it was (it is not "in
+    place"): each rank's input is read back by the judge from the memory the ranks shared."""
+    score = CaseTally()
+    for world in (2, 3, 4):
+        n = 7 * world + 3
+        ins = rank_inputs("rs-unchanged", world, n, torch.float64)
+        before = [t.clone() for t in ins]
+        left: list = []
+        what = f"ring_reduce_scatter on {world} ranks"
+        results = run(student, world, [[{"op": "reduce_scatter", "input": ins[r]} for r in range(world)]], device,
+                      what, inputs_after=left)
+        for rank in range(world):
+            call = f"ring_reduce_scatter(float64[{n}]) with world size {world}, rank {rank}"
+            if case_failure(results[rank][0] if results[rank] else None):
+                score.add(f"{call}: {case_failure(results[rank][0] if results[rank] else None)}")
+            elif left[0] is None:
+                score.add(f"{call}: its input could not be read back")
+            else:
+                score.add(first_failure(expect_unchanged, before[rank], left[0][0][rank]["input"], call=call,
+                                        name="tensor"))
+    score.finish()
 
 
 @pytest.mark.function("ring_all_gather")
