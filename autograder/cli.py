@@ -149,13 +149,12 @@ def cmd_release(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from autograder.release import check
+    from autograder.release import check_many
 
     slugs = args.assignments or assignments.all_slugs(finished_only=True)
     ok = True
-    for slug in slugs:
-        a = assignments.load(slug)
-        report = check(a, examples=args.examples, jobs=args.jobs)
+    # One pool for all the assignments: each report is printed as soon as its jobs are done.
+    for report in check_many([assignments.load(slug) for slug in slugs], examples=args.examples, jobs=args.jobs):
         for line in report.lines:
             console.print(line)
         ok &= report.ok

@@ -106,65 +106,89 @@ class CheckReport:
         self.lines.append(f"[green]ok[/green]   {msg}")
 
 
-def _reference_test(a: Assignment, report: CheckReport) -> None:
+def _reference_test(a: Assignment) -> tuple[bool, str] | None:
     """tests/test_reference.py, where the assignment has one: its trusted reference against
-    an independent formulation, in a process of its own."""
+    an independent formulation, in a process of its own. (passed, the line to report)."""
     import subprocess
     import sys
 
     test = a.root / "tests" / "test_reference.py"
     if not test.exists():
-        return
+        return None
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(a.root),
                            "--import-mode=importlib", "-o", "addopts=", str(test)], capture_output=True, text=True,
                           cwd=a.root)
     if proc.returncode == 0:
-        report.good(f"{a.slug} reference: {test.name} passed")
-    else:
-        report.fail(f"{a.slug} reference: {test.name} failed: {proc.stdout[-1500:]}")
+        return True, f"{a.slug} reference: {test.name} passed"
+    return False, f"{a.slug} reference: {test.name} failed: {proc.stdout[-1500:]}"
 
 
 def check(a: Assignment, examples: bool = False, jobs: int = 2) -> CheckReport:
+    reports = check_many([a], examples=examples, jobs=jobs)
+    try:
+        return next(reports)
+    finally:
+        reports.close()
+
+
+def check_many(items: list[Assignment], examples: bool = False, jobs: int = 2):
+    """`check` of several assignments through one pool of `jobs` workers (each reference
+    test and each submission a job, so no assignment waits for the last job of the one
+    before): yields each assignment's CheckReport, in order, as soon as its jobs are done."""
+    from contextlib import ExitStack
+
     from autograder.audit import stale
 
-    report = CheckReport()
-    _reference_test(a, report)
-    why = stale(a)
-    if why:
-        report.lines.append(f"[yellow]warn[/yellow] {why}")
-    with tempfile.TemporaryDirectory(prefix=f"dlopt-check-{a.slug}-") as tmp:
-        out = Path(tmp) / "release"
-        release(a, out)
-        jobs_list = [("master", a.master), ("released stub", out / f"{a.slug}.ipynb")]
-        if examples:
-            expected_file = a.examples_dir / "scores.toml"
-            expected = tomllib.loads(expected_file.read_text()) if expected_file.exists() else {}
-            for p in find_submissions([a.examples_dir]):
-                jobs_list.append((f"example {p.name}", p))
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            results = list(pool.map(lambda job: grade(a, job[1]), jobs_list))
-    for (label, path), r in zip(jobs_list, results):
-        errors = [t.name for t in r.tests if t.status == "error"]
-        if r.error or r.grader_errors or errors:
-            report.fail(f"{a.slug} {label}: grader error: {r.error or ''} {errors} {r.grader_errors[:1]}")
-            continue
-        if label == "master":
-            want = r.max_score
-            if abs(r.max_score - a.points) > 1e-6:
-                report.fail(f"{a.slug}: the suite is worth {r.max_score:g} points, assignment.toml says {a.points:g}")
-        elif label == "released stub":
-            want = 0.0
-            if any(t.status == "passed" and t.max_points > 0 for t in r.tests):
-                report.fail(f"{a.slug} stub: tests passed on a stub: "
-                            f"{[t.name for t in r.tests if t.status == 'passed' and t.max_points > 0]}")
-        else:
-            want = expected.get(path.name)
-            if want is None:
-                report.fail(f"{a.slug} {label}: no expected score in examples/scores.toml")
-                continue
-        if abs(r.score - want) > 1e-6:
-            lost = [f"{t.name} ({t.points:g}/{t.max_points:g})" for t in r.tests if t.points < t.max_points][:6]
-            report.fail(f"{a.slug} {label}: {r.score:g} / {r.max_score:g}, expected {want:g}; {lost}")
-        else:
-            report.good(f"{a.slug} {label}: {r.score:g} / {r.max_score:g} ({r.duration:.1f}s)")
-    return report
+    with ExitStack() as stack, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        plans = []
+        for a in items:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"dlopt-check-{a.slug}-"))
+            out = Path(tmp) / "release"
+            release(a, out)
+            jobs_list = [("master", a.master), ("released stub", out / f"{a.slug}.ipynb")]
+            expected: dict = {}
+            if examples:
+                expected_file = a.examples_dir / "scores.toml"
+                expected = tomllib.loads(expected_file.read_text()) if expected_file.exists() else {}
+                for p in find_submissions([a.examples_dir]):
+                    jobs_list.append((f"example {p.name}", p))
+            reference = pool.submit(_reference_test, a)
+            graded = [pool.submit(grade, a, path) for _, path in jobs_list]
+            plans.append((a, reference, jobs_list, graded, expected))
+        for a, reference, jobs_list, graded, expected in plans:
+            report = CheckReport()
+            ref = reference.result()
+            if ref is not None:
+                (report.good if ref[0] else report.fail)(ref[1])
+            why = stale(a)
+            if why:
+                report.lines.append(f"[yellow]warn[/yellow] {why}")
+            for (label, path), future in zip(jobs_list, graded):
+                _judge(a, report, label, path, future.result(), expected)
+            yield report
+
+
+def _judge(a: Assignment, report: CheckReport, label: str, path: Path, r, expected: dict) -> None:
+    errors = [t.name for t in r.tests if t.status == "error"]
+    if r.error or r.grader_errors or errors:
+        report.fail(f"{a.slug} {label}: grader error: {r.error or ''} {errors} {r.grader_errors[:1]}")
+        return
+    if label == "master":
+        want = r.max_score
+        if abs(r.max_score - a.points) > 1e-6:
+            report.fail(f"{a.slug}: the suite is worth {r.max_score:g} points, assignment.toml says {a.points:g}")
+    elif label == "released stub":
+        want = 0.0
+        if any(t.status == "passed" and t.max_points > 0 for t in r.tests):
+            report.fail(f"{a.slug} stub: tests passed on a stub: "
+                        f"{[t.name for t in r.tests if t.status == 'passed' and t.max_points > 0]}")
+    else:
+        want = expected.get(path.name)
+        if want is None:
+            report.fail(f"{a.slug} {label}: no expected score in examples/scores.toml")
+            return
+    if abs(r.score - want) > 1e-6:
+        lost = [f"{t.name} ({t.points:g}/{t.max_points:g})" for t in r.tests if t.points < t.max_points][:6]
+        report.fail(f"{a.slug} {label}: {r.score:g} / {r.max_score:g}, expected {want:g}; {lost}")
+    else:
+        report.good(f"{a.slug} {label}: {r.score:g} / {r.max_score:g} ({r.duration:.1f}s)")
