@@ -361,12 +361,33 @@ def _resolve(pattern: str) -> list[tuple[str, object]]:
     return []
 
 
+def _source_files(obj) -> list[str]:
+    """The source file (and its bytecode cache) of a module, or of the module a class or
+    function was defined in: what re-running the library's code would read."""
+    import importlib.util
+    import sys
+
+    mod = obj if isinstance(obj, types.ModuleType) else sys.modules.get(getattr(obj, "__module__", None) or "")
+    path = getattr(mod, "__file__", None)
+    if not (isinstance(path, str) and path.endswith(".py")):
+        return []
+    out = [path]
+    try:
+        out.append(importlib.util.cache_from_source(path))
+    except (NotImplementedError, ValueError):
+        pass
+    return out
+
+
 def _block_python(patterns: list[str]) -> dict:
     done: set = set()
     neutered, swapped, skipped = [], [], []
+    sources: set[str] = set()
     builtins: dict[int, tuple[object, object]] = {}
     for p in patterns:
         for qn, obj in _resolve(p):
+            if isinstance(obj, types.ModuleType | type | types.FunctionType):
+                sources.update(_source_files(obj))
             if isinstance(obj, types.ModuleType):
                 for a, v in list(vars(obj).items()):
                     if getattr(v, "__module__", None) == obj.__name__:
@@ -389,7 +410,8 @@ def _block_python(patterns: list[str]) -> dict:
                 skipped.append(qn)
     counts = _swap(builtins)
     builtins.clear()
-    return {"neutered": neutered, "builtins_swapped": dict(zip(swapped, counts.values())), "skipped": skipped}
+    return {"neutered": neutered, "builtins_swapped": dict(zip(swapped, counts.values())), "skipped": skipped,
+            "sources": sorted(sources)}
 
 
 # ----------------------------------------------------------------------------- API

@@ -131,7 +131,13 @@ class Child:
                      "_block_c10d_backends", "install", "verify", "_installed", "_CPP_CALL"):
             if hasattr(guard, name):
                 delattr(guard, name)
-        return {"ops": len(summary["dispatcher"]["ops"]), "autograd": summary["autograd"] is not None,
+        # ... and the source of the Python objects it neutered cannot be read and run again
+        # (code.InteractiveInterpreter, runpy, PyRun_String of torch's own adam.py): the
+        # kernel refuses to open those files from now on (execlock.hide).
+        from . import execlock
+
+        hidden = execlock.hide(summary["python"].get("sources") or [])
+        return {"hidden_sources": hidden, "ops": len(summary["dispatcher"]["ops"]), "autograd": summary["autograd"] is not None,
                 "python": len(summary["python"]["neutered"]), "seconds": round(summary["seconds"]["total"], 3)}
 
     def load(self, source: str, harness_path: str | None) -> dict:
@@ -140,6 +146,13 @@ class Child:
         except Exception as e:  # noqa: BLE001  (never run student code unguarded)
             return {"ok": False, "names": [], "problems": [], "seconds": 0.0, "forbidden": [],
                     "error": {"type": "GuardError", "message": f"{type(e).__name__}: {str(e)[:500]}", "frames": []}}
+        try:
+            # No new program from here on (execlock.py): a second interpreter would run unguarded.
+            from . import execlock
+
+            exec_lock = execlock.lock(execlock.gpu_programs() if self.device != "cpu" else None)
+        except Exception as e:  # noqa: BLE001  (the judge marks forbidden verdicts unenforced)
+            exec_lock = {"method": None, "error": f"{type(e).__name__}: {str(e)[:300]}"}
         self.tracer.install()
         if harness_path:
             spec = importlib.util.spec_from_file_location("harness", harness_path)
@@ -171,6 +184,7 @@ class Child:
         names = sorted(k for k, v in self.namespace.items()
                        if not k.startswith("__") and (callable(v) or isinstance(v, type)))
         return {"ok": self.load_error is None, "error": self.load_error, "names": names, "guard": guard,
+                "exec_lock": exec_lock,
                 "problems": self.load_problems[:20],
                 "seconds": time.perf_counter() - started, "forbidden": self.tracer.take()}
 

@@ -272,4 +272,9 @@ class GradingPlugin:
                 for f in unique[:10])
         else:
             forbidden_test.feedback = "no forbidden library routine found"
+        lock = str((self.result.sandbox or {}).get("exec_lock") or "")
+        if lock.startswith("none"):
+            # A second interpreter could have run the forbidden routines unguarded.
+            forbidden_test.feedback += (f"\n(unenforced: this sandbox could not refuse new programs, {lock}; "
+                                        "the runtime guard held only in your code's own process)")
         self.result.tests.insert(0, forbidden_test)
