@@ -1,0 +1,181 @@
+"""No new program starts inside the sandbox (issue 25, child/execlock.py).
+
+The red team scored 100 by running torch's optimizers and autograd in a second Python
+started inside the sandbox, where the child's guard was never installed. Every way of
+starting one is tried here from inside a real child, through each runner this machine
+has: each must fail, while `fork` (the ring's ranks) keeps working. A started program
+would exit with 42; nothing may.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from autograder.judge.student import StudentCode
+from autograder.sandbox import Limits
+from sandbox_marks import needs_bwrap
+
+PROBE = r'''
+import os, sys
+
+ARGS = [sys.executable, "-c", "import sys; sys.exit(42)"]
+
+
+def _in_fork(fn):
+    """Run fn in a fork; its exit status: 42 when a new program ran, 3 when refused."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fn()
+        except BaseException:
+            os._exit(3)
+        os._exit(4)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def attempt(kind):
+    try:
+        if kind == "subprocess":
+            import subprocess
+            return str(subprocess.run(ARGS).returncode)
+        if kind == "posix_spawn":
+            pid = os.posix_spawn(sys.executable, ARGS, dict(os.environ))
+            return str(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        if kind in ("spawn", "forkserver"):
+            import multiprocessing as mp
+            p = mp.get_context(kind).Process(target=os.getpid)
+            p.start()
+            p.join(30)
+            return "started" if p.exitcode == 0 else f"exit {p.exitcode}"
+        if kind == "fork_exec":
+            return str(_in_fork(lambda: os.execv(sys.executable, ARGS)))
+        if kind == "ctypes_execve":
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            def go():
+                argv = (ctypes.c_char_p * 4)(*[a.encode() for a in ARGS], None)
+                libc.execve(sys.executable.encode(), argv, None)
+                raise OSError(ctypes.get_errno(), "execve")
+            return str(_in_fork(go))
+        if kind == "ld_so":
+            import glob
+            loader = (glob.glob("/lib64/ld-linux-*.so.*") + glob.glob("/lib/ld-linux-*.so.*"))[0]
+            return str(_in_fork(lambda: os.execv(loader, [loader, *ARGS])))
+        if kind == "pty_spawn":
+            import pty
+            return str(os.waitstatus_to_exitcode(pty.spawn(ARGS)))
+        if kind == "shebang":
+            import tempfile
+            path = os.path.join(tempfile.gettempdir(), "run.sh")
+            with open(path, "w") as f:
+                f.write(f"#!{sys.executable}\nimport sys\nsys.exit(42)\n")
+            os.chmod(path, 0o755)
+            return str(_in_fork(lambda: os.execv(path, [path])))
+        if kind == "system":
+            return str(os.waitstatus_to_exitcode(os.system(" ".join(ARGS[:1]) + " -c 'raise SystemExit(42)'")))
+        if kind == "fork":
+            return str(os.waitstatus_to_exitcode(os.waitpid(_fork_zero(), 0)[1]))
+    except BaseException as e:
+        return f"refused: {type(e).__name__}: {e}"
+    return "?"
+
+
+def _fork_zero():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    return pid
+'''
+
+ATTACKS = ["subprocess", "posix_spawn", "spawn", "forkserver", "fork_exec", "ctypes_execve", "ld_so",
+           "pty_spawn", "shebang", "system"]
+
+
+def _outcomes(**kw) -> dict[str, str]:
+    code = StudentCode(PROBE, Limits(call_seconds=30, submission_seconds=120), **kw)
+    try:
+        out = {kind: code.call("attempt", kind).value for kind in [*ATTACKS, "fork"]}
+        out["lock"] = code.sandbox.get("exec_lock")
+        return out
+    finally:
+        code.close()
+
+
+def _check(out: dict[str, str]) -> None:
+    started = {k: v for k, v in out.items() if k in ATTACKS and (v in ("42", "started") or v == "0")}
+    assert not started, f"a new program started inside the sandbox: {started}"
+    assert out["fork"] == "0", f"fork must keep working (the ring's ranks): {out['fork']}"
+    assert out["lock"] == "seccomp", out["lock"]
+
+
+@needs_bwrap
+def test_no_new_program_in_the_strong_sandbox():
+    _check(_outcomes())
+
+
+@needs_bwrap
+def test_no_new_program_under_bubblewrap_without_the_zygote(monkeypatch):
+    monkeypatch.setenv("DLOPT_ZYGOTE", "0")
+    _check(_outcomes())
+
+
+def test_no_new_program_in_the_weak_sandbox():
+    """The weak sandbox (rlimits only) still asks the kernel to refuse execve."""
+    _check(_outcomes(force_weak=True))
+
+
+def test_the_exec_filter_refuses_only_execve_and_execveat():
+    """The BPF program: a foreign architecture, execve and execveat fail; the rest passes."""
+    from autograder.child import execlock
+
+    prog = execlock.exec_filter("x86_64")
+    assert prog is not None and len(prog) % 8 == 0
+    assert execlock.exec_filter("sparc") is None
+    # Run it for real in a fork: os.getpid works, execv does not.
+    pid = os.fork()
+    if pid == 0:
+        try:
+            execlock.lock(None)
+            os.getpid()
+            try:
+                os.execv("/bin/true", ["/bin/true"])
+            except PermissionError:
+                os._exit(7)
+            os._exit(1)
+        except BaseException:
+            os._exit(2)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 7
+
+
+@pytest.mark.skipif(not __import__("autograder.child.execlock", fromlist=["x"]).landlock_abi(),
+                    reason="this kernel has no Landlock (the GPU path's execute allow-list needs it)")
+def test_the_gpu_allow_list_runs_only_what_it_lists(tmp_path):
+    """The GPU path: Landlock lets listed programs run (here a static-free shebang is not
+    listed) and refuses the rest."""
+    from autograder.child import execlock
+
+    script = tmp_path / "listed.sh"
+    script.write_text("#!/bin/sh\nexit 5\n")
+    script.chmod(0o755)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.sh").write_text("#!/bin/sh\nexit 6\n")
+    (other / "x.sh").chmod(0o755)
+    pid = os.fork()
+    if pid == 0:
+        import subprocess
+        try:
+            allow = [str(script), os.path.realpath("/bin/sh"), *execlock.gpu_programs()]
+            execlock.lock(allow)
+            a = subprocess.run([str(script)]).returncode
+            try:
+                subprocess.run([str(other / "x.sh")])
+                b = 0
+            except PermissionError:
+                b = 1
+            os._exit(10 * (a == 5) + b)
+        except BaseException:
+            os._exit(99)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 11
