@@ -30,7 +30,8 @@ SCHEMA: dict = {
     "deadline": (str, datetime), "finished": bool, "daily_submission_limit": int,
     "score_policy": SCORE_POLICIES, "feedback_after_deadline": bool,
     "late_policy": {"grace_minutes": NUMBER, "penalty_per_day": NUMBER, "max_days_late": int},
-    "forbidden": {"apis": STRINGS, "runtime": STRINGS, "block_autograd": bool, "flags_cost_points": bool},
+    "forbidden": {"apis": STRINGS, "runtime": STRINGS, "block_autograd": bool, "flags_cost_points": bool,
+                  "allow_imports": STRINGS},
     "limits": {name: (NUMBER if f.type in ("float", float) else bool if f.type in ("bool", bool) else int)
                for name, f in Limits.__dataclass_fields__.items()},
 }
@@ -110,6 +111,7 @@ class Assignment:
     hidden_tests: list[Path] = field(default_factory=list)
     forbidden: list[str] = field(default_factory=list)
     flags_cost_points: bool = False  # [forbidden] flags_cost_points
+    allow_imports: list[str] = field(default_factory=list)  # [forbidden] allow_imports: beyond the scan's allow-list
     runtime_forbidden: list[str] = field(default_factory=list)  # [forbidden] runtime: ops and objects made to raise
     block_autograd: bool = False  # [forbidden] block_autograd: no gradient can be computed in the child
 
@@ -180,6 +182,7 @@ def load(slug_or_path: str | Path) -> Assignment:
         hidden_tests=[root / p for p in cfg.get("hidden_tests", [])],
         forbidden=list(cfg.get("forbidden", {}).get("apis", [])),
         flags_cost_points=bool(cfg.get("forbidden", {}).get("flags_cost_points", False)),
+        allow_imports=list(cfg.get("forbidden", {}).get("allow_imports", [])),
         runtime_forbidden=list(cfg.get("forbidden", {}).get("runtime", [])),
         block_autograd=bool(cfg.get("forbidden", {}).get("block_autograd", False)),
         limits=Limits(**cfg.get("limits", {})),

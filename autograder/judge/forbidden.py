@@ -82,6 +82,9 @@ class _Scanner(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_Call(self, node: ast.Call) -> None:
+        folded = _fold(node)   # "".join([...]) or chr(...) of constants
+        if folded is not None:
+            self._string(folded, node, built=True)
         name = self.dotted(node)
         if name is not None and isinstance(node.func, ast.Name) and node.func.id == "getattr":
             self.report(name, node)
@@ -170,53 +173,81 @@ def _reach(refs: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-# -- constructs that exist to evade: flagged for a TA's review ----------------------------
-# Reaching attributes or modules through computed names, frames, the garbage collector,
-# code objects or the dispatcher, or touching the engine's own modules, has no place in
-# a graded solution; each use is a flag (cell and line) a TA reviews, and an assignment
-# may make flags cost the function's points ([forbidden] flags_cost_points = true).
-FLAG_MODULES = {
-    "importlib": "importing modules by computed name (importlib)",
-    "ctypes": "raw memory access (ctypes)",
-    "_ctypes": "raw memory access (ctypes)",
-    "gc": "reaching objects through the garbage collector (gc)",
-    "inspect": "reaching frames and code (inspect)",
-    "runpy": "running code from files (runpy)",
-    "marshal": "building code objects (marshal)",
-    "pickle": "code execution through unpickling (pickle)",
-    "dill": "code execution through unpickling (dill)",
-    "builtins": "rewriting builtins (builtins)",
-    "threading": "code that keeps running after a call returns (threading)",
-    "_thread": "code that keeps running after a call returns (_thread)",
-    "signal": "signal handlers (signal)",
-    "autograder": "touching the grading engine's own modules",
-    "harness": "touching the trusted harness",
-    "reference": "touching the reference implementations",
+# -- the allow-list scan: what a submission may import and reach ------------------------------
+# A graded solution needs torch, numpy and a little of the standard library. Everything a
+# submission imports or reaches is checked against the lists below; anything else (another
+# module, a path that leaves torch's public API, a builtin that runs or finds code, a
+# computed attribute name, a string built to name a module) is a flag with its cell and line
+# for a TA's review, and costs the function's points where the assignment says so
+# ([forbidden] flags_cost_points = true). An assignment extends the lists with
+# [forbidden] allow_imports (module names or prefixes).
+ALLOWED_MODULES = (
+    "__future__", "math", "cmath", "numbers", "random", "statistics", "fractions", "decimal",
+    "typing", "typing_extensions", "dataclasses", "functools", "itertools", "collections", "abc", "enum",
+    "copy", "warnings", "time", "contextlib", "heapq", "bisect", "string", "re", "textwrap", "pprint",
+    "json", "numpy", "torch", "triton", "einops",
+    # Plotting and progress bars in a notebook's own cells (the grader may lack them; a
+    # missing one costs nothing).
+    "matplotlib", "seaborn", "tqdm", "IPython.display",
+)
+# Inside allowed packages: what leaves their public, computational API.
+DENIED_PATHS = {
+    "torch.ops": "calling operators by name (torch.ops)",
     "torch.library": "registering or replacing operator kernels (torch.library)",
-    "torch.utils._python_dispatch": "intercepting operators (torch.utils._python_dispatch)",
-    "torch._ops": "operator internals (torch._ops)",
+    "torch.utils.cpp_extension": "compiling native code (torch.utils.cpp_extension)",
+    "torch.hub": "downloading and running code (torch.hub)",
+    "torch.package": "loading packaged code (torch.package)",
+    "torch.multiprocessing": "starting processes (torch.multiprocessing)",
+    "torch.overrides": "intercepting torch functions (torch.overrides)",
+    "torch.utils.dlpack": "raw memory exchange (torch.utils.dlpack)",
+    "torch.from_file": "sharing memory through files (torch.from_file)",
+    "torch.load": "unpickling (torch.load)",
+    "torch.save": "writing files (torch.save)",
+    "numpy.ctypeslib": "raw memory access (numpy.ctypeslib)",
+    "numpy.f2py": "compiling native code (numpy.f2py)",
+    "numpy.load": "unpickling (numpy.load)",
+    "numpy.memmap": "sharing memory through files (numpy.memmap)",
+    "numpy.fromfile": "reading files (numpy.fromfile)",
 }
-FLAG_CALLS = {
-    "eval": "eval", "exec": "exec", "compile": "compile", "__import__": "__import__",
-    "globals": "globals()", "vars": "vars()", "locals": "locals()", "breakpoint": "breakpoint()",
-}
+# Builtins a solution may call; every other builtin (eval, exec, compile, __import__,
+# globals, locals, vars, open, input, breakpoint, help, __build_class__...) is a flag
+# unless the name is a function's own local or parameter.
+ALLOWED_BUILTINS = frozenset({
+    "abs", "aiter", "all", "anext", "any", "ascii", "bin", "bool", "bytearray", "bytes", "callable", "chr",
+    "classmethod", "complex", "delattr", "dict", "divmod", "enumerate", "filter", "float", "format",
+    "frozenset", "getattr", "hasattr", "hash", "hex", "id", "int", "isinstance", "issubclass", "iter",
+    "len", "list", "map", "max", "memoryview", "min", "next", "object", "oct", "ord", "pow", "print",
+    "property", "range", "repr", "reversed", "round", "set", "setattr", "slice", "sorted", "staticmethod",
+    "str", "sum", "super", "tuple", "type", "zip", "NotImplemented", "Ellipsis", "__name__", "__doc__",
+    "__debug__", "True", "False", "None",
+})
+# Dunder attributes an ordinary class or a repr uses; any other is a flag.
+ALLOWED_DUNDERS = frozenset({
+    "__init__", "__name__", "__qualname__", "__doc__", "__len__", "__call__", "__repr__", "__str__",
+    "__setstate__", "__getstate__", "__enter__", "__exit__", "__iter__", "__next__", "__getitem__",
+    "__setitem__", "__contains__", "__eq__", "__hash__", "__version__", "__module__", "__post_init__",
+    "__add__", "__mul__", "__sub__", "__truediv__", "__neg__", "__matmul__",
+})
+# Attributes that reach frames, code and the interpreter's machinery on any object.
 FLAG_ATTRIBUTES = {
-    "__wrapped__", "__closure__", "__code__", "__globals__", "__builtins__", "__subclasses__",
-    "__dict__", "__class__", "__bases__", "__mro__", "__getattribute__", "__self__", "__func__",
-    "f_back", "f_globals", "f_locals", "f_builtins", "tb_frame", "gi_frame", "cr_frame",
-    "_getframe", "modules", "settrace", "setprofile", "meta_path", "path_hooks",
+    "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "tb_frame", "tb_next", "gi_frame", "cr_frame",
+    "ag_frame", "gi_code", "_getframe", "settrace", "setprofile", "meta_path", "path_hooks",
 }
-# (module, attribute) pairs that are flags only on that module (sys.modules, os.write...).
-FLAG_QUALIFIED = {
-    ("sys", "modules"): "sys.modules", ("sys", "_getframe"): "sys._getframe", ("sys", "settrace"): "sys.settrace",
-    ("sys", "setprofile"): "sys.setprofile", ("sys", "meta_path"): "sys.meta_path", ("sys", "argv"): "sys.argv",
-    ("os", "write"): "os.write", ("os", "dup2"): "os.dup2", ("os", "fdopen"): "os.fdopen", ("os", "kill"): "os.kill",
-    ("os", "fork"): "os.fork", ("os", "_exit"): "os._exit", ("os", "execv"): "os.execv", ("os", "system"): "os.system",
-    ("torch", "ops"): "torch.ops", ("torch", "_C"): "torch._C", ("torch", "library"): "torch.library",
-}
-# Dunder attributes that ordinary classes use (super().__init__, self.__class__.__name__ is rare but
-# harmless in a repr): not flagged.
-BENIGN_ATTRIBUTES = {"__init__", "__name__", "__qualname__", "__doc__", "__len__", "__call__"}
+# Strings naming these modules (after constant folding) are flagged even when nothing is
+# built from pieces: their only use in a solution would be importing them by name.
+DANGEROUS_MODULES = frozenset({
+    "os", "sys", "subprocess", "ctypes", "_ctypes", "importlib", "code", "codeop", "runpy", "builtins", "gc",
+    "inspect", "marshal", "pickle", "dill", "pty", "posix", "multiprocessing", "socket", "shutil", "mmap",
+    "types", "operator", "linecache", "threading", "_thread", "signal", "autograder", "harness", "reference",
+    "pathlib", "io", "tempfile", "timeit", "pdb", "doctest", "torch._C", "torch.ops", "torch.ctypes",
+})
+
+
+def _module_roots() -> frozenset[str]:
+    import sys
+
+    return frozenset(sys.stdlib_module_names) | {"autograder", "harness", "reference", "torch", "numpy",
+                                                  "triton", "_ctypes", "dill", "cloudpickle"}
 
 
 @dataclass(frozen=True)
@@ -231,104 +262,297 @@ class Flag:
                 "statement": self.statement}
 
 
+def _allowed_module(name: str, allowed: tuple[str, ...]) -> bool:
+    return any(name == a or name.startswith(a + ".") for a in allowed)
+
+
+def _fold(node: ast.AST) -> str | None:
+    """The value of a string expression made of constants ("auto" + "grader",
+    f"{'a'}b", "".join(["a", "b"]), "%s%s" % ("a", "b"), chr(97)), else None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.BinOp):
+        left = _fold(node.left)
+        if isinstance(node.op, ast.Add):
+            right = _fold(node.right)
+            return left + right if left is not None and right is not None else None
+        if isinstance(node.op, ast.Mod) and left is not None:
+            items = node.right.elts if isinstance(node.right, ast.Tuple) else [node.right]
+            vals = [_fold(i) for i in items]
+            if all(v is not None for v in vals):
+                try:
+                    return left % tuple(vals)
+                except (TypeError, ValueError):
+                    return None
+        return None
+    if isinstance(node, ast.JoinedStr):
+        parts = []
+        for v in node.values:
+            x = _fold(v.value) if isinstance(v, ast.FormattedValue) else _fold(v)
+            if x is None:
+                return None
+            parts.append(x)
+        return "".join(parts)
+    if isinstance(node, ast.Call) and not node.keywords:
+        f = node.func
+        if isinstance(f, ast.Attribute) and f.attr == "join" and len(node.args) == 1 \
+                and isinstance(node.args[0], ast.List | ast.Tuple):
+            sep = _fold(f.value)
+            vals = [_fold(e) for e in node.args[0].elts]
+            if sep is not None and all(v is not None for v in vals):
+                return sep.join(vals)
+        if isinstance(f, ast.Name) and f.id == "chr" and len(node.args) == 1 \
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, int):
+            try:
+                return chr(node.args[0].value)
+            except (ValueError, OverflowError):
+                return None
+    return None
+
+
+def _function_locals(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
+    """Names a function binds itself (parameters, assignments, loop and `with` targets,
+    imports, nested definitions): there, `open` or `input` is the student's own."""
+    a = fn.args
+    names = {x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs]}
+    names |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
+    body = fn.body if isinstance(fn.body, list) else [fn.body]
+    todo = list(body)
+    while todo:
+        n = todo.pop()
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(n.name)
+            continue
+        if isinstance(n, ast.Lambda):
+            continue
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            names.add(n.id)
+        elif isinstance(n, ast.Import | ast.ImportFrom):
+            names |= {x.asname or x.name.split(".")[0] for x in n.names}
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            names.add(n.name)
+        todo.extend(ast.iter_child_nodes(n))
+    return names
+
+
 class _FlagScanner(ast.NodeVisitor):
-    def __init__(self):
+    def __init__(self, allowed: tuple[str, ...]):
+        self.allowed = allowed
         self.aliases: dict[str, str] = {}  # local name -> module path it stands for
         self.flags: list[Flag] = []
         self.owner = "<module>"
+        self.locals: list[set[str]] = []   # the enclosing functions' own names
+        self.roots = _module_roots()
 
     def flag(self, what: str, node: ast.AST) -> None:
         kind = "import" if isinstance(node, ast.Import | ast.ImportFrom) else "code"
         self.flags.append(Flag(what, self.owner, getattr(node, "lineno", 0), kind))
 
-    def _module_flag(self, module: str, node: ast.AST) -> None:
-        for name, why in FLAG_MODULES.items():
-            if module == name or module.startswith(name + "."):
-                self.flag(why, node)
-                return
+    # -- module paths ---------------------------------------------------------------
+    def check_path(self, path: str, node: ast.AST) -> bool:
+        """Flag a dotted path that is not allowed: a module off the list, a path into a
+        denied part of an allowed package, a private name, or an attribute that leaves
+        the package (torch.ctypes is ctypes). True when flagged."""
+        root = path.split(".")[0]
+        if not _allowed_module(path, self.allowed) and not any(a.startswith(path + ".") for a in self.allowed):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                self.flag(f"import of {path} (not on this assignment's list of modules)", node)
+            else:
+                self.flag(f"{path} (the module {root} is not on this assignment's list)", node)
+            return True
+        for denied, why in DENIED_PATHS.items():
+            if path == denied or path.startswith(denied + "."):
+                if not _allowed_module(denied, self.allowed[len(ALLOWED_MODULES):]):
+                    self.flag(why, node)
+                    return True
+        parts = path.split(".")
+        for i, part in enumerate(parts[1:], 1):
+            if part.startswith("_") and part not in ALLOWED_DUNDERS:
+                self.flag(f"{'.'.join(parts[:i + 1])} (not {root}'s public API)", node)
+                return True
+        left = _leaves_package(parts)
+        if left:
+            self.flag(f"{'.'.join(parts[:left[0] + 1])} (it is the module {left[1]}, outside {root})", node)
+            return True
+        return False
 
+    def dotted(self, node: ast.AST) -> str | None:
+        if isinstance(node, ast.Name):
+            return self.aliases.get(node.id)
+        if isinstance(node, ast.Attribute):
+            base = self.dotted(node.value)
+            return f"{base}.{node.attr}" if base else None
+        return None
+
+    # -- visitors ---------------------------------------------------------------------
     def visit_Import(self, node: ast.Import) -> None:
         for a in node.names:
-            self.aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
-            self._module_flag(a.name, node)
+            self.check_path(a.name, node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level:
             self.flag("a relative import (the engine's package)", node)
             return
         module = node.module or ""
-        self._module_flag(module, node)
+        if self.check_path(module, node):
+            return
         for a in node.names:
-            full = f"{module}.{a.name}"
-            self.aliases[a.asname or a.name] = full
-            self._module_flag(full, node)
-            if (module, a.name) in FLAG_QUALIFIED:
-                self.flag(FLAG_QUALIFIED[(module, a.name)], node)
-            elif a.name == "*":
+            if a.name == "*":
                 self.flag(f"from {module} import *", node)
+            else:
+                self.check_path(f"{module}.{a.name}", node)
+
+    def visit_FunctionDef(self, node) -> None:
+        for d in node.decorator_list:
+            self.visit(d)
+        for d in [*node.args.defaults, *node.args.kw_defaults]:
+            if d is not None:
+                self.visit(d)
+        self.locals.append(_function_locals(node))
+        for stmt in node.body:
+            self.visit(stmt)
+        self.locals.pop()
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self.locals.append(_function_locals(node))
+        self.visit(node.body)
+        self.locals.pop()
 
     def visit_Call(self, node: ast.Call) -> None:
-        if isinstance(node.func, ast.Name):
-            name = node.func.id
-            if name in FLAG_CALLS and name not in self.aliases:
-                self.flag(FLAG_CALLS[name], node)
-            if name in ("getattr", "setattr", "delattr", "hasattr") and len(node.args) >= 2:
-                key = node.args[1]
-                if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
-                    self.flag(f"{name} with a computed name", node)
-                elif key.value in FLAG_ATTRIBUTES and key.value not in BENIGN_ATTRIBUTES:
-                    self.flag(f"{name}(..., {key.value!r})", node)
-            if name == "open" and node.args and isinstance(node.args[0], ast.Constant) \
-                    and isinstance(node.args[0].value, str) and node.args[0].value.startswith("/proc"):
-                self.flag(f"open({node.args[0].value!r})", node)
+        folded = _fold(node)   # "".join([...]) or chr(...) of constants
+        if folded is not None:
+            self._string(folded, node, built=True)
+        if isinstance(node.func, ast.Name) and node.func.id in ("getattr", "setattr", "delattr", "hasattr") \
+                and len(node.args) >= 2 and not self._local(node.func.id):
+            key = _fold(node.args[1])
+            if key is None:
+                self.flag(f"{node.func.id} with a computed name", node)
+            elif key.startswith("__") and key not in ALLOWED_DUNDERS or key in FLAG_ATTRIBUTES:
+                self.flag(f"{node.func.id}(..., {key!r})", node)
+            else:
+                base = self.dotted(node.args[0])
+                if base:
+                    self.check_path(f"{base}.{key}", node)
+        if isinstance(node.func, ast.Name) and node.func.id == "open" and node.args:
+            target = _fold(node.args[0])
+            if target and target.startswith("/proc"):
+                self.flag(f"open({target!r})", node)
         self.generic_visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        base = node.value
-        if isinstance(base, ast.Name):
-            module = self.aliases.get(base.id, "")
-            root = module.split(".")[0]
-            if (root, node.attr) in FLAG_QUALIFIED and module == root:
-                self.flag(FLAG_QUALIFIED[(root, node.attr)], node)
-            elif module:
-                self._module_flag(f"{module}.{node.attr}", node)
-        if node.attr in FLAG_ATTRIBUTES and node.attr not in ("modules", "_getframe", "settrace", "setprofile",
-                                                               "meta_path"):
+        path = self.dotted(node)
+        if path is not None and isinstance(node.ctx, ast.Load):
+            if self.check_path(path, node):
+                return      # one flag per path, not one per prefix
+        elif node.attr.startswith("__") and node.attr not in ALLOWED_DUNDERS:
+            self.flag(f"the attribute {node.attr}", node)
+        elif node.attr in FLAG_ATTRIBUTES:
             self.flag(f"the attribute {node.attr}", node)
         self.generic_visit(node)
 
+    def _local(self, name: str) -> bool:
+        return any(name in scope for scope in self.locals)
+
     def visit_Name(self, node: ast.Name) -> None:
-        if node.id in ("__builtins__", "__loader__", "__spec__") and isinstance(node.ctx, ast.Load):
-            self.flag(node.id, node)
-        full = self.aliases.get(node.id)
-        if full and isinstance(node.ctx, ast.Load) and "." in full:  # `from sys import modules`, used here
-            module, _, attr = full.rpartition(".")
-            if (module, attr) in FLAG_QUALIFIED:
-                self.flag(FLAG_QUALIFIED[(module, attr)], node)
+        if not isinstance(node.ctx, ast.Load) or node.id in self.aliases or self._local(node.id):
+            return
+        import builtins
+
+        if (hasattr(builtins, node.id) or node.id.startswith("__")) and node.id not in ALLOWED_BUILTINS \
+                and not (isinstance(getattr(builtins, node.id, None), type)
+                         and issubclass(getattr(builtins, node.id), BaseException)) \
+                and not self._module_binds(node.id):
+            self.flag(f"the builtin {node.id}", node)
+
+    def _module_binds(self, name: str) -> bool:
+        return name in getattr(self, "module_names", ())
 
     def visit_Constant(self, node: ast.Constant) -> None:
-        if isinstance(node.value, str) and any(s in node.value for s in ("autograder", "/proc/self/fd", "harness.py")):
-            self.flag(f"the string {node.value[:40]!r}", node)
+        if isinstance(node.value, str):
+            self._string(node.value, node, built=False)
+
+    def visit_BinOp(self, node: ast.BinOp) -> None:
+        value = _fold(node)
+        if value is not None:
+            self._string(value, node, built=True)
+            return
+        self.generic_visit(node)
+
+    def visit_JoinedStr(self, node: ast.JoinedStr) -> None:
+        value = _fold(node)
+        if value is not None:
+            self._string(value, node, built=True)
+            return
+        self.generic_visit(node)
+
+    def _string(self, value: str, node: ast.AST, built: bool) -> None:
+        if " " not in value and any(s in value for s in ("autograder", "/proc/self", "harness.py")):
+            self.flag(f"the string {value[:40]!r}", node)
+            return
+        name = value.strip()
+        if not name or name == "__main__" or len(name) > 80 or not all(p.isidentifier() for p in name.split(".")):
+            return
+        if name in DANGEROUS_MODULES or (name.startswith("__") and name not in ALLOWED_DUNDERS and name.endswith("__")):
+            self.flag(f"the string {name!r} (names {'a module' if '__' not in name else 'an attribute'})", node)
+        elif built and name.split(".")[0] in self.roots and not _allowed_module(name, self.allowed):
+            self.flag(f"the string {name!r}, built from pieces (names a module)", node)
 
 
-def scan_flags(source: str) -> list[Flag]:
-    """Constructs that exist to evade (see FLAG_*), attributed to top-level definitions."""
+def _leaves_package(parts: list[str]) -> tuple[int, str] | None:
+    """(index, module) where walking `parts` from an importable root reaches a module of
+    another package (torch.ctypes is ctypes, torch.os is os); None when it stays inside or
+    cannot be followed (a name this install lacks)."""
+    import importlib
+    import types
+
+    root = parts[0]
+    try:
+        obj = importlib.import_module(root)
+    except Exception:  # noqa: BLE001  (not installed here: nothing to follow)
+        return None
+    for i, part in enumerate(parts[1:], 1):
+        try:
+            obj = getattr(obj, part)
+        except Exception:  # noqa: BLE001
+            try:
+                obj = importlib.import_module(".".join(parts[:i + 1]))
+            except Exception:  # noqa: BLE001
+                return None
+        if isinstance(obj, types.ModuleType):
+            name = obj.__name__
+            if name.split(".")[0] != root:
+                return i, name
+        elif not isinstance(obj, type):
+            return None        # a function or a value: what it does is judged elsewhere
+    return None
+
+
+def scan_flags(source: str, allow_imports: list[str] | tuple[str, ...] = ()) -> list[Flag]:
+    """Everything `source` imports or reaches that is not on the allow-lists above (and
+    the assignment's `allow_imports`), attributed to top-level definitions."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, RecursionError, MemoryError, ValueError):
         return []
-    scanner = _FlagScanner()
+    scanner = _FlagScanner(tuple(ALLOWED_MODULES) + tuple(allow_imports))
+    scanner.module_names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+                            and n.id in ("input", "help", "exit", "quit")}  # a notebook's own variable
     for node in ast.walk(tree):  # aliases first, so uses anywhere resolve
-        if isinstance(node, ast.Import | ast.ImportFrom):
+        if isinstance(node, ast.Import):
             for a in node.names:
-                if isinstance(node, ast.Import):
-                    scanner.aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
-                elif not node.level:
-                    scanner.aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+                scanner.aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            for a in node.names:
+                scanner.aliases[a.asname or a.name] = f"{node.module}.{a.name}"
     for node in tree.body:
         scanner.owner = node.name if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
             else "<module>"
-        scanner.visit(node)
+        try:
+            scanner.visit(node)
+        except RecursionError:
+            scanner.flag("code nested too deeply to read", node)
     seen, out = set(), []
     for f in scanner.flags:
         if (f.construct, f.function, f.line) not in seen:

@@ -49,6 +49,7 @@ class GradingConfig:
     force_weak: bool = False
     suite: str = "hidden"
     flags_cost_points: bool = False  # [forbidden] flags_cost_points: a flagged function earns nothing
+    allow_imports: list = field(default_factory=list)  # [forbidden] allow_imports: the scan's extra modules
     guard: dict | None = None  # [forbidden] runtime + block_autograd: made to raise in the child
 
 
@@ -97,7 +98,7 @@ class GradingPlugin:
         self.static_findings = [{**f.as_dict(), "where": _where(line_map, f.line)}
                                 for f in scan(cfg.extracted.get("source", ""), cfg.forbidden)]
         self.result.flags = [{**f.as_dict(), "where": _where(line_map, f.line)}
-                             for f in scan_flags(cfg.extracted.get("source", ""))]
+                             for f in scan_flags(cfg.extracted.get("source", ""), cfg.allow_imports)]
         self._student = None
         self._group = "hidden"
         self._started = time.perf_counter()

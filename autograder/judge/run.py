@@ -28,7 +28,7 @@ def run_job(job: dict) -> dict:
         assignment=a.slug, submission=job["label"], extracted=extracted, limits=a.limits,
         forbidden=a.forbidden, harness=str(a.harness) if a.harness else None,
         device=job.get("device", "cpu"), force_weak=bool(job.get("weak")), suite=job.get("suite", "hidden"),
-        flags_cost_points=a.flags_cost_points, guard=a.guard)
+        flags_cost_points=a.flags_cost_points, allow_imports=a.allow_imports, guard=a.guard)
     plugin = GradingPlugin(cfg)
     tests = [str(p) for p in a.suite(cfg.suite)]
     args = [*tests, "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--import-mode=importlib",
