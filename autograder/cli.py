@@ -19,10 +19,18 @@ from rich.table import Table
 from autograder import assignment as assignments
 from autograder.grading import find_submissions, grade
 from autograder.judge.results import SubmissionResult
+from autograder.text import visible, visible_all
 
 console = Console()
 if not console.is_terminal:
     console = Console(width=140)  # logs and CI: room for whole file names
+
+
+def shown(text) -> str:
+    """Text a submission wrote (errors, feedback, notes, file names, flags), made safe to
+    print: control characters and escape sequences visible (autograder.text), rich markup
+    escaped."""
+    return escape(visible(text))
 
 
 def _grade_many(a: assignments.Assignment, paths: list[Path], jobs: int, **kw) -> list[SubmissionResult]:
@@ -42,14 +50,14 @@ def _grade_many(a: assignments.Assignment, paths: list[Path], jobs: int, **kw) -
 
 def _status(r: SubmissionResult) -> str:
     if r.error:
-        return f"[red]{escape(r.error)}[/red]"
+        return f"[red]{shown(r.error)}[/red]"
     if r.grader_errors:
         return "[red]grader error[/red]"
     failed = sum(t.status in ("failed", "partial") for t in r.tests)
     extra = "" if r.sandbox.get("strong", True) else " [yellow](weak sandbox)[/yellow]"
     if r.flags:
-        extra += f" [magenta]flagged for review ({len(r.flags)}: {escape(r.flags[0]['construct'])}, " \
-                 f"{r.flags[0]['where']})[/magenta]"
+        extra += f" [magenta]flagged for review ({len(r.flags)}: {shown(r.flags[0]['construct'])}, " \
+                 f"{shown(r.flags[0]['where'])})[/magenta]"
     return (f"{failed} test(s) lost points" if failed else "all tests passed") + extra
 
 
@@ -62,7 +70,7 @@ def _summary(results: list[SubmissionResult], title: str, expected: dict | None 
     table.add_column("time", justify="right")
     table.add_column("status")
     for r in results:
-        row = [escape(Path(r.submission).name), f"{r.score:g} / {r.max_score:g}"]
+        row = [shown(Path(r.submission).name), f"{r.score:g} / {r.max_score:g}"]
         if expected is not None:
             want = expected.get(Path(r.submission).name)
             ok = want is not None and abs(want - r.score) < 1e-6
@@ -80,7 +88,7 @@ def _test_table(r: SubmissionResult, show_hidden: bool) -> Table:
     for t in r.tests:
         fb = t.feedback if (show_hidden or t.visibility == "public") else ("" if t.status == "passed" else "(hidden test)")
         color = {"passed": "green", "partial": "yellow"}.get(t.status, "red")
-        table.add_row(escape(t.name), f"[{color}]{t.points:g} / {t.max_points:g}[/]", escape(fb or ""))
+        table.add_row(shown(t.name), f"[{color}]{t.points:g} / {t.max_points:g}[/]", shown(fb))
     return table
 
 
@@ -95,13 +103,13 @@ def cmd_grade(args) -> int:
     console.print(_summary(results, f"{a.title} ({len(results)} submissions)"))
     if args.verbose:
         for r in results:
-            console.print(f"[bold]{r.submission}[/bold]")
+            console.print(f"[bold]{shown(r.submission)}[/bold]")
             console.print(_test_table(r, show_hidden=True))
             for n in r.notes:
-                console.print(f"  note: {escape(n)}")
+                console.print(f"  note: {shown(n)}")
             for f in r.flags:
-                console.print(f"  [magenta]flagged for review[/magenta]: {escape(f['construct'])} in "
-                              f"{escape(f['function'])} ({f['where']})")
+                console.print(f"  [magenta]flagged for review[/magenta]: {shown(f['construct'])} in "
+                              f"{shown(f['function'])} ({shown(f['where'])})")
     if args.json:
         Path(args.json).write_text(json.dumps(
             [{"path": r.submission, **{k: v for k, v in r.as_dict().items() if k != "submission"}} for r in results],
@@ -109,11 +117,12 @@ def cmd_grade(args) -> int:
     if args.gradescope:
         out = Path(args.gradescope)
         if len(results) == 1 and out.suffix == ".json":
-            out.write_text(json.dumps(results[0].gradescope(), indent=1))
+            out.write_text(json.dumps(visible_all(results[0].gradescope()), indent=1))
         else:
             out.mkdir(parents=True, exist_ok=True)
             for r in results:
-                (out / f"{Path(r.submission).stem}.results.json").write_text(json.dumps(r.gradescope(), indent=1))
+                (out / f"{Path(r.submission).stem}.results.json").write_text(
+                    json.dumps(visible_all(r.gradescope()), indent=1))
     return 0 if all(not r.grader_errors for r in results) else 1
 
 
@@ -130,9 +139,9 @@ def cmd_test(args) -> int:
     a = assignments.load(here if (here / "assignment.toml").exists() else slug)
     r = grade(a, nb, suite="public", device=args.device)
     for n in r.notes:
-        console.print(f"[yellow]note:[/yellow] {n}")
+        console.print(f"[yellow]note:[/yellow] {shown(n)}")
     if r.error:
-        console.print(f"[red]{r.error}[/red]")
+        console.print(f"[red]{shown(r.error)}[/red]")
     console.print(_test_table(r, show_hidden=False))
     console.print(f"public tests: {r.score:g} / {r.max_score:g} (the hidden suite checks much more)")
     return 0 if r.score == r.max_score and not r.error else 1

@@ -25,6 +25,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from autograder.text import visible
+
 console = Console()
 TIMEOUT = 60.0
 FINISHED = ("done", "failed")
@@ -32,6 +34,13 @@ FINISHED = ("done", "failed")
 
 class ClientError(Exception):
     """A message for the student; the command exits with status 2."""
+
+
+def shown(text) -> str:
+    """What the server sends back (file names, feedback, errors, notes: text a submission
+    wrote) made safe to print: control characters and escape sequences visible, rich
+    markup escaped."""
+    return escape(visible(text))
 
 
 # -- credentials ------------------------------------------------------------------------
@@ -139,7 +148,7 @@ def cmd_login(args) -> int:
         raise ClientError("no token given")
     me = request(f"{url}/api/v1/me", token)
     path = save_credentials(url, token)
-    console.print(f"signed in to {escape(url)} as [bold]{escape(me['login'])}[/bold] ({escape(me['role'])}); "
+    console.print(f"signed in to {shown(url)} as [bold]{shown(me['login'])}[/bold] ({shown(me['role'])}); "
                   f"the token is in {path} (readable by you only)")
     return 0
 
@@ -147,18 +156,18 @@ def cmd_login(args) -> int:
 def _result_table(sub: dict) -> Table:
     run = sub.get("run") or {}
     title = f"{sub['assignment']} · submission {sub['id']} · {sub['filename']}"
-    table = Table(title=escape(title), show_lines=False)
+    table = Table(title=shown(title), show_lines=False)
     table.add_column("test")
     table.add_column("points", justify="right")
     table.add_column("feedback")
     for t in run.get("tests", []):
         if t["name"] == "forbidden_api_check" and t["max_points"] == 0 and t["status"] == "passed":
             continue
-        shown = t["feedback"] if t.get("feedback") is not None else (
+        text = t["feedback"] if t.get("feedback") is not None else (
             "(hidden until the deadline)" if t["visibility"] == "after_deadline" else "(hidden test)")
         style = {"passed": "green", "partial": "yellow"}.get(t["status"], "red")
-        table.add_row(escape(t["name"]), f"[{style}]{t['points']:g} / {t['max_points']:g}[/{style}]",
-                      escape((shown or "").strip()[:600]))
+        table.add_row(shown(t["name"]), f"[{style}]{t['points']:g} / {t['max_points']:g}[/{style}]",
+                      shown((text or "").strip()[:600]))
     return table
 
 
@@ -167,9 +176,9 @@ def _print_result(sub: dict) -> None:
     if run.get("tests"):
         console.print(_result_table(sub))
     if run.get("error"):
-        console.print(f"[red]{escape(run['error'])}[/red]")
+        console.print(f"[red]{shown(run['error'])}[/red]")
     for note in run.get("notes", [])[:5]:
-        console.print(f"[dim]note: {escape(str(note))[:300]}[/dim]")
+        console.print(f"[dim]note: {shown(str(note)[:300])}[/dim]")
     if sub.get("score") is not None:
         final = sub.get("final_score")
         late = f" (after the late penalty: {final:g})" if final is not None and final != sub["score"] else ""
@@ -202,9 +211,9 @@ def cmd_submit(args) -> int:
     body, ctype = multipart("file", path.name, path.read_bytes())
     out = request(f"{url}/api/v1/assignments/{urllib.parse.quote(args.slug)}/submissions", token, "POST", body, ctype)
     sub = out["submission"]
-    console.print(escape(out.get("message", f"submission {sub['id']} received")))
+    console.print(shown(out.get("message", f"submission {sub['id']} received")))
     if not args.wait:
-        console.print(f"see the result with `dlopt status {escape(args.slug)}` (or submit with --wait)")
+        console.print(f"see the result with `dlopt status {shown(args.slug)}` (or submit with --wait)")
         return 0
     sub = wait_for(url, token, sub["id"], args.timeout, args.poll)
     _print_result(sub)
@@ -220,21 +229,21 @@ def cmd_status(args) -> int:
         for a in request(f"{url}/api/v1/assignments", token):
             limit = a.get("daily_submission_limit")
             today = f"{a['submissions_today']}/{limit}" if limit else str(a["submissions_today"])
-            table.add_row(escape(a["slug"]), escape(a["title"]), escape((a.get("deadline") or "none")[:16]) +
+            table.add_row(shown(a["slug"]), shown(a["title"]), shown((a.get("deadline") or "none")[:16]) +
                           (" (closed)" if a.get("closed") else ""), f"{a['points']:g}", today)
         console.print(table)
         return 0
     subs = request(f"{url}/api/v1/submissions?assignment={urllib.parse.quote(args.slug)}&limit=20", token)
     if not subs:
-        console.print(f"no submissions of {escape(args.slug)} yet")
+        console.print(f"no submissions of {shown(args.slug)} yet")
         return 0
-    table = Table(title=f"my submissions of {escape(args.slug)}")
+    table = Table(title=f"my submissions of {shown(args.slug)}")
     for col in ("id", "submitted", "file", "status", "score"):
         table.add_column(col, justify="right" if col in ("id", "score") else "left")
     for s in subs:
         score = "" if s["score"] is None else f"{s['score']:g} / {s['max_score']:g}"
-        table.add_row(str(s["id"]), escape(s["created_at"][:19].replace("T", " ")), escape(s["filename"]),
-                      escape(s["status"]) + (f" (late {s['days_late']} d)" if s.get("late") else ""), score)
+        table.add_row(str(s["id"]), shown(s["created_at"][:19].replace("T", " ")), shown(s["filename"]),
+                      shown(s["status"]) + (f" (late {s['days_late']} d)" if s.get("late") else ""), score)
     console.print(table)
     latest = request(f"{url}/api/v1/submissions/{subs[0]['id']}", token)
     if latest["status"] in FINISHED:
@@ -266,7 +275,7 @@ def _guarded(fn):
         try:
             return fn(args)
         except ClientError as e:
-            console.print(f"[red]{escape(str(e))}[/red]")
+            console.print(f"[red]{shown(str(e))}[/red]")
             return 2
         except KeyboardInterrupt:
             console.print("interrupted: a submission already sent is still graded (see `dlopt status`)")

@@ -16,9 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
+
 from autograder.assignment import Assignment
 from autograder.grading import find_submissions, grade
 from autograder.notebook import release_notebook
+from autograder.text import visible
 
 
 def release(a: Assignment, out: Path) -> list[Path]:
@@ -171,7 +174,9 @@ def check_many(items: list[Assignment], examples: bool = False, jobs: int = 2):
 def _judge(a: Assignment, report: CheckReport, label: str, path: Path, r, expected: dict) -> None:
     errors = [t.name for t in r.tests if t.status == "error"]
     if r.error or r.grader_errors or errors:
-        report.fail(f"{a.slug} {label}: grader error: {r.error or ''} {errors} {r.grader_errors[:1]}")
+        # the error and the grader's messages may quote the submission: shown, never obeyed
+        report.fail(f"{a.slug} {label}: grader error: "
+                    + escape(visible(f"{r.error or ''} {errors} {r.grader_errors[:1]}")))
         return
     if label == "master":
         want = r.max_score
@@ -189,6 +194,6 @@ def _judge(a: Assignment, report: CheckReport, label: str, path: Path, r, expect
             return
     if abs(r.score - want) > 1e-6:
         lost = [f"{t.name} ({t.points:g}/{t.max_points:g})" for t in r.tests if t.points < t.max_points][:6]
-        report.fail(f"{a.slug} {label}: {r.score:g} / {r.max_score:g}, expected {want:g}; {lost}")
+        report.fail(f"{a.slug} {label}: {r.score:g} / {r.max_score:g}, expected {want:g}; " + escape(visible(lost)))
     else:
         report.good(f"{a.slug} {label}: {r.score:g} / {r.max_score:g} ({r.duration:.1f}s)")

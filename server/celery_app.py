@@ -1,6 +1,8 @@
 """The broker path: Celery workers (`dlopt worker`) take run ids from Redis.
 
-Jobs stay in the database; a message only names a run. `task_acks_late` with
+Jobs stay in the database; a message only names a run, and so the queue that has work:
+the worker grades the fairest runs of that queue until none can be taken (server.queue:
+one running run per student, round-robin by student). `task_acks_late` with
 `task_reject_on_worker_lost`: a message is acknowledged after the run is recorded, so a
 worker killed mid-job leaves it to be delivered again; the run's lease (see
 server.queue) makes sure only one worker grades it at a time and it is recorded once,
@@ -17,6 +19,7 @@ from functools import cache
 
 from celery import Celery
 from celery.signals import worker_ready, worker_shutting_down
+from sqlalchemy import select
 
 from server.config import Settings
 
@@ -59,11 +62,18 @@ def grading_queue():
 
 @app.task(name="dlopt.grade_run", bind=True, acks_late=True, reject_on_worker_lost=True)
 def grade_run(self, run_id: int) -> str:
+    """The message names a run to say that its queue has work; the worker takes the
+    fairest runs of that queue (server.queue: one running per student, round-robin by
+    student) until none can be taken, which may be other runs than the one named."""
+    from server.models import GradingRun
     from server.queue import worker_id
 
-    outcome = grading_queue().execute(int(run_id), worker_id("celery"))
-    log.info("run %s: %s", run_id, outcome)
-    return outcome
+    q = grading_queue()
+    with q.db.session() as s:
+        queue = s.scalar(select(GradingRun.queue).where(GradingRun.id == int(run_id))) or "cpu"
+    outcomes = q.drain((queue,), worker_id("celery"))
+    log.info("message for run %s (%s queue): %s", run_id, queue, outcomes or "nothing to take")
+    return ", ".join(outcomes) or "unavailable"
 
 
 def broker_dispatcher(s: Settings):

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
+from markupsafe import escape as escape_html
+
+from autograder.text import visible
 
 FONT = 'font-family="system-ui, sans-serif"'
 BAR = "#4a78c2"
 BAD = "#c2504a"
+
+
+def escape(text) -> Markup:
+    """A label for the SVG: control characters and bidi overrides shown, then HTML-escaped."""
+    return escape_html(visible(text))
 
 
 def _svg(width: int, height: int, label: str, body: list[str], ident: str) -> Markup:

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="a run that kills its worker this often is failed")
     lease_seconds: float = Field(120.0, gt=0, description="a running job not heartbeating this long is retried")
     poll_seconds: float = Field(1.0, gt=0)
+    max_queued_per_student: int = Field(5, ge=1, description="a student's uploads waiting to be graded (all "
+                                        "assignments); one more is refused with 429 (TA batches and regrades "
+                                        "are not counted or refused)")
     gpu_queue_for: tuple[str, ...] = Field(("required",), description="assignment gpu modes sent to the gpu queue")
     runner: Literal["local", "docker"] = Field("local", description="the sandbox runner the workers use")
     grade_function: str = Field("autograder.grading:grade",

@@ -16,10 +16,12 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Reques
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from autograder.judge.results import harmless_note
+from autograder.text import visible
 from server import auth, charts
 from server.db import SessionDep, begin_write, releases_session
 from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
@@ -42,6 +44,16 @@ from server.service import (
 )
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+def _finalize(value):
+    """Every `{{ ... }}` of every page: a string (a submission's file name, error, notes,
+    feedback: text a student wrote) has its control characters and bidi overrides shown as
+    escapes (`\x1b`), before autoescaping; markup built by the server (charts) is kept."""
+    return value if isinstance(value, Markup) or not isinstance(value, str) else visible(value)
+
+
+templates.env.finalize = _finalize  # before any template is compiled: finalize is compiled in
 pages = APIRouter(include_in_schema=False)
 
 

@@ -8,6 +8,17 @@ worker and the attempt (`record`), in the same transaction as the per-test rows,
 run is recorded once even if a broker delivers it twice. A worker killed mid-job stops
 renewing its lease; the next `reap` puts the run back in the queue, or fails it with a
 reason once it has used its attempts.
+
+The queue is fair across students. Each student has at most one running run per queue
+(cpu, gpu), across all workers: `claim` refuses a run whose student already has one with
+a live lease. Among queued runs, `next_queued` offers each other student's oldest run,
+the student whose last run started longest ago (or never) first, ties by the oldest
+enqueued; so however many runs one student has queued, another student's new run waits
+for at most one run per worker. A worker takes the first of these it can claim
+(`execute_next`); a Celery task names a run only to say which queue has work, and its
+worker keeps taking the fairest run of that queue until none can be taken, so a run held
+back because its student had one running is taken when that one ends. The number of
+queued uploads per student is bounded at submit (`max_queued_per_student`).
 """
 
 from __future__ import annotations
@@ -23,16 +34,20 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from autograder import assignment as engine_assignments
 from autograder.judge.results import SubmissionResult
 from server.config import Settings
-from server.db import Database, begin_write
+from server.db import Database, begin_write, serialize_on
 from server.models import AssignmentRow, GradingRun, Submission, TestResultRow, utcnow
 from server.storage import Store
 
 log = logging.getLogger("dlopt.queue")
+
+# Second key of the transaction-level lock a claim holds on its student (PostgreSQL; see
+# server.db.serialize_on): assignment ids, the other users of the pair, are positive.
+CLAIM_LOCK = -1
 
 
 def worker_id(kind: str) -> str:
@@ -69,11 +84,30 @@ class GradingQueue:
 
     # -- take, renew, record -----------------------------------------------------
     def claim(self, run_id: int, worker: str) -> int | None:
-        """The attempt number this worker now holds, or None if the run is not available."""
+        """The attempt number this worker now holds, or None if the run is not available:
+        taken, finished, out of attempts, or its student already has a run running (a live
+        lease) in its queue."""
         now = utcnow()
         lease = now + timedelta(seconds=self.settings.lease_seconds)
         with self.db.session() as s:
             begin_write(s)
+            row = s.execute(select(Submission.user_id, GradingRun.queue)
+                            .join(Submission, GradingRun.submission_id == Submission.id)
+                            .where(GradingRun.id == run_id)).first()
+            if row is None:
+                s.rollback()
+                return None
+            student, queue = row
+            # Two workers claiming two runs of one student: one after the other (SQLite's
+            # BEGIN IMMEDIATE does it already), so the second sees the first's run running.
+            serialize_on(s, student, CLAIM_LOCK)
+            busy = s.scalar(select(GradingRun.id).join(Submission, GradingRun.submission_id == Submission.id)
+                            .where(Submission.user_id == student, GradingRun.queue == queue,
+                                   GradingRun.id != run_id, GradingRun.status == "running",
+                                   GradingRun.lease_until >= now).limit(1))
+            if busy is not None:
+                s.rollback()
+                return None
             res = s.execute(
                 update(GradingRun)
                 .where(GradingRun.id == run_id, GradingRun.attempts < self.settings.max_attempts,
@@ -124,7 +158,8 @@ class GradingQueue:
 
     def reap(self) -> list[int]:
         """Runs whose worker stopped renewing: back to the queue, or failed after max attempts.
-        Returns the ids put back (for a broker to be told again)."""
+        Returns the ids put back, and for a run failed the oldest queued run of its student
+        in its queue (held back while it ran): for a broker to be told again."""
         now = utcnow()
         with self.db.session() as s:
             begin_write(s)
@@ -136,11 +171,17 @@ class GradingQueue:
                     run.status, run.finished_at = "failed", now
                     run.error = (f"grading stopped {run.attempts} times without a result (the worker died "
                                  "or ran out of time); staff have been told")
+                    held = s.scalar(select(func.min(GradingRun.id))
+                                    .join(Submission, GradingRun.submission_id == Submission.id)
+                                    .where(Submission.user_id == run.submission.user_id,
+                                           GradingRun.queue == run.queue, GradingRun.status == "queued"))
+                    if held is not None:
+                        back.append(held)
                 else:
                     run.status = "queued"
-                    back.append(run)
+                    back.append(run.id)
             s.commit()
-            return [r.id for r in back]
+            return list(dict.fromkeys(back))
 
     def requeue_own(self, prefix: str) -> int:
         """At start: runs left running by an earlier process of this kind (it died) go back."""
@@ -154,10 +195,38 @@ class GradingQueue:
 
     # -- run ---------------------------------------------------------------------
     def execute(self, run_id: int, worker: str) -> str:
-        """Claim, grade, record. Returns what happened: graded, lost, unavailable."""
+        """Claim this run, grade, record. Returns what happened: graded, lost, unavailable."""
         attempt = self.claim(run_id, worker)
         if attempt is None:
             return "unavailable"
+        return self._execute_claimed(run_id, worker, attempt)
+
+    def claim_next(self, queues: tuple[str, ...], worker: str) -> tuple[int, int] | None:
+        """Claim the fairest run of these queues that can be taken: (run id, attempt), or
+        None when no queued run's student is free."""
+        for run_id in self.next_queued(queues):
+            attempt = self.claim(run_id, worker)
+            if attempt is not None:
+                return run_id, attempt
+        return None
+
+    def execute_next(self, queues: tuple[str, ...], worker: str) -> str | None:
+        """Claim the fairest run (`claim_next`), grade, record; None if there was none."""
+        taken = self.claim_next(queues, worker)
+        if taken is None:
+            return None
+        return self._execute_claimed(taken[0], worker, taken[1])
+
+    def drain(self, queues: tuple[str, ...], worker: str) -> list[str]:
+        """Take the fairest run again and again until none can be taken (a Celery task:
+        a run left queued because its student had one running is taken here, by the
+        worker that graded that one, whose task is still going)."""
+        outcomes = []
+        while (outcome := self.execute_next(queues, worker)) is not None:
+            outcomes.append(outcome)
+        return outcomes
+
+    def _execute_claimed(self, run_id: int, worker: str, attempt: int) -> str:
         stop = threading.Event()
 
         def renew() -> None:
@@ -201,11 +270,34 @@ class GradingQueue:
                 r.grader_errors.append(f"{type(e).__name__}: {e}")
                 return r
 
-    def next_queued(self, queues: tuple[str, ...]) -> list[int]:
+    def next_queued(self, queues: tuple[str, ...], limit: int = 50) -> list[int]:
+        """The runs to offer next, fairest first: per student and queue the oldest queued
+        run, none of a student with a run running (live lease) in that queue; the student
+        whose last run in that queue started longest ago (never: first) goes first, ties by
+        the oldest enqueued (the lowest id)."""
+        now = utcnow()
         with self.db.session() as s:
-            return list(s.scalars(select(GradingRun.id).where(GradingRun.status == "queued",
-                                                              GradingRun.queue.in_(queues))
-                                  .order_by(GradingRun.id).limit(50)))
+            heads = s.execute(select(Submission.user_id, GradingRun.queue, func.min(GradingRun.id))
+                              .join(Submission, GradingRun.submission_id == Submission.id)
+                              .where(GradingRun.status == "queued", GradingRun.queue.in_(queues))
+                              .group_by(Submission.user_id, GradingRun.queue)).all()
+            if not heads:
+                return []
+            students = {h[0] for h in heads}
+            busy = set(s.execute(select(Submission.user_id, GradingRun.queue)
+                                 .join(Submission, GradingRun.submission_id == Submission.id)
+                                 .where(GradingRun.status == "running", GradingRun.lease_until >= now,
+                                        GradingRun.queue.in_(queues), Submission.user_id.in_(students))
+                                 .distinct()).all())
+            last = {(u, q): t for u, q, t in s.execute(
+                select(Submission.user_id, GradingRun.queue, func.max(GradingRun.started_at))
+                .join(Submission, GradingRun.submission_id == Submission.id)
+                .where(GradingRun.started_at.is_not(None), GradingRun.queue.in_(queues),
+                       Submission.user_id.in_(students))
+                .group_by(Submission.user_id, GradingRun.queue))}
+        free = [(last.get((u, q)), run_id) for u, q, run_id in heads if (u, q) not in busy]
+        free.sort(key=lambda f: (f[0] is not None, f[0] or now, f[1]))
+        return [run_id for _, run_id in free[:limit]]
 
 
 class EmbeddedPool:
@@ -239,14 +331,9 @@ class EmbeddedPool:
                 if time.monotonic() >= next_reap:
                     self.queue.reap()
                     next_reap = time.monotonic() + max(1.0, self.queue.settings.lease_seconds / 4)
-                did = False
-                for run_id in self.queue.next_queued(self.queues):
-                    if self.stopping.is_set():
-                        return
-                    if self.queue.execute(run_id, worker) != "unavailable":
-                        did = True
-                        break
-                if not did:
+                if self.stopping.is_set():
+                    return
+                if self.queue.execute_next(self.queues, worker) is None:
                     self.queue.wakeup.wait(self.queue.settings.poll_seconds)
                     self.queue.wakeup.clear()
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the pool

@@ -21,6 +21,8 @@ from urllib.parse import quote, urlsplit
 
 import anyio
 
+from autograder.text import visible
+
 # -- logins ------------------------------------------------------------------------
 # One pattern wherever a login enters (roster, batch archives, queries, the CLI): it
 # starts with a letter or digit (so never "." or ".."), then letters, digits, . _ -.
@@ -43,8 +45,9 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def csv_cell(value) -> str:
     """A text cell that a spreadsheet will not run (OWASP, CSV injection): one that starts
     with = + - @, a tab or a carriage return gets a leading single quote. Numbers are
-    written by the caller as numbers, not through here."""
-    text = "" if value is None else str(value)
+    written by the caller as numbers, not through here. Control characters and bidi
+    overrides are shown as escapes (autograder.text.visible), never passed on raw."""
+    text = visible(value)
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 

@@ -35,6 +35,10 @@ from server.schemas import (
 from server.security import csv_cell, login_error
 from server.uploads import UploadError, clean_filename, submission_kind, submission_type
 
+# Second key of the lock that makes one student's uploads to any assignment count one after
+# the other (server.db.serialize_on; assignment ids, the other second keys, are positive).
+QUEUED_LOCK = -2
+
 
 def get_assignment(session: Session, slug: str) -> AssignmentRow:
     row = session.scalar(select(AssignmentRow).where(AssignmentRow.slug == slug, AssignmentRow.active))
@@ -63,6 +67,19 @@ def assignment_out(session: Session, a: AssignmentRow, user: User, now: datetime
 
 
 # -- submit ------------------------------------------------------------------------
+def _check_queued_limit(session: Session, user: User, limit: int) -> None:
+    """A student's own uploads waiting to be graded, on every assignment, are bounded: the
+    queue grades one run per student at a time, in turn with the class (server.queue)."""
+    queued = session.scalar(select(func.count(GradingRun.id))
+                            .join(Submission, GradingRun.submission_id == Submission.id)
+                            .where(Submission.user_id == user.id, GradingRun.status == "queued",
+                                   GradingRun.reason == "submit"))
+    if queued >= limit:
+        raise HTTPException(429, f"you already have {queued} submission(s) waiting to be graded (at most {limit}); "
+                                 "your submissions are graded one at a time, in turn with the rest of the class: "
+                                 "submit again once one of them has been graded")
+
+
 def _check_daily_limit(session: Session, user: User, a: AssignmentRow, now: datetime) -> None:
     limit = a.daily_submission_limit
     if limit is not None and submissions_today(session, user, a, now) >= limit:
@@ -91,6 +108,7 @@ def submit(app, session: Session, user: User, a: AssignmentRow, filename: str | 
             raise HTTPException(403, f"{a.slug} closed: the deadline was {a.deadline:%Y-%m-%d %H:%M %Z} and late "
                                      f"submissions are accepted for {a.late_policy.get('max_days_late')} day(s)")
         _check_daily_limit(session, user, a, now)
+        _check_queued_limit(session, user, settings.max_queued_per_student)
     try:
         kind = submission_kind(name, data, settings.max_upload_bytes)
     except UploadError as e:
@@ -104,6 +122,8 @@ def submit(app, session: Session, user: User, a: AssignmentRow, filename: str | 
         # one student's simultaneous uploads count one after the other
         serialize_on(session, user.id, a.id)
         _check_daily_limit(session, user, a, now)
+        serialize_on(session, user.id, QUEUED_LOCK)  # ...and so do those of two assignments
+        _check_queued_limit(session, user, settings.max_queued_per_student)
     sub = Submission(user_id=user.id, assignment_id=a.id, created_at=now, filename=name, kind=kind,
                      content_hash=digest, size=len(data), late=late.late, days_late=late.days_late,
                      source=source, submitted_by_id=by.id if by else None)
@@ -360,6 +380,7 @@ def gradescope_zip(session: Session, a: AssignmentRow) -> bytes:
     import zipfile
 
     from autograder.judge.results import SubmissionResult
+    from autograder.text import visible_all
 
     table = score_table(session, a)
     buf = io.BytesIO()
@@ -377,5 +398,6 @@ def gradescope_zip(session: Session, a: AssignmentRow) -> bytes:
             if factor != 1.0:
                 data["score"] = late_score(r.score, a.late_policy, sub.days_late)
                 data["output"] = (data["output"] + f"\nlate by {sub.days_late} day(s): score x {factor:g}").strip()
-            zf.writestr(f"{row.login}/results.json", json.dumps(data, indent=2))
+            # Gradescope shows these strings as text to the student: escapes visible, not raw
+            zf.writestr(f"{row.login}/results.json", json.dumps(visible_all(data), indent=2))
     return buf.getvalue()

@@ -17,7 +17,7 @@ router = APIRouter(tags=["submissions"])
 
 ERRORS = {400: {"description": "bad request"}, 404: {"description": "no such assignment"},
           403: {"description": "closed"}, 413: {"description": "too large"}, 415: {"description": "not a notebook"},
-          422: {"description": "unreadable file"}, 429: {"description": "daily limit reached"}}
+          422: {"description": "unreadable file"}, 429: {"description": "daily limit reached, or too many submissions waiting to be graded"}}
 
 
 @router.post("/assignments/{slug}/submissions", response_model=SubmitOut, status_code=201, responses=ERRORS,

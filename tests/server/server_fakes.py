@@ -5,6 +5,7 @@ engine. The real engine is exercised by test_queue's end-to-end test and the bro
     # fake-score: 7      the score (out of 10)
     # fake-sleep: 2.5    seconds to take
     # fake-raise         the grade function raises (an engine bug)
+    # fake-escapes       terminal escape sequences in the feedback, error, notes and flags
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from pathlib import Path
 from autograder.judge.results import SubmissionResult, TestResult
 
 CALLS_FILE = os.environ.get("DLOPT_FAKE_CALLS")  # each call appends a line: proof of how often we graded
+# Clear the screen and a fake score, a window title (OSC 0), a clipboard write (OSC 52), a
+# carriage return, a C1 CSI and a right-to-left override: what a hostile exception says.
+ESCAPES = ("\x1b[2J\x1b[H SCORE 100 / 100 \x1b]0;pwned\x07 \x1b]52;c;ZWNobyBoaQ==\x07"
+           "\rall tests passed \x9b31m \u202edesrever")
 
 
 def grade(a, path, *, label=None, **_kw) -> SubmissionResult:
@@ -40,6 +45,12 @@ def grade(a, path, *, label=None, **_kw) -> SubmissionResult:
         TestResult(name="test_after", points=max(0.0, score - 6.0), max_points=4.0, visibility="after_deadline",
                    status="passed" if score >= 10 else "failed", feedback="after-deadline feedback"),
     ]
+    if "# fake-escapes" in text:
+        r.tests[0].feedback = r.tests[1].feedback = f"raised RuntimeError: {ESCAPES}\nsecond line"
+        r.tests[0].status, r.tests[0].points = "failed", 0.0
+        r.error = f"error: {ESCAPES}"
+        r.notes = [f"note: {ESCAPES}"]
+        r.flags = [{"construct": f"flag {ESCAPES}", "function": f"fn {ESCAPES}", "line": 1, "where": "cell 1"}]
     r.total()
     r.sandbox = {"strong": False, "runner": "fake"}
     return r

@@ -118,3 +118,22 @@ def test_gpu_jobs_wait_for_a_gpu_worker_and_every_job_is_graded_once(broker_cour
     assert c.wait_graded(gpu, timeout=60)["score"] == 9
     calls = (c.tmp / "calls.log").read_text().splitlines()
     assert sorted(calls) == sorted(set(calls)) and len(calls) == 6
+
+
+def test_a_worker_takes_runs_in_turn_by_student_and_none_is_left_behind(broker_course):
+    """Messages name runs; the worker takes the fairest run of the queue instead, and keeps
+    taking until none is free: bob's run, queued after alice's three, is graded second,
+    and alice's runs held back while one of hers ran are all graded, each once."""
+    c = broker_course
+    alice = [c.submit("alice", "late", f"# fake-sleep: 1\n# fake-score: {i}\n").json()["submission"]["id"]
+             for i in range(3)]
+    bob = c.submit("bob", "late", "# fake-score: 7\n").json()["submission"]["id"]
+    c.start_worker("cpu")
+    for sid in alice + [bob]:
+        assert c.wait_graded(sid, timeout=90)["status"] == "done"
+    with c.app.state.db.session() as s:
+        runs = s.scalars(select(GradingRun).order_by(GradingRun.started_at)).all()
+        assert [r.submission_id for r in runs] == [alice[0], bob, alice[1], alice[2]]
+        assert all(r.attempts == 1 for r in runs)
+    calls = (c.tmp / "calls.log").read_text().splitlines()
+    assert len(calls) == 4 and len(set(calls)) == 4
