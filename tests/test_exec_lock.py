@@ -179,3 +179,14 @@ def test_the_gpu_allow_list_runs_only_what_it_lists(tmp_path):
         except BaseException:
             os._exit(99)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 11
+
+
+def test_a_starved_call_is_told_from_the_childs_own_accounts():
+    """Overload is judged from the child's run-queue time and CPU use, never the host's
+    load average: a child that waited for a CPU most of the call while using less than
+    one CPU was starved; one whose own processes kept the CPUs busy, or that slept, was not."""
+    starved = StudentCode.starved
+    assert starved(wall=100, cpu=5, run_queue=80)
+    assert not starved(wall=100, cpu=190, run_queue=80)   # its own 40 busy processes
+    assert not starved(wall=100, cpu=0.1, run_queue=0.5)  # asleep (blocked in D state, say)
+    assert not starved(wall=100, cpu=5, run_queue=None)   # no schedstat: never blamed on the host

@@ -216,6 +216,9 @@ class GradingPlugin:
         dynamic = list(getattr(student, "forbidden_found", []) or [])
         if student is not None:
             self.result.sandbox = dict(getattr(student, "sandbox", {}) or {})
+            if isinstance(getattr(student, "waited", None), float):
+                # Time its processes slept or blocked (charged against limits.wait_seconds).
+                self.result.sandbox["waited_seconds"] = round(student.waited, 2)
             events = getattr(student, "events", None)
             if events:
                 self.result.sandbox["events"] = list(events)[:50]

@@ -176,6 +176,10 @@ class ChildHandle:
     def cpu_seconds(self) -> float | None:
         return self.cpu.seconds() if self.cpu is not None else None
 
+    def run_queue_seconds(self) -> float | None:
+        """Time the child's threads waited for a CPU (the host's load), by the kernel."""
+        return self.cpu.run_queue_seconds() if self.cpu is not None else None
+
     def loopback_tx_bytes(self) -> int | None:
         """Bytes sent on the loopback of the child's own network namespace, by the kernel's
         count (/proc/PID/net/dev of a process inside it), read from outside the child.

@@ -331,6 +331,48 @@ class CpuWatch:
             pass
         return _tree_cpu_seconds(self.root_pid)
 
+    def _threads(self) -> list[int]:
+        """Every thread of the child's processes: the cgroup's own list (v1 `tasks`, v2
+        `cgroup.threads`), or the process tree's `/proc/PID/task`."""
+        if self.group is not None:
+            for name in ("tasks", "cgroup.threads"):
+                try:
+                    return [int(t) for t in (self.group / name).read_text().split()]
+                except (OSError, ValueError):
+                    continue
+        tids = []
+        watch = MemoryWatch.__new__(MemoryWatch)
+        watch.root_pid = self.root_pid
+        for pid in watch._tree():
+            try:
+                tids += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            except OSError:
+                continue
+        return tids
+
+    _delays: dict | None = None
+
+    def run_queue_seconds(self) -> float | None:
+        """Time the child's threads spent runnable but waiting for a CPU (the scheduler's
+        `run_delay`, /proc/TID/schedstat), summed over every thread seen so far: the part
+        of its wall time the host's load, not the child, is to blame for. None where the
+        kernel keeps no schedstat."""
+        if self.root_pid is None:
+            return None
+        if self._delays is None:
+            self._delays = {}
+        seen = False
+        for tid in self._threads():
+            try:
+                fields = Path(f"/proc/{tid}/schedstat").read_text().split()
+                self._delays[tid] = int(fields[1]) / 1e9
+                seen = True
+            except (OSError, ValueError, IndexError):
+                continue
+        if not seen and not self._delays:
+            return None
+        return sum(self._delays.values())
+
     def close(self) -> None:
         if self.method == "cgroup-v1" and self.group is not None:
             _remove_group(self.group)
