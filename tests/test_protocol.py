@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 
 import pytest
 import torch
 
 from autograder.protocol import ProtocolError, Spec, decode, encode, read_frame, write_frame
 from autograder.protocol import specs as spec_registry
-from autograder.protocol.codec import DTYPES
+from autograder.protocol.codec import DTYPES, MAX_ITEMS, MAX_TENSORS, scan
 
 
 def roundtrip(value, **kw):
@@ -105,3 +106,125 @@ def test_protocol_never_imports_pickle():
             text = open(os.path.join(root, name)).read()
             assert "pickle" not in text.replace("never unpickles", "").replace("unpickled", "").replace(
                 "Nothing here unpickles", ""), name
+
+
+# -- a payload is exactly what its header's tensors cover (issue 25, point 4) ---------------
+def test_trailing_bytes_or_a_payload_of_another_size_are_refused():
+    header, payload = encode({"ok": True, "x": torch.arange(5.0), "y": torch.ones(3, dtype=torch.int64)})
+    assert torch.equal(decode(header, payload)["x"], torch.arange(5.0))
+    with pytest.raises(ProtocolError, match="payload"):
+        decode(header, payload + b"\0" * 8)          # bytes after the last tensor
+    with pytest.raises(ProtocolError, match="payload"):
+        decode(header, payload + b"\0" * (1 << 20))  # a declared size larger than what was decoded
+    with pytest.raises(ProtocolError, match="payload"):
+        decode(header, payload[:-8])
+    with pytest.raises(ProtocolError, match="payload"):
+        decode({"dict": [["ok", True]]}, b"\0" * 4096)  # no tensor, yet bytes
+
+
+def test_tensors_must_tile_the_payload_no_gap_and_no_overlap():
+    t = {"tensor": "float32", "shape": [2], "offset": 0, "nbytes": 8, "on": "cpu"}
+    with pytest.raises(ProtocolError, match="laid out"):
+        decode([t, dict(t)], b"\0" * 16)                   # two tensors on the same bytes
+    with pytest.raises(ProtocolError, match="laid out"):
+        decode([dict(t, offset=8)], b"\0" * 16)            # a gap before the first tensor
+    assert scan([t, dict(t, offset=8)]) == 16
+    assert scan([dict(t, shape=[1], nbytes=4)]) == 8       # padded to 8, as encode lays it out
+
+
+# -- decoding stays cheap (issue 25, point 5) ------------------------------------------------
+def _timed(fn):
+    import time
+
+    started = time.perf_counter()
+    try:
+        fn()
+    except ProtocolError as e:
+        return e, time.perf_counter() - started
+    raise AssertionError("not refused")
+
+
+def test_a_reply_of_300000_tiny_tensors_is_refused_before_anything_is_built():
+    n = 300_000
+    header = {"dict": [["ok", True], ["value", [{"tensor": "float32", "shape": [1], "offset": 8 * i,
+                                                 "nbytes": 4, "on": "cpu"} for i in range(n)]]]}
+    err, seconds = _timed(lambda: decode(header, bytearray(8 * n)))
+    print(f"300,000 tensors refused in {seconds * 1e3:.1f} ms")
+    assert "too many" in str(err)
+    # Fewer values than MAX_ITEMS, more tensors than MAX_TENSORS: refused by the tensor count.
+    n = MAX_TENSORS + 1
+    header = [{"tensor": "uint8", "shape": [8], "offset": 8 * i, "nbytes": 8, "on": "cpu"} for i in range(n)]
+    err, seconds = _timed(lambda: decode(header, bytearray(8 * n)))
+    print(f"{n:,} tensors refused in {seconds * 1e3:.1f} ms")
+    assert "too many tensors" in str(err)
+
+
+def test_a_header_nested_20000_deep_is_refused_fast_parsed_or_not():
+    import threading
+
+    # Parsed already (deeper than the json scanner would go): scan walks without recursion.
+    h = 1
+    for _ in range(20_000):
+        h = {"dict": [["k", [h]]]}
+    err, seconds = _timed(lambda: decode(h, b""))
+    print(f"20,000 levels refused in {seconds * 1e3:.2f} ms")
+    assert "deeply" in str(err)
+    # As it comes off the pipe: a 4 MiB header nested 20,000 deep fails in json's own parse.
+    deep = b'{"dict":[["k",' * 20_000 + b"1" + b"]]}" * 20_000
+    head = b'{"dict":[["pad","' + b"x" * ((4 << 20) - len(deep) - 64) + b'"],["v",' + deep + b"]]}"
+    assert len(head) <= 4 << 20
+    r, w = os.pipe()
+    writer = threading.Thread(target=os.write, args=(w, struct.pack("<4sIQ", b"DLO1", len(head), 0) + head))
+    writer.start()
+    try:
+        err, seconds = _timed(lambda: read_frame(r, max_header=4 << 20))
+        print(f"a 4 MiB header nested 20,000 deep refused in {seconds * 1e3:.1f} ms")
+        assert "malformed message header" in str(err)
+    finally:
+        writer.join()
+        os.close(r)
+        os.close(w)
+
+
+def test_a_million_plain_values_are_refused_before_they_are_walked():
+    err, _ = _timed(lambda: decode([0] * 1_000_000, b""))
+    assert "too many values" in str(err)
+    err, _ = _timed(lambda: decode({"dict": [["k", 0]] * (MAX_ITEMS + 1)}, b""))
+    assert "too many values" in str(err)
+    assert len(decode(list(range(MAX_ITEMS - 1)), b"")) == MAX_ITEMS - 1
+
+
+# -- the reply file: the declared bytes only, and its pages dropped after each take -----------
+def test_the_reply_file_is_read_to_its_declared_size_and_truncated_after_a_take(tmp_path):
+    from autograder.protocol.codec import encode_chunks
+    from autograder.protocol.shm import ReplyFile, child_write_reply
+
+    xfer = tmp_path / "xfer"
+    xfer.mkdir()
+    rf = ReplyFile(xfer)
+    try:
+        value = {"ok": True, "value": torch.arange(1 << 17, dtype=torch.float32)}  # 512 KiB
+        rf.prepare(64 << 20)
+        header, chunks = encode_chunks(value)
+        pointer = child_write_reply(str(xfer), rf.name, header, chunks)
+        assert pointer is not None
+        info = pointer["shm_reply"]
+        h, payload = rf.take(info, 64 << 20)
+        assert torch.equal(decode(h, payload)["value"], value["value"])
+        st = os.fstat(rf.fd)
+        assert st.st_size == 0 and st.st_blocks == 0, "the file's pages outlive the take"
+
+        # The same reply claiming more bytes than its tensors cover: refused before a
+        # byte is read, and the file is dropped all the same.
+        rf.prepare(64 << 20)
+        child_write_reply(str(xfer), rf.name, header, chunks)
+        with pytest.raises(ProtocolError, match="declares"):
+            rf.take(dict(info, size=info["size"] + (32 << 20)), 64 << 20)
+        assert os.fstat(rf.fd).st_size == 0
+        # ... or a header with no tensor and a size (the load-reply forgery of issue 25).
+        rf.prepare(256 << 20)
+        with pytest.raises(ProtocolError, match="declares"):
+            rf.take({"size": 256 << 20, "h": {"dict": [["ok", True]]}}, 256 << 20)
+        assert os.fstat(rf.fd).st_size == 0
+    finally:
+        rf.close()

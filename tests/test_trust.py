@@ -9,6 +9,7 @@ feedback, and that a hostile file ends as that file's result.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ TRUST = REPO / "tests" / "fixtures" / "trust"
 # container, its one socket: a student reads either as easily as we do.
 FORGE = r'''
 import json, os, struct, sys, time
+import torch
 
 def _reply_fd():
     cfg = json.loads(sys.argv[-1])
@@ -73,12 +75,37 @@ def shm_malformed():
 def shm_past_its_end():
     path = os.path.join(json.loads(sys.argv[-1])["xfer"], "reply.bin")
     os.truncate(path, 0)
-    _shm_reply({"size": 1 << 20, "h": {"dict": [["ok", True]]}})
+    _shm_reply({"size": 1 << 20, "h": {"dict": [["ok", True], ["value", {"tensor": "uint8", "shape": [1 << 20],
+                                              "offset": 0, "nbytes": 1 << 20, "on": "cpu"}]]}})
 
 def shm_forged_tensor():
-    # a header whose tensor lies outside the bytes it claims: the same validation as any frame
+    # a header whose tensor lies outside the bytes it claims: refused before a byte is read
     _shm_reply({"size": 1 << 20, "h": {"dict": [["ok", True], ["value", {"tensor": "float32", "shape": [1 << 20],
                                               "offset": 0, "nbytes": 4 << 20, "on": "cpu"}]]}})
+
+def shm_unoffered():
+    # a watched call, for which the judge offers no reply file: a well-formed reply there anyway
+    import mmap
+    from autograder.protocol.codec import encode_chunks
+    header, chunks = encode_chunks({"ok": True, "value": torch.ones(1 << 18)})
+    size = sum(len(c) for c in chunks)
+    fd = os.open(os.path.join(json.loads(sys.argv[-1])["xfer"], "reply.bin"), os.O_RDWR)
+    os.ftruncate(fd, size)
+    with mmap.mmap(fd, size) as m:
+        m[:] = b"".join(bytes(c) for c in chunks)
+    _shm_reply({"size": size, "h": header})
+
+KEPT = []
+
+def keep(x):
+    KEPT.append(x)  # a view of the judge's request file
+    return None
+
+def peek():
+    return float(KEPT[0].sum())
+
+def big(n):
+    return torch.ones(n)
 
 def stop_reading():
     import autograder.child.server as server
@@ -136,7 +163,7 @@ def test_a_frame_that_stalls_holds_only_what_arrived_until_the_deadline():
 
 
 @pytest.mark.parametrize("fn, match", [("shm_over_budget", "oversized"), ("shm_malformed", "malformed"),
-                                       ("shm_past_its_end", "shorter"), ("shm_forged_tensor", "outside")])
+                                       ("shm_past_its_end", "shorter"), ("shm_forged_tensor", "cover")])
 def test_a_forged_shared_reply_fails_that_call_and_costs_the_judge_at_most_its_budget(fn, match):
     """Large replies come back through the judge's reply file (protocol/shm.py): a frame
     that points to it is held to the reply budget, the file's real size and the codec's
@@ -148,6 +175,70 @@ def test_a_forged_shared_reply_fails_that_call_and_costs_the_judge_at_most_its_b
         assert isinstance(outcome, StudentCrash) and match in str(outcome), outcome
         assert peak < 8 << 20, f"the judge allocated {peak:,} bytes"
         assert code.call("ok", 41).value == 42
+    finally:
+        code.close()
+
+
+def test_a_reply_by_a_transport_the_call_did_not_offer_fails_that_call_only():
+    """The reply file is offered per call (issue 25): a watched call's reply comes by the
+    pipe, whatever the child writes in the file and claims."""
+    code = _code(FORGE)
+    try:
+        assert code.call("ok", 1).value == 2  # an offered call: the reply file exists
+        with pytest.raises(StudentCrash, match="did not offer"):
+            code.call("shm_unoffered", watch_memory=True)
+        assert code.call("ok", 41).value == 42
+    finally:
+        code.close()
+
+
+# The red team's load forgery (issue 25): a class body swaps the child's reply function so
+# that the load's reply claims the whole reply file. The load offers none: every load fails.
+LOAD_FORGERY = r'''
+import sys
+
+def ok(x):
+    return x + 1
+
+class _Transport:
+    _server = sys.modules["autograder.child.server"]
+
+    def _forged(rep_fd, reply, xfer, shm_name, _honest=_server._reply):
+        from autograder.protocol.codec import encode_chunks
+        from autograder.protocol.framing import write_encoded
+        if isinstance(reply, dict) and "names" in reply:
+            header, _ = encode_chunks(reply)
+            return write_encoded(rep_fd, {"shm_reply": {"size": 256 << 20, "h": header}}, [])
+        return _honest(rep_fd, reply, xfer, shm_name)
+
+    _server._reply = _forged
+'''
+
+
+def test_a_load_reply_forged_through_the_reply_file_fails_the_load():
+    code = _code(LOAD_FORGERY)
+    try:
+        with pytest.raises(StudentCrash, match="loading your code.*did not offer"):
+            code.call("ok", 1)
+    finally:
+        code.close()
+
+
+def test_the_judge_drops_the_reply_file_after_a_take_and_request_files_before_unlinking():
+    """No page of the reply file outlives a take; a request file is truncated before it is
+    unlinked, so a child that kept a view of its inputs keeps nothing the judge paid for
+    (it gets SIGBUS there)."""
+    code = _code(FORGE)
+    try:
+        out = code.call("big", 1 << 20)  # 4 MiB: through the reply file
+        assert torch.equal(out.value, torch.ones(1 << 20))
+        reply_file = code.handle.shared_reply()
+        assert reply_file is not None and os.fstat(reply_file.fd).st_size == 0
+        assert code.call("keep", torch.zeros(1 << 18)).value is None  # 1 MiB: through a request file
+        assert not [p for p in code.handle.xfer.iterdir() if p.name.startswith("call-")]
+        with pytest.raises(StudentCrash, match="SIGBUS"):
+            code.call("peek")
+        assert code.call("ok", 1).value == 2
     finally:
         code.close()
 

@@ -254,16 +254,26 @@ class StudentCode:
         those bytes, read outside the student's process) comes back second."""
         handle = self.handle
         xfer = getattr(handle, "xfer", None)
-        reply_file = handle.shared_reply() if hasattr(handle, "shared_reply") else None
-        # Not for calls whose memory is watched: the reply file's pages would count in the
-        # call's peak (measured: 0.5 MiB of reply raised it by 5 MiB), the pipe's do not.
-        if reply_file is not None and message.get("op") in ("call", "task") and not message.get("watch"):
+        # The reply file is offered per call, in the request (`reply_shm`), and a reply
+        # comes back through it only where it was offered (_exchange_frames gets it only
+        # then). Not for calls whose memory is watched: the reply file's pages would count
+        # in the call's peak (measured: 0.5 MiB of reply raised it by 5 MiB), the pipe's
+        # do not; nor for the other ops (load, collect, ping), whose replies are small.
+        offered = message.get("op") in ("call", "task") and not message.get("watch")
+        reply_file = handle.shared_reply() if offered and hasattr(handle, "shared_reply") else None
+        if reply_file is not None:
             message = dict(message, reply_shm=reply_file.name)
         made: list[tuple[int, Path]] = []  # the request's shared file, removed whatever happens
         try:
             return self._exchange_frames(handle, message, seconds, what, xfer, read_back, reply_file, made)
         finally:
+            if reply_file is not None:
+                reply_file.drop()  # no page of it outlives the call, whoever wrote it
             for fd, path in made:
+                try:
+                    os.ftruncate(fd, 0)  # a child that kept a mapping of it keeps nothing the judge paid for
+                except OSError:
+                    pass
                 os.close(fd)
                 path.unlink(missing_ok=True)
 
@@ -295,7 +305,12 @@ class StudentCode:
             # inside a frame gets the call's own seconds (+10), not the wall backstop.
             header, payload = read_frame(handle.rep_fd, max_payload=max_payload, max_header=max_header,
                                          deadline=min(wall_cap, time.monotonic() + seconds + 10))
-            if isinstance(header, dict) and set(header) == {"shm_reply"} and reply_file is not None:
+            if isinstance(header, dict) and "shm_reply" in header:
+                # Only by the transport this call offered, and the frame carries nothing else.
+                if reply_file is None:
+                    raise ProtocolError("a reply through the shared file, which this call did not offer")
+                if set(header) != {"shm_reply"} or len(payload):
+                    raise ProtocolError("malformed shared reply")
                 header, payload = reply_file.take(header["shm_reply"], max_payload)
             reply = decode(header, payload, device=None, specs=None)
             if not isinstance(reply, dict):

@@ -4,9 +4,12 @@ The pipe carries frames; a large payload goes through a file instead (page cache
 copy each way, no pipe-sized hops): the judge's requests in a file of their own per
 call (the child maps it shared, so inputs are views of it and the judge can read back
 what the call did to them), the child's replies in the one reply file the judge made
-for it. The frame that points to a file says how many bytes; the reader takes at most
-its budget, through its own descriptor, into memory of its own, and decodes with the
-same validation as any frame (codec.decode: nothing is unpickled).
+for it, offered by the judge call by call. The frame that points to a file says how
+many bytes, which must be exactly what its header's tensors cover (codec.scan, checked
+before a byte is read); the reader takes that many, at most its budget, through its own
+descriptor, into memory of its own, then drops the file's pages (truncated to 0: the
+child can never keep pages the judge faulted in), and decodes with the same
+validation as any frame (codec.decode: nothing is unpickled).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .codec import ProtocolError
+from .codec import ProtocolError, scan
 
 SHM_MIN_BYTES = 256 << 10  # payloads from this size on go through a shared file, not the pipe
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\.bin")
@@ -64,33 +67,57 @@ class ReplyFile:
         os.fchmod(self.fd, 0o666)
 
     def prepare(self, budget: int) -> None:
-        """Make the file at least this call's reply budget long (sparse: no memory until
-        written). The child writes through a shared mapping, inside the file's size: the
-        file-size limit (RLIMIT_FSIZE) does not cut a large reply short; the judge reads
-        at most the budget. The pages a reply dirties count in the child's memory cgroup
-        and stay for the next reply (writing over them costs no page faults) until the
-        child's folder goes."""
+        """Make the file at least this call's reply budget long, for a call that offers it
+        (sparse: no memory until written). The child writes through a shared mapping,
+        inside the file's size: the file-size limit (RLIMIT_FSIZE) does not cut a large
+        reply short; the judge reads at most the budget. The pages a reply dirties count
+        in the child's memory cgroup, until the judge drops them after its take."""
         if os.fstat(self.fd).st_size < budget:
             os.ftruncate(self.fd, budget)
 
-    def take(self, info: Any, max_payload: int) -> tuple[Any, bytearray]:
+    def drop(self) -> None:
+        """Free the file's pages (truncate it to 0; the next `prepare` extends it sparse
+        again): no page the judge read, and none the child wrote, outlives the exchange,
+        so the child cannot keep data in page cache that was charged to the judge. A
+        child that kept a mapping of it gets SIGBUS there: its own problem."""
+        try:
+            os.ftruncate(self.fd, 0)
+        except OSError:
+            pass
+
+    def take(self, info: Any, max_payload: int) -> tuple[Any, Any]:
         """(header, payload) of a reply the child wrote here; ProtocolError where the
-        frame's claim does not hold (not an int, over the budget, past the file's end)."""
-        if not (isinstance(info, dict) and set(info) == {"size", "h"} and isinstance(info["size"], int)
-                and not isinstance(info["size"], bool) and 0 < info["size"] <= max_payload):
-            raise ProtocolError("malformed or oversized shared reply")
-        size = info["size"]
-        if os.fstat(self.fd).st_size < size:
-            raise ProtocolError("the shared reply is shorter than its frame says")
-        # Anonymous memory of the judge's own (zeroed lazily by the kernel, no memset):
-        # the child can change its file afterwards, never these bytes.
-        populate = getattr(mmap, "MAP_POPULATE", 0)  # one fault-in for all pages: 36 -> 22 ms per 64 MiB here
-        payload = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
-        got = os.preadv(self.fd, [payload], 0)
-        if got != size:
-            payload.close()
-            raise ProtocolError("the shared reply is shorter than its frame says")
-        return info["h"], payload
+        frame's claim does not hold (not an int, over the budget, other than the bytes its
+        header's tensors cover, past the file's end). Only the declared bytes are read,
+        once the claim is checked; the file's pages are dropped afterwards, whatever
+        happened."""
+        try:
+            if not (isinstance(info, dict) and set(info) == {"size", "h"} and isinstance(info["size"], int)
+                    and not isinstance(info["size"], bool) and 0 < info["size"] <= max_payload):
+                raise ProtocolError("malformed or oversized shared reply")
+            size = info["size"]
+            need = scan(info["h"])  # bounded: counts and depth fail fast
+            if need != size:
+                raise ProtocolError(f"the shared reply declares {size:,} bytes and its tensors cover {need:,}")
+            if os.fstat(self.fd).st_size < size:
+                raise ProtocolError("the shared reply is shorter than its frame says")
+            # Anonymous memory of the judge's own (zeroed lazily by the kernel, no memset):
+            # the child can change its file afterwards, never these bytes.
+            populate = getattr(mmap, "MAP_POPULATE", 0)  # one fault-in for all pages: 36 -> 22 ms per 64 MiB here
+            payload = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
+            got = 0
+            with memoryview(payload) as view:
+                while got < size:  # one read returns at most ~2 GiB
+                    n = os.preadv(self.fd, [view[got:]], got)
+                    if n <= 0:
+                        break
+                    got += n
+            if got != size:
+                payload.close()
+                raise ProtocolError("the shared reply is shorter than its frame says")
+            return info["h"], payload
+        finally:
+            self.drop()
 
     def close(self) -> None:
         try:
