@@ -740,7 +740,8 @@ def test_every_attack_class_through_the_real_path(runner, tmp_path):
     assert by["test_hidden_echo"].points == 0 and "invalid reply" in by["test_hidden_echo"].feedback
     assert by["test_add_all"].points == 0 and by["forbidden_api_check"].status == "failed"
     assert r.score == 3
-    assert any("computed name" in f["construct"] for f in r.flags), r.flags
+    # the name is folded ("_foreach" + "_add") and named: a private torch routine
+    assert any("torch._foreach_add" in f["construct"] for f in r.flags), r.flags
     # the judge never took the 4 GiB it was offered (max RSS of any process grade() waited for)
     assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1_500_000, "KiB"
     assert took < 120, took

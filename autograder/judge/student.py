@@ -135,6 +135,10 @@ class StudentCode:
         self.handle = None
         self.started_at = time.monotonic()
         self.cpu_spent = 0.0  # CPU seconds of this submission's children that have ended
+        # Seconds its children spent neither running nor waiting for a CPU (sleeping, blocked):
+        # charged against limits.wait_seconds, so waiting is not free (a sleeping child uses
+        # no CPU) and a busy host (time in the run queue) is never charged.
+        self.waited = 0.0
         self.restarts = 0
         self.load_error: dict | None = None
         self.names: list[str] = []
@@ -157,17 +161,29 @@ class StudentCode:
         return self.started_at + self.limits.submission_seconds * self.limits.wall_factor
 
     def _over_budget(self) -> bool:
-        return (self.cpu_used() >= self.limits.submission_seconds
+        return (self.cpu_used() >= self.limits.submission_seconds or self._waited_too_long()
                 or time.monotonic() >= self._wall_backstop())
 
+    def _waited_too_long(self) -> bool:
+        return self.waited >= self.limits.wait_seconds
+
+    def _budget_message(self) -> str:
+        if self._waited_too_long():
+            return (f"waited instead of computing: your code's processes spent {self.waited:.0f} s neither "
+                    f"running nor waiting for a CPU (sleeping or blocked; the limit is "
+                    f"{self.limits.wait_seconds:.0f} s per submission)")
+        return f"the submission used its whole time budget ({self.limits.submission_seconds:.0f} s)"
+
     @staticmethod
-    def host_overloaded() -> bool:
-        """More runnable work than cores (1-minute load average)."""
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            cores = os.cpu_count() or 1
-        return os.getloadavg()[0] > cores
+    def starved(wall: float, cpu: float | None, run_queue: float | None) -> bool:
+        """Whether a call that reached the wall clock's backstop was starved by the host,
+        judged from the child's own accounts (never the host's load average, which a child
+        can raise): its threads spent at least half the call waiting for a CPU, while its
+        processes together used less than one CPU (so its own processes were not what
+        kept it waiting)."""
+        if run_queue is None or cpu is None or wall <= 0:
+            return False
+        return run_queue >= 0.5 * wall and cpu < wall
 
     def _ensure_started(self) -> None:
         if self.handle is not None and self.handle.alive():
@@ -177,8 +193,7 @@ class StudentCode:
         if self.restarts >= MAX_RESTARTS:
             raise StudentCrash("your code's process was restarted too many times; later tests were not run")
         if self._over_budget():
-            raise StudentTimeout(f"the submission used its whole time budget "
-                                 f"({self.limits.submission_seconds:.0f} s); later tests were not run")
+            raise StudentTimeout(f"{self._budget_message()}; later tests were not run")
         self.restarts += 1
         self.handle = self.runner.start()
         reply = self._exchange({"op": "load", "source": self.source}, IMPORT_GRACE_SECONDS,
@@ -187,6 +202,10 @@ class StudentCode:
             # Not the student's doing (it runs before their code): a grader error for staff.
             raise RuntimeError(f"the child could not install its guard: {reply['error'].get('message')}")
         self.guard_report = reply.get("guard")
+        # Whether the kernel refuses new programs in this child (child/execlock.py): said by
+        # trusted code that ran before the student's, so a note, never a source of points.
+        lock = reply.get("exec_lock") if isinstance(reply.get("exec_lock"), dict) else {}
+        self.sandbox["exec_lock"] = str(lock.get("method") or f"none ({str(lock.get('error') or 'not reported')[:200]})")
         self._note_forbidden(reply)
         self.names = reply.get("names", [])
         self.load_problems = []
@@ -282,6 +301,20 @@ class StudentCode:
 
         started = time.monotonic()
         cpu_start = handle.cpu_seconds()
+        rq_start = handle.run_queue_seconds() if hasattr(handle, "run_queue_seconds") else None
+        waited_before = self.waited
+
+        def idle() -> float:
+            """This call's time neither running nor in the run queue, by the kernel's counts."""
+            if cpu_start is None or rq_start is None:
+                return 0.0
+            rq = handle.run_queue_seconds()
+            cpu = handle.cpu_seconds()
+            if rq is None or cpu is None:
+                return 0.0
+            return max(0.0, (time.monotonic() - started) - (cpu - cpu_start) - (rq - rq_start))
+
+        wait_left = max(self.limits.wait_seconds - waited_before, 0.0)
         cpu_left = self.limits.submission_seconds - self.cpu_used()
         cpu_cap = min(seconds, max(cpu_left, 0.0))
         wall_cap = min(started + seconds * self.limits.wall_factor + 10, self._wall_backstop())
@@ -300,7 +333,8 @@ class StudentCode:
                               deadline=wall_cap)
             else:
                 write_encoded(handle.req_fd, header, chunks, deadline=wall_cap)
-            self._await_reply(handle, started, cpu_start, cpu_cap, wall_cap)
+            self._await_reply(handle, started, cpu_start, cpu_cap, wall_cap, idle, wait_left)
+            self.waited = waited_before + idle()
             # Once a reply has begun, the rest comes at pipe speed: a child that stalls
             # inside a frame gets the call's own seconds (+10), not the wall backstop.
             header, payload = read_frame(handle.rep_fd, max_payload=max_payload, max_header=max_header,
@@ -325,15 +359,24 @@ class StudentCode:
         except FrameTimeout as e:
             used = (handle.cpu_seconds() or 0.0) - (cpu_start or 0.0)
             wall = time.monotonic() - started
+            rq = handle.run_queue_seconds() if rq_start is not None else None
+            queued = rq - rq_start if rq is not None else None
+            self.waited = waited_before + idle()
             handle.kill()
-            if getattr(e, "cpu", False) is False and used >= 0.05 * wall and self.host_overloaded():
-                self.events.append(f"host overloaded: {what}: {used:.1f} s CPU in {wall:.0f} s")
-                raise HostOverloaded(f"{what}: {used:.1f} s of CPU in {wall:.0f} s of wall time") from None
+            if getattr(e, "waited", False):
+                self.waited = max(self.waited, self.limits.wait_seconds)
+                self.events.append(f"waited: {what}: {self.waited:.1f} s")
+                raise StudentTimeout(f"{what}: {self._budget_message()}; later tests were not run") from None
+            if getattr(e, "cpu", False) is False and self.starved(wall, used, queued):
+                self.events.append(f"host overloaded: {what}: {used:.1f} s CPU, {queued:.1f} s waiting for a CPU "
+                                   f"in {wall:.0f} s")
+                raise HostOverloaded(f"{what}: {used:.1f} s of CPU and {queued:.1f} s in the run queue "
+                                     f"in {wall:.0f} s of wall time") from None
             budget = self._over_budget()
             self.events.append(f"timeout: {what}")
             raise StudentTimeout(
                 f"{what}: no answer within "
-                + (f"the submission's time budget ({self.limits.submission_seconds:.0f} s of CPU time)" if budget
+                + (f"the submission's time budget ({self._budget_message()})" if budget
                    else f"{seconds:.0f} s of CPU time (the limit per call)" if getattr(e, "cpu", False)
                    else f"{wall:.0f} s (its process was waiting, not computing)")
                 + "; look for an endless loop, a deadlock or far too much work") from None
@@ -361,10 +404,12 @@ class StudentCode:
                                f"({type(e).__name__})") from None
 
     @staticmethod
-    def _await_reply(handle, started: float, cpu_start: float | None, cpu_cap: float, wall_cap: float) -> None:
+    def _await_reply(handle, started: float, cpu_start: float | None, cpu_cap: float, wall_cap: float,
+                     idle=None, wait_left: float = float("inf")) -> None:
         """Wait until the child starts its reply; FrameTimeout (cpu=True) once it has used
-        `cpu_cap` seconds of CPU for this call, FrameTimeout once the wall clock reaches
-        `wall_cap`."""
+        `cpu_cap` seconds of CPU for this call, FrameTimeout (waited=True) once it has spent
+        `wait_left` seconds neither running nor waiting for a CPU (`idle()`), FrameTimeout
+        once the wall clock reaches `wall_cap`."""
         import select
 
         while True:
@@ -373,6 +418,10 @@ class StudentCode:
                 raise FrameTimeout()
             if select.select([handle.rep_fd], [], [], min(0.25, wall_cap - now))[0]:
                 return
+            if idle is not None and now - started >= wait_left and idle() >= wait_left:
+                e = FrameTimeout()
+                e.waited = True
+                raise e
             if cpu_start is not None:
                 used = (handle.cpu_seconds() or 0.0) - cpu_start
                 if used >= cpu_cap:
