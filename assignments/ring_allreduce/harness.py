@@ -110,6 +110,14 @@ def _rank_main(ns, rank, world, init_file, cases, conn, device):
         dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world)
         sent = [0]
         _instrument(dist, sent)
+        if backend == "gloo":
+            # From here on the ranks can exchange data only through the process group, where
+            # the judge counts it: no file can be written anywhere or read in the shared /tmp
+            # and /dev/shm, no abstract socket reached (the kernel's Landlock; NCCL ranks keep
+            # /dev/shm, where NCCL's own buffers live).
+            from autograder.child import execlock
+
+            execlock.confine_files(["/tmp", "/dev/shm"])
         out = []
         for case in cases:
             before = sent[0]
@@ -128,10 +136,13 @@ def _rank_main(ns, rank, world, init_file, cases, conn, device):
                 if isinstance(e, ForbiddenCollective):
                     break
         _send(conn, out)
-        try:
-            dist.destroy_process_group()
-        except Exception:  # noqa: BLE001
-            pass
+        if backend != "gloo":
+            # (A confined gloo rank skips this: its FileStore would reopen the rendezvous
+            # file and fail; os._exit below ends everything anyway.)
+            try:
+                dist.destroy_process_group()
+            except Exception:  # noqa: BLE001
+                pass
     except BaseException as e:  # noqa: BLE001
         _send(conn, [{"ok": False, "error": f"process group: {type(e).__name__}: {e}"[:500], "sent": 0}])
     finally:

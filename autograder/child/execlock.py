@@ -52,6 +52,7 @@ LANDLOCK_CREATE_RULESET_VERSION = 1
 LANDLOCK_RULE_PATH_BENEATH = 1
 LANDLOCK_ACCESS_FS_EXECUTE = 1 << 0
 LANDLOCK_ACCESS_FS_READ_FILE = 1 << 2
+LANDLOCK_ACCESS_FS_REFER = 1 << 13
 FILE_ACCESS = LANDLOCK_ACCESS_FS_EXECUTE | (1 << 1) | LANDLOCK_ACCESS_FS_READ_FILE | (1 << 8)  # + WRITE_FILE, TRUNCATE
 
 
@@ -124,8 +125,15 @@ def landlock_abi() -> int:
 def _landlock(libc, handled: int, rules: list[tuple[str, int]]) -> list[str]:
     """Restrict this process (and what it forks) to a Landlock domain handling `handled`
     accesses, allowed only beneath the rules' paths (path, access). The paths it could add."""
-    if landlock_abi() < 1:
+    abi = landlock_abi()
+    if abi < 1:
         raise OSError(0, "this kernel has no Landlock")
+    if abi >= 2:
+        # A domain that does not handle REFER refuses every rename or link across folders
+        # (EXDEV): Triton moves each compiled kernel into its cache that way. Handled and
+        # allowed everywhere, it only asks that a moved file keep its rights, which it does.
+        handled |= LANDLOCK_ACCESS_FS_REFER
+        rules = [*rules, ("/", LANDLOCK_ACCESS_FS_REFER)]
     attr = struct.pack("<Q", handled)   # handled_access_fs only (ABI 1 layout)
     abuf = ctypes.create_string_buffer(attr)
     ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, abuf, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0))
@@ -240,6 +248,11 @@ def gpu_programs() -> list[str]:
         import triton
 
         add(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin"))
+        # Triton finds libcuda by running `ldconfig -p` (a shell script on Debian and
+        # Ubuntu) once and caching the answer: ask now, while programs may still start.
+        from triton.backends.nvidia.driver import libcuda_dirs
+
+        libcuda_dirs()
     except Exception:  # noqa: BLE001  (no Triton: nothing of it to allow)
         pass
     for env in ("TRITON_PTXAS_PATH", "CC"):
@@ -253,6 +266,81 @@ def gpu_programs() -> list[str]:
         add(loader)
     add(shutil.which("ldconfig", path="/sbin:/usr/sbin"))
     return sorted(set(found))
+
+
+# Rights that create, change or remove files (Landlock ABI 1-3).
+WRITE_ACCESS = ((1 << 1) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10)
+                | (1 << 11) | (1 << 12))           # WRITE_FILE, REMOVE_*, MAKE_* (char, dir, reg, sock, fifo, block, sym)
+LANDLOCK_ACCESS_FS_TRUNCATE = 1 << 14
+LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
+
+
+def confine_files(private: list[str]) -> dict:
+    """From now on this process (and what it forks) writes no file anywhere, reads none
+    beneath the `private` folders (the sandbox's shared /tmp and /dev/shm), and connects to
+    no abstract Unix socket made outside its own domain (ABI 6). For processes that must
+    exchange data only through a channel the judge counts (the ring's ranks: a rank that
+    swapped chunks through files in /tmp, then sent junk over the loopback, looked like a
+    ring). Files already open stay usable."""
+    libc = _libc()
+    abi = landlock_abi()
+    if abi < 1:
+        raise OSError(0, "this kernel has no Landlock")
+    import sys
+
+    private_real = {os.path.realpath(p) for p in private if os.path.isdir(p)}
+    readable = [p for p in _everything_but(private_real) if os.path.realpath(p) not in private_real]
+    # What the process itself still needs beneath a private folder (a Python installed
+    # under /tmp, say): its installation and the engine's runtime stay readable.
+    runtime = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for keep in {sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
+                 runtime}:
+        keep = os.path.realpath(keep)
+        if any(keep.startswith(p.rstrip("/") + "/") for p in private_real):
+            readable.append(keep)
+    handled = LANDLOCK_ACCESS_FS_READ_FILE | WRITE_ACCESS
+    if abi >= 3:
+        handled |= LANDLOCK_ACCESS_FS_TRUNCATE
+    if abi >= 2:
+        handled |= LANDLOCK_ACCESS_FS_REFER
+    fields = [handled]
+    if abi >= 6:
+        fields += [0, LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET]  # handled_access_net, scoped
+    attr = ctypes.create_string_buffer(struct.pack("<" + "Q" * len(fields), *fields))
+    ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, attr, ctypes.c_size_t(8 * len(fields)), ctypes.c_uint32(0))
+    if ruleset < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
+    try:
+        for path in readable:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                rule = ctypes.create_string_buffer(struct.pack("<Qi", LANDLOCK_ACCESS_FS_READ_FILE, fd))
+                libc.syscall(SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH),
+                             rule, ctypes.c_uint32(0))
+            finally:
+                os.close(fd)
+        _no_new_privs(libc)
+        if libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
+            raise OSError(ctypes.get_errno(), "landlock_restrict_self")
+    finally:
+        os.close(ruleset)
+    return {"method": "landlock", "private": sorted(private_real), "abstract_sockets_scoped": abi >= 6}
+
+
+def interpreters() -> list[str]:
+    """Every Python interpreter binary this machine has in the usual places, and the one
+    running: real paths (what the loader would open)."""
+    import glob
+    import sys
+
+    found = {sys.executable, getattr(sys, "_base_executable", sys.executable)}
+    for d in ("/usr/bin", "/usr/local/bin", "/bin", os.path.dirname(sys.executable),
+              os.path.join(sys.base_prefix, "bin")):
+        found.update(glob.glob(os.path.join(d, "python*")))
+    return sorted({os.path.realpath(p) for p in found if os.path.isfile(p) and not p.endswith("-config")})
 
 
 def lock(allow: list[str] | None) -> dict:

@@ -136,8 +136,8 @@ class Child:
         # kernel refuses to open those files from now on (execlock.hide).
         from . import execlock
 
-        hidden = execlock.hide(summary["python"].get("sources") or [])
-        return {"hidden_sources": hidden, "ops": len(summary["dispatcher"]["ops"]), "autograd": summary["autograd"] is not None,
+        self.hidden_files = list(summary["python"].get("sources") or [])
+        return {"ops": len(summary["dispatcher"]["ops"]), "autograd": summary["autograd"] is not None,
                 "python": len(summary["python"]["neutered"]), "seconds": round(summary["seconds"]["total"], 3)}
 
     def load(self, source: str, harness_path: str | None) -> dict:
@@ -150,7 +150,13 @@ class Child:
             # No new program from here on (execlock.py): a second interpreter would run unguarded.
             from . import execlock
 
-            exec_lock = execlock.lock(execlock.gpu_programs() if self.device != "cpu" else None)
+            gpu = self.device != "cpu"
+            exec_lock = execlock.lock(execlock.gpu_programs() if gpu else None)
+            # On a GPU path the dynamic loader must stay executable (the compilers need it),
+            # and `ld-linux.so python` would start an unguarded Python: make every Python
+            # interpreter on this machine unreadable, so the loader cannot load one.
+            hidden = [*getattr(self, "hidden_files", []), *(execlock.interpreters() if gpu else [])]
+            exec_lock["hidden"] = len(execlock.hide(hidden).get("hidden", []))
         except Exception as e:  # noqa: BLE001  (the judge marks forbidden verdicts unenforced)
             exec_lock = {"method": None, "error": f"{type(e).__name__}: {str(e)[:300]}"}
         self.tracer.install()

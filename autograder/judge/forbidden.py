@@ -232,6 +232,8 @@ ALLOWED_DUNDERS = frozenset({
 FLAG_ATTRIBUTES = {
     "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "tb_frame", "tb_next", "gi_frame", "cr_frame",
     "ag_frame", "gi_code", "_getframe", "settrace", "setprofile", "meta_path", "path_hooks",
+    # memory shared with processes forked later (the ring's ranks), or files
+    "share_memory_", "_share_filename_cpu_", "_share_fd_cpu_", "tofile",
 }
 # Strings naming these modules (after constant folding) are flagged even when nothing is
 # built from pieces: their only use in a solution would be importing them by name.

@@ -164,14 +164,19 @@ class StudentCode:
         return (self.cpu_used() >= self.limits.submission_seconds or self._waited_too_long()
                 or time.monotonic() >= self._wall_backstop())
 
+    def _wait_budget(self) -> float:
+        """Seconds a submission's children may sleep or block: more with student code on a
+        GPU, where starting CUDA and waiting for the device block the child honestly."""
+        return self.limits.wait_seconds_gpu if self.device != "cpu" else self.limits.wait_seconds
+
     def _waited_too_long(self) -> bool:
-        return self.waited >= self.limits.wait_seconds
+        return self.waited >= self._wait_budget()
 
     def _budget_message(self) -> str:
         if self._waited_too_long():
             return (f"waited instead of computing: your code's processes spent {self.waited:.0f} s neither "
                     f"running nor waiting for a CPU (sleeping or blocked; the limit is "
-                    f"{self.limits.wait_seconds:.0f} s per submission)")
+                    f"{self._wait_budget():.0f} s per submission)")
         return f"the submission used its whole time budget ({self.limits.submission_seconds:.0f} s)"
 
     @staticmethod
@@ -314,7 +319,7 @@ class StudentCode:
                 return 0.0
             return max(0.0, (time.monotonic() - started) - (cpu - cpu_start) - (rq - rq_start))
 
-        wait_left = max(self.limits.wait_seconds - waited_before, 0.0)
+        wait_left = max(self._wait_budget() - waited_before, 0.0)
         cpu_left = self.limits.submission_seconds - self.cpu_used()
         cpu_cap = min(seconds, max(cpu_left, 0.0))
         wall_cap = min(started + seconds * self.limits.wall_factor + 10, self._wall_backstop())
@@ -364,7 +369,7 @@ class StudentCode:
             self.waited = waited_before + idle()
             handle.kill()
             if getattr(e, "waited", False):
-                self.waited = max(self.waited, self.limits.wait_seconds)
+                self.waited = max(self.waited, self._wait_budget())
                 self.events.append(f"waited: {what}: {self.waited:.1f} s")
                 raise StudentTimeout(f"{what}: {self._budget_message()}; later tests were not run") from None
             if getattr(e, "cpu", False) is False and self.starved(wall, used, queued):

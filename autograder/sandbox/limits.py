@@ -11,6 +11,7 @@ class Limits:
     submission_seconds: float = 240.0   # CPU time of the whole submission (all its children)
     wall_factor: float = 4.0            # wall-clock backstop: this many times the CPU limits (+10 s per call)
     wait_seconds: float = 30.0          # time the child may spend neither running nor waiting for a CPU (sleeping)
+    wait_seconds_gpu: float = 240.0     # the same with student code on a GPU (CUDA's start and syncs block, 12-17 s a child)
     cpu_seconds: int = 300              # CPU time of the child (RLIMIT_CPU)
     memory_mb: int = 4096               # address space of the child (RLIMIT_AS); not on GPUs
     processes: int = 64                 # processes and threads of the sandbox uid (RLIMIT_NPROC)
