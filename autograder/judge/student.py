@@ -165,9 +165,11 @@ class StudentCode:
                 or time.monotonic() >= self._wall_backstop())
 
     def _wait_budget(self) -> float:
-        """Seconds a submission's children may sleep or block: more with student code on a
-        GPU, where starting CUDA and waiting for the device block the child honestly."""
-        return self.limits.wait_seconds_gpu if self.device != "cpu" else self.limits.wait_seconds
+        """Seconds a submission's children may sleep or block (infinite where 0: waiting not
+        charged; the default with student code on a GPU, where waiting for a device shared
+        with other children is the host's load and no kernel count tells it from sleep)."""
+        budget = self.limits.wait_seconds_gpu if self.device != "cpu" else self.limits.wait_seconds
+        return budget if budget > 0 else float("inf")
 
     def _waited_too_long(self) -> bool:
         return self.waited >= self._wait_budget()

@@ -11,7 +11,10 @@ class Limits:
     submission_seconds: float = 240.0   # CPU time of the whole submission (all its children)
     wall_factor: float = 4.0            # wall-clock backstop: this many times the CPU limits (+10 s per call)
     wait_seconds: float = 30.0          # time the child may spend neither running nor waiting for a CPU (sleeping)
-    wait_seconds_gpu: float = 240.0     # the same with student code on a GPU (CUDA's start and syncs block, 12-17 s a child)
+    # The same with student code on a GPU; 0: not charged there (the default), because a child
+    # waiting for a GPU shared with other children is the host's load, which no kernel count
+    # tells apart from sleeping (measured: 8 honest children on one H100 exceeded 30 s).
+    wait_seconds_gpu: float = 0.0
     cpu_seconds: int = 300              # CPU time of the child (RLIMIT_CPU)
     memory_mb: int = 4096               # address space of the child (RLIMIT_AS); not on GPUs
     processes: int = 64                 # processes and threads of the sandbox uid (RLIMIT_NPROC)
