@@ -190,3 +190,39 @@ def test_a_starved_call_is_told_from_the_childs_own_accounts():
     assert not starved(wall=100, cpu=190, run_queue=80)   # its own 40 busy processes
     assert not starved(wall=100, cpu=0.1, run_queue=0.5)  # asleep (blocked in D state, say)
     assert not starved(wall=100, cpu=5, run_queue=None)   # no schedstat: never blamed on the host
+
+
+def test_no_new_program_through_each_runner(runner):
+    """The same attempts through the local runner and the docker runner (a container per
+    child, Podman's API here): the lock is the child's own, whatever started it."""
+    if runner == "local":
+        needs_bwrap_here()
+    _check(_outcomes())
+
+
+@pytest.mark.parametrize("slug,example,score", [
+    ("adam", "hostile_second_interpreter.py", 56.0),
+    ("adam", "hostile_library_rerun.py", 56.0),
+    ("backprop", "hostile_second_interpreter.py", 80.0),
+])
+def test_the_red_teams_second_interpreters_score_as_forbidden(runner, slug, example, score):
+    """issue 25's attacks, graded through the real path and both runners: torch's routines
+    in a second Python, or torch's source run again, earn what using them openly earns."""
+    from pathlib import Path
+
+    from autograder import assignment as assignments
+    from autograder.grading import grade
+
+    if runner == "local":
+        needs_bwrap_here()
+    repo = Path(__file__).resolve().parents[1]
+    r = grade(assignments.load(slug), repo / "assignments" / slug / "examples" / example)
+    assert r.error is None and not r.grader_errors, (r.error, r.grader_errors)
+    assert abs(r.score - score) < 1e-6, (r.score, [(t.name, t.feedback[:120]) for t in r.tests if t.points < t.max_points])
+
+
+def needs_bwrap_here():
+    from autograder.sandbox.local import bwrap_path
+
+    if bwrap_path() is None:
+        pytest.skip("bubblewrap is missing or cannot create namespaces here: the local runner is weak")
