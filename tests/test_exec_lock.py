@@ -15,6 +15,7 @@ import pytest
 
 from autograder.judge.student import StudentCode
 from autograder.sandbox import Limits
+
 from sandbox_marks import needs_bwrap
 
 PROBE = r'''

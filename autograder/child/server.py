@@ -131,11 +131,8 @@ class Child:
                      "_block_c10d_backends", "install", "verify", "_installed", "_CPP_CALL"):
             if hasattr(guard, name):
                 delattr(guard, name)
-        # ... and the source of the Python objects it neutered cannot be read and run again
-        # (code.InteractiveInterpreter, runpy, PyRun_String of torch's own adam.py): the
-        # kernel refuses to open those files from now on (execlock.hide).
-        from . import execlock
-
+        # ... and the source of the Python objects it neutered is made unreadable in load()
+        # (execlock.hide): re-running torch's own adam.py would build them anew.
         self.hidden_files = list(summary["python"].get("sources") or [])
         return {"ops": len(summary["dispatcher"]["ops"]), "autograd": summary["autograd"] is not None,
                 "python": len(summary["python"]["neutered"]), "seconds": round(summary["seconds"]["total"], 3)}
