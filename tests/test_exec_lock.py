@@ -227,3 +227,33 @@ def needs_bwrap_here():
 
     if bwrap_path() is None:
         pytest.skip("bubblewrap is missing or cannot create namespaces here: the local runner is weak")
+
+
+@pytest.mark.skipif(not __import__("autograder.child.execlock", fromlist=["x"]).landlock_abi(),
+                    reason="this kernel has no Landlock (the ring's ranks are confined with it)")
+def test_a_confined_rank_writes_no_file_and_reads_none_in_the_shared_tmp(tmp_path):
+    """What each ring rank does once its process group is up: no file written anywhere,
+    none read beneath the shared folders, while its own Python keeps working."""
+    from autograder.child import execlock
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "from_another_rank").write_text("chunk")
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            execlock.confine_files([str(shared)])
+            for i, attempt in enumerate([lambda: (shared / "mine").write_text("x"),
+                                         lambda: (shared / "from_another_rank").read_text(),
+                                         lambda: (tmp_path / "elsewhere").write_text("x")]):
+                try:
+                    attempt()
+                    code |= 1 << i
+                except PermissionError:
+                    pass
+            import json  # noqa: F401  (a module not imported yet: the installation stays readable)
+            os._exit(code)
+        except BaseException:
+            os._exit(99)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0

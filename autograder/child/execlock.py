@@ -122,9 +122,10 @@ def landlock_abi() -> int:
     return max(int(v), 0)
 
 
-def _landlock(libc, handled: int, rules: list[tuple[str, int]]) -> list[str]:
+def _landlock(libc, handled: int, rules: list[tuple[str, int]], scoped: int = 0) -> list[str]:
     """Restrict this process (and what it forks) to a Landlock domain handling `handled`
-    accesses, allowed only beneath the rules' paths (path, access). The paths it could add."""
+    accesses, allowed only beneath the rules' paths (path, access), and `scoped` IPC
+    (ABI 6: abstract Unix sockets, signals). The paths it could add."""
     abi = landlock_abi()
     if abi < 1:
         raise OSError(0, "this kernel has no Landlock")
@@ -134,7 +135,8 @@ def _landlock(libc, handled: int, rules: list[tuple[str, int]]) -> list[str]:
         # allowed everywhere, it only asks that a moved file keep its rights, which it does.
         handled |= LANDLOCK_ACCESS_FS_REFER
         rules = [*rules, ("/", LANDLOCK_ACCESS_FS_REFER)]
-    attr = struct.pack("<Q", handled)   # handled_access_fs only (ABI 1 layout)
+    # struct landlock_ruleset_attr: handled_access_fs [, handled_access_net, scoped (ABI 6)]
+    attr = struct.pack("<QQQ", handled, 0, scoped) if scoped else struct.pack("<Q", handled)
     abuf = ctypes.create_string_buffer(attr)
     ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, abuf, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0))
     if ruleset < 0:
@@ -298,35 +300,9 @@ def confine_files(private: list[str]) -> dict:
         keep = os.path.realpath(keep)
         if any(keep.startswith(p.rstrip("/") + "/") for p in private_real):
             readable.append(keep)
-    handled = LANDLOCK_ACCESS_FS_READ_FILE | WRITE_ACCESS
-    if abi >= 3:
-        handled |= LANDLOCK_ACCESS_FS_TRUNCATE
-    if abi >= 2:
-        handled |= LANDLOCK_ACCESS_FS_REFER
-    fields = [handled]
-    if abi >= 6:
-        fields += [0, LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET]  # handled_access_net, scoped
-    attr = ctypes.create_string_buffer(struct.pack("<" + "Q" * len(fields), *fields))
-    ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, attr, ctypes.c_size_t(8 * len(fields)), ctypes.c_uint32(0))
-    if ruleset < 0:
-        raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
-    try:
-        for path in readable:
-            try:
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                rule = ctypes.create_string_buffer(struct.pack("<Qi", LANDLOCK_ACCESS_FS_READ_FILE, fd))
-                libc.syscall(SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH),
-                             rule, ctypes.c_uint32(0))
-            finally:
-                os.close(fd)
-        _no_new_privs(libc)
-        if libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
-            raise OSError(ctypes.get_errno(), "landlock_restrict_self")
-    finally:
-        os.close(ruleset)
+    handled = LANDLOCK_ACCESS_FS_READ_FILE | WRITE_ACCESS | (LANDLOCK_ACCESS_FS_TRUNCATE if abi >= 3 else 0)
+    _landlock(libc, handled, [(p, LANDLOCK_ACCESS_FS_READ_FILE) for p in readable],
+              scoped=LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET if abi >= 6 else 0)
     return {"method": "landlock", "private": sorted(private_real), "abstract_sockets_scoped": abi >= 6}
 
 
