@@ -67,6 +67,9 @@ def grade(a: Assignment, path: str | Path, *, suite: str = "hidden", device: str
         for attempt in range(1, OVERLOAD_ATTEMPTS + 1):
             result = _grade(a, Path(path), suite=suite, device=device, force_weak=force_weak, label=label,
                             source_path=source_path, keyword=keyword)
+            if attempt > 1:
+                # Each regrade after a starved run is on the record (at most OVERLOAD_ATTEMPTS).
+                result.sandbox["overload_retries"] = attempt - 1
             if result.error != OVERLOADED or attempt == OVERLOAD_ATTEMPTS:
                 break
             time.sleep(OVERLOAD_PAUSE_SECONDS * attempt)  # let the load pass, then grade again
