@@ -43,6 +43,8 @@ max_days_late = 3                    # later than this: not accepted
 call_seconds = 10                    # one call of a student function
 submission_seconds = 60              # the whole submission, every child included
 # wall_factor = 4.0                  # wall-clock backstop: this many times the CPU limit (+10 s per call)
+# wait_seconds = 30                  # time the child may sleep or block, per submission (raise where waiting is honest)
+# wait_seconds_gpu = 0               # the same with student code on a GPU (0: not charged)
 # cpu_seconds = 300                  # RLIMIT_CPU of each child
 # memory_mb = 4096                   # the child's memory cgroup limit (and RLIMIT_AS on CPUs)
 # tmp_mb = 0                         # the sandbox's /tmp (0: a quarter of memory_mb, at least 64)
@@ -58,6 +60,7 @@ apis = ["torch.optim.SGD"]           # the judge's scan of the source: a graded 
 runtime = ["torch.optim.SGD"]        # made to raise in the child, whatever name reaches it
 # block_autograd = false             # true: no gradient can be computed in the child
 # flags_cost_points = false          # true: a function flagged for review earns nothing
+# allow_imports = []                 # modules beyond the static scan's allow-list (judge/forbidden.py)
 '''
 
 INTRO = """# {title}
