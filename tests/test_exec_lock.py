@@ -257,3 +257,64 @@ def test_a_confined_rank_writes_no_file_and_reads_none_in_the_shared_tmp(tmp_pat
         except BaseException:
             os._exit(99)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+RERUN = r'''
+import sys
+
+
+def attempt(kind):
+    path = sys.modules["torch.optim.adam"].__file__
+    try:
+        if kind == "open":
+            return str(len(open(path).read()))
+        if kind == "runpy":
+            import runpy
+            return str(len(runpy.run_path(path)))
+        if kind == "spec_from_file_location":
+            import importlib.util
+            spec = importlib.util.spec_from_file_location("adam_again", path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            return str(hasattr(mod, "Adam"))
+        if kind == "inspect":
+            import inspect
+            return str(len(inspect.getsource(sys.modules["torch.optim.adam"])))
+        if kind == "linecache":
+            import linecache
+            return str(len(linecache.getlines(path)))
+        if kind == "compile":
+            import types
+            code = compile(open(path).read(), path, "exec")
+            ns = {"__name__": "x", "__package__": "torch.optim"}
+            types.FunctionType(code, ns)()
+            return str("Adam" in ns)
+        if kind == "loader":
+            return str(len(sys.modules["torch.optim.adam"].__loader__.get_source("torch.optim.adam") or ""))
+        if kind == "pyc":
+            import importlib.util
+            return str(len(open(importlib.util.cache_from_source(path), "rb").read()))
+        if kind == "allowed":
+            return str(len(open(sys.modules["torch.optim.optimizer"].__file__).read()) > 0)
+    except BaseException as e:
+        return f"refused: {type(e).__name__}"
+'''
+
+
+@pytest.mark.skipif(not __import__("autograder.child.execlock", fromlist=["x"]).landlock_abi(),
+                    reason="this kernel has no Landlock (the forbidden modules' files are hidden with it)")
+def test_the_forbidden_modules_source_cannot_be_read_or_run_again():
+    """adam's guard neuters torch.optim.adam's objects; running its file again would make new
+    ones. Every way of reading it fails; other torch files stay readable (linecache, which
+    swallows the error, gives nothing)."""
+    guard = {"patterns": ["torch.optim.Adam", "torch.optim.adam"], "block_autograd": False}
+    code = StudentCode(RERUN, Limits(call_seconds=30, submission_seconds=120), guard=guard)
+    try:
+        out = {k: code.call("attempt", k).value for k in
+               ("open", "runpy", "spec_from_file_location", "inspect", "linecache", "compile", "loader", "pyc",
+                "allowed")}
+    finally:
+        code.close()
+    assert out.pop("allowed") == "True", out
+    assert out.pop("linecache") == "0", out
+    assert all(v.startswith("refused") for v in out.values()), out
