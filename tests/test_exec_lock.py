@@ -318,3 +318,26 @@ def test_the_forbidden_modules_source_cannot_be_read_or_run_again():
     assert out.pop("allowed") == "True", out
     assert out.pop("linecache") == "0", out
     assert all(v.startswith("refused") for v in out.values()), out
+
+
+@pytest.mark.parametrize("slug,example,score", [
+    ("attention", "hostile_page_cache_reply.py", 88.0),
+    ("ring_allreduce", "hostile_files_plus_junk.py", 6.975753),
+    ("sgd_sampling", "hostile_terminal_escapes.py", 83.0),
+    ("adam", "hostile_sleeps.py", 3.0),
+])
+def test_issue_25s_other_attacks_through_the_docker_runner(docker_engine, monkeypatch, slug, example, score):
+    """`dlopt check` grades every example through the local runner; these attacks go through
+    the docker runner too (a container per child): a transport the judge did not offer, ranks
+    that swap data through files, escape sequences in feedback, a child that sleeps."""
+    from pathlib import Path
+
+    from autograder import assignment as assignments
+    from autograder.grading import grade
+
+    for k, v in docker_engine.items():
+        monkeypatch.setenv(k, v)
+    repo = Path(__file__).resolve().parents[1]
+    r = grade(assignments.load(slug), repo / "assignments" / slug / "examples" / example)
+    assert r.error is None and not r.grader_errors, (r.error, r.grader_errors)
+    assert abs(r.score - score) < 1e-6, (r.score, [(t.name, t.feedback[:160]) for t in r.tests if t.points < t.max_points])
