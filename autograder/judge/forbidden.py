@@ -31,6 +31,17 @@ def _matches(name: str, patterns: list[str]) -> str | None:
     return None
 
 
+def _dotted(node: ast.AST, aliases: dict[str, str], base_of=None) -> str | None:
+    """The dotted path a Name or an attribute chain on an imported name stands for
+    (`base_of` resolves the chain's base, when a scanner knows more forms than these)."""
+    if isinstance(node, ast.Name):
+        return aliases.get(node.id)
+    if isinstance(node, ast.Attribute):
+        base = (base_of or (lambda n: _dotted(n, aliases)))(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
 class _Scanner(ast.NodeVisitor):
     def __init__(self, patterns: list[str]):
         self.patterns = patterns
@@ -39,11 +50,9 @@ class _Scanner(ast.NodeVisitor):
         self.owner = "<module>"
 
     def dotted(self, node: ast.AST) -> str | None:
-        if isinstance(node, ast.Name):
-            return self.aliases.get(node.id)
-        if isinstance(node, ast.Attribute):
-            base = self.dotted(node.value)
-            return f"{base}.{node.attr}" if base else None
+        name = _dotted(node, self.aliases, self.dotted)
+        if name is not None:
+            return name
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
                 and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
                 and isinstance(node.args[1].value, str)):
@@ -379,12 +388,7 @@ class _FlagScanner(ast.NodeVisitor):
         return False
 
     def dotted(self, node: ast.AST) -> str | None:
-        if isinstance(node, ast.Name):
-            return self.aliases.get(node.id)
-        if isinstance(node, ast.Attribute):
-            base = self.dotted(node.value)
-            return f"{base}.{node.attr}" if base else None
-        return None
+        return _dotted(node, self.aliases)
 
     # -- visitors ---------------------------------------------------------------------
     def visit_Import(self, node: ast.Import) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import seccomp
 from .limits import Limits
-from .memwatch import MALLOC_TUNABLES, CpuWatch, MemoryWatch
+from .memwatch import MALLOC_TUNABLES, CpuWatch, MemoryWatch, process_tree
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../autograder
 SANDBOX_ROOT = "/sandbox"
@@ -142,9 +142,7 @@ def _netns(pid: int) -> str | None:
 
 
 def _tree_pids(root: int) -> list[int]:
-    watch = MemoryWatch.__new__(MemoryWatch)
-    watch.root_pid = root
-    return watch._tree()
+    return process_tree(root)
 
 
 @dataclass

@@ -77,6 +77,28 @@ def _remove_stale(parent: Path) -> None:
             pass
 
 
+def process_tree(root_pid: int | None) -> list[int]:
+    """`root_pid` and all its descendants, from /proc (empty for None)."""
+    if root_pid is None:
+        return []
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, stack = [], [root_pid]
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack += children.get(pid, [])
+    return out
+
+
 class MemoryWatch:
     """One child's memory cgroup (or process tree). `prepare()` before the child starts,
     `attach(pid)` in the child before exec (`preexec`), `reset()` before a call,
@@ -152,24 +174,7 @@ class MemoryWatch:
     # -- in the judge --------------------------------------------------------------------
     def _tree(self) -> list[int]:
         """The root pid and all its descendants (bubblewrap's, then the child's)."""
-        if self.root_pid is None:
-            return []
-        children: dict[int, list[int]] = {}
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry.name}/stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-        out, stack = [], [self.root_pid]
-        while stack:
-            pid = stack.pop()
-            out.append(pid)
-            stack += children.get(pid, [])
-        return out
+        return process_tree(self.root_pid)
 
     @staticmethod
     def _status_kb(pid: int, key: str) -> int:
@@ -266,9 +271,7 @@ def _tree_cpu_seconds(root_pid: int | None) -> float:
         return 0.0
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
-    watch = MemoryWatch.__new__(MemoryWatch)
-    watch.root_pid = root_pid
-    for pid in watch._tree():
+    for pid in process_tree(root_pid):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += sum(int(fields[k]) for k in (11, 12, 13, 14))  # utime stime cutime cstime
@@ -341,9 +344,7 @@ class CpuWatch:
                 except (OSError, ValueError):
                     continue
         tids = []
-        watch = MemoryWatch.__new__(MemoryWatch)
-        watch.root_pid = self.root_pid
-        for pid in watch._tree():
+        for pid in process_tree(self.root_pid):
             try:
                 tids += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
             except OSError:
