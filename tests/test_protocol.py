@@ -228,3 +228,50 @@ def test_the_reply_file_is_read_to_its_declared_size_and_truncated_after_a_take(
         assert os.fstat(rf.fd).st_size == 0
     finally:
         rf.close()
+
+
+def _staged(values):
+    """A request as the child maps it from the judge's shared file (a mutable buffer),
+    decoded through DeviceStaging as on a GPU ("cpu" here: `place` copies all the same)."""
+    from autograder.child.server import DeviceStaging
+
+    header, payload = encode(values)
+    buf = bytearray(payload)
+    staging = DeviceStaging("cpu")
+    return header, buf, bytes(payload), staging, decode(header, buf, place=staging.place)
+
+
+def test_gpu_inputs_are_staged_through_the_judges_file_and_read_back_from_it():
+    """Issue 25, point 6: on a GPU the call's tensors are copies of the shared file's views;
+    while the call runs, the file holds every byte of them inverted (no copy of the input
+    left to leave in place), and the write-back puts what the call left in them there."""
+    p, g = torch.randn(7, 5, dtype=torch.float64), torch.randn(3)
+    header, buf, sent, staging, (dp, dg, n) = _staged([p, g, 4])
+    assert n == 4 and torch.equal(dp, p) and torch.equal(dg, g)
+    for now, was in zip(decode(header, bytearray(buf))[:2], (p, g)):  # the file during the call
+        assert torch.equal(now.view(torch.uint8), ~was.view(torch.uint8)), "the file still holds an input"
+    dp.mul_(2)  # an in-place step, the bug the inputs-unchanged tests catch
+    staging.write_back()
+    lp, lg, _ = decode(header, buf)
+    assert torch.equal(lp, 2 * p) and torch.equal(lg, g)
+
+
+def test_a_child_that_skips_the_write_back_leaves_every_input_changed():
+    header, buf, sent, staging, (dp, dg) = _staged([torch.randn(6, 4), torch.ones(3, dtype=torch.bool)])
+    lp, lg = decode(header, buf)  # no write_back: a child that patched it away
+    assert not torch.isclose(lp, dp, equal_nan=False).any()
+    assert (lg.view(torch.uint8) != dg.view(torch.uint8)).all()
+
+
+def test_an_input_whose_shape_the_call_changed_is_not_written_back():
+    header, buf, sent, staging, (dp,) = _staged([torch.randn(4, 4)])
+    original = dp.clone()
+    dp.resize_(2)
+    staging.write_back()
+    (left,) = decode(header, buf)
+    assert not torch.isclose(left, original).any()
+    header, buf, sent, staging, (dp,) = _staged([torch.randn(4, 4)])
+    dp.t_()  # same shape, transposed in place: the caller would see the transpose
+    staging.write_back()
+    (left,) = decode(header, buf)
+    assert torch.equal(left, dp) and not torch.equal(left, dp.t())

@@ -836,7 +836,6 @@ def test_a_forked_tasks_changes_to_its_inputs_are_read_back_by_the_judge(tmp_pat
     harness.write_text(FORKING_HARNESS)
     code = StudentCode(FORGING_STUDENT, Limits(call_seconds=10, submission_seconds=60), harness=str(harness))
     try:
-        assert code.host_tensors()
         x = torch.arange(6, dtype=torch.float64)
         honest = code.task("in_a_forked_process", x, return_args=True)
         assert torch.equal(honest.args_after[0], x + 1), honest.args_after

@@ -259,9 +259,10 @@ class Child:
 def _shared(header, payload, xfer: str | None):
     """A request whose payload the judge put in a shared file (`{"shm": name, "size": n,
     "h": header}`): its tensors are views of that file, mapped shared, so what the call
-    does to its inputs is in the judge's file, where the judge reads it after the reply."""
+    does to its inputs is in the judge's file, where the judge reads it after the reply.
+    Returns (header, payload, mapped)."""
     if not (isinstance(header, dict) and set(header) == {"shm", "size", "h"}):
-        return header, payload
+        return header, payload, False
     import mmap
     import re
 
@@ -276,7 +277,39 @@ def _shared(header, payload, xfer: str | None):
         view = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     finally:
         os.close(fd)
-    return header["h"], view
+    return header["h"], view, True
+
+
+class DeviceStaging:
+    """A GPU call's inputs, staged through the judge's shared file so that the judge reads
+    what the call did to them from its own file (issue 25, point 6), as on the CPU.
+
+    Each tensor the request carries is a view of the file; `place` copies it to the
+    device the student's code gets, then inverts every byte of the view, so the file
+    holds no copy of the input while the call runs; `write_back`, after the call, copies
+    each device tensor back over its view. A child that skips the write-back leaves the
+    inverted bytes, which differ from the input everywhere: its inputs read as changed.
+    A device tensor whose shape the call changed (`resize_`, `set_`) is not
+    written back: its view keeps the inverted bytes, and the input reads as changed.
+    (A pageable host-to-device copy has read its source when `.to` returns, so the view
+    can be overwritten at once.)"""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor, tuple]] = []
+
+    def place(self, view: torch.Tensor) -> torch.Tensor:
+        on_device = view.to(self.device, copy=True)
+        if view.numel():
+            view.reshape(-1).view(torch.uint8).bitwise_not_()
+            self.pairs.append((view, on_device, tuple(on_device.shape)))
+        return on_device
+
+    def write_back(self) -> None:
+        for view, on_device, shape in self.pairs:
+            if tuple(on_device.shape) == shape:  # values as the caller would see them, strides and all
+                view.copy_(on_device)
+        self.pairs.clear()
 
 
 def _reply(rep_fd: int, reply: dict, xfer: str | None, shm_name) -> None:
@@ -303,11 +336,13 @@ def serve(req_fd: int, rep_fd: int, cfg: dict) -> None:
             return
         req = None
         try:
-            header, payload = _shared(header, payload, cfg.get("xfer"))
+            header, payload, mapped = _shared(header, payload, cfg.get("xfer"))
             # Tensors go to the grading device, unless the harness places them itself
             # (HOST_TENSORS: it forks processes that must start CUDA on their own).
             host = getattr(child.harness, "HOST_TENSORS", False)
-            req = decode(header, payload, device=None if host else child.device, specs=child.specs)
+            staged = DeviceStaging(child.device) if mapped and not host and child.device != "cpu" else None
+            req = decode(header, payload, device=None if host else child.device, specs=child.specs,
+                         place=staged.place if staged is not None else None)
             op = req.get("op") if isinstance(req, dict) else None
             if op == "load":
                 reply = child.load(req["source"], cfg.get("harness"))
@@ -324,6 +359,8 @@ def serve(req_fd: int, rep_fd: int, cfg: dict) -> None:
                 reply = {"ok": True, "value": None}
             else:
                 reply = {"ok": False, "error": {"type": "ProtocolError", "message": f"unknown op {op!r}", "frames": []}}
+            if staged is not None:
+                staged.write_back()
         except ProtocolError as e:
             reply = {"ok": False, "error": {"type": "ProtocolError", "message": str(e), "frames": []}}
         try:

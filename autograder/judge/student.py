@@ -468,8 +468,7 @@ class StudentCode:
         request = {"op": op, "fn": fn, "args": list(args), "kwargs": dict(kwargs),
                    "return_args": return_args, "inference": inference, "watch": watch}
         lo_before = self.handle.loopback_tx_bytes()
-        reply, left = self._roundtrip(request, timeout or self.limits.call_seconds, what,
-                                      read_back=return_args and (self.device == "cpu" or self.host_tensors()))
+        reply, left = self._roundtrip(request, timeout or self.limits.call_seconds, what, read_back=return_args)
         memory = None
         if watch:
             peak = watcher.peak_bytes() if watcher is not None else None
@@ -493,9 +492,14 @@ class StudentCode:
                 if found["function"] and found not in self.forbidden_found:
                     self.forbidden_found.append(found)
             raise StudentError(what, err, self.line_map)
-        # Inputs as the call left them: read back from the shared file by the judge where
-        # there was one (CPU calls); the child's own report only where there was none (GPU).
-        args_after = list(left["args"]) if isinstance(left, dict) and "args" in left else reply.get("args_after")
+        # Inputs as the call left them: read back by the judge from the request's shared file
+        # (on a GPU the child stages them through it: child/server.py's DeviceStaging). The
+        # child's own report only for a call that sent no bytes (no tensor to forge), and
+        # never for a task, whose arguments are the harness's.
+        if isinstance(left, dict) and "args" in left:
+            args_after = list(left["args"])
+        else:
+            args_after = reply.get("args_after") if op == "call" else None
         lo_after = self.handle.loopback_tx_bytes() if self.handle is not None else None
         loopback = lo_after - lo_before if lo_before is not None and lo_after is not None else None
         return CallResult(reply.get("value"), float(reply.get("seconds") or 0.0), args_after, memory, loopback)
@@ -516,26 +520,6 @@ class StudentCode:
         """Run a trusted harness task next to the student's code (e.g. train with their
         optimizer); `watch_memory` as for `call`. `return_args=True`: `args_after` holds the
         task's arguments as the task left them, read back by the judge from the request's
-        shared file (tensors the child kept on the host: CPU grading, or a harness with
-        `HOST_TENSORS`; processes the task forks share that memory), else None."""
-        result = self._request("task", name, args, kwargs, timeout, return_args, what or name, watch=watch_memory)
-        if return_args and not (self.device == "cpu" or self.host_tensors()):
-            result.args_after = None  # only the child's report would say: never evidence for a task
-        return result
-
-    def host_tensors(self) -> bool:
-        """Whether the harness declares `HOST_TENSORS = True` (the child then keeps the
-        judge's tensors in host memory whatever the device): read from the trusted file's
-        source, never asked of the child."""
-        if not hasattr(self, "_host_tensors"):
-            self._host_tensors = False
-            if self.harness:
-                import ast
-
-                tree = ast.parse(Path(self.harness).read_text())
-                for node in tree.body:
-                    if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "HOST_TENSORS"
-                                                             for t in node.targets)
-                            and isinstance(node.value, ast.Constant)):
-                        self._host_tensors = bool(node.value.value)
-        return self._host_tensors
+        shared file (on a GPU the child copies them back into it after the task; a harness
+        with `HOST_TENSORS` keeps them in it, and processes the task forks share it)."""
+        return self._request("task", name, args, kwargs, timeout, return_args, what or name, watch=watch_memory)

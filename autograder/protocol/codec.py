@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,13 +211,15 @@ def scan(header: Any) -> int:
     return end
 
 
-def decode(header: Any, payload: bytes, *, device: str | None = None, specs: Any = None) -> Any:
+def decode(header: Any, payload: bytes, *, device: str | None = None, specs: Any = None,
+           place: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Any:
     """Decode a header and payload produced by `encode`.
 
     `device`: where tensors go; None keeps the device each tensor was sent from when
     it exists here, else the CPU. `specs`: a callable (name, params) -> object that
     builds registered specs; None refuses every spec (the judge never accepts specs
-    from a child). The header is scanned first (`scan`: counts, depth, layout), and the
+    from a child). `place`: where given, each tensor as decoded (on the CPU, a view of the
+    payload where it can be) goes through it instead of to `device`. The header is scanned first (`scan`: counts, depth, layout), and the
     payload must be exactly the bytes its tensors cover: no trailing bytes, none short.
     """
     try:
@@ -306,6 +309,8 @@ def decode(header: Any, payload: bytes, *, device: str | None = None, specs: Any
         else:
             raw = bytearray(view[off : off + nbytes])
             t = torch.frombuffer(raw, dtype=torch.uint8).view(dtype).reshape(shape)
+        if place is not None:
+            return place(t)
         target = device if device is not None else h["on"]
         if target not in ("cpu", None) and not (target.startswith("cuda") and torch.cuda.is_available()):
             target = "cpu"
