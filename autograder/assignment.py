@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from autograder import settings
 from autograder.sandbox import Limits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -139,12 +140,10 @@ class Assignment:
 def find(slug_or_path: str | Path) -> Path:
     """The folder of an assignment named by path or by slug: the path itself, else
     SLUG under $DLOPT_ASSIGNMENTS_DIR, ./assignments, then the engine's assignments/."""
-    import os
-
     root = Path(slug_or_path)
     if (root / "assignment.toml").exists():
         return root
-    for base in (os.environ.get("DLOPT_ASSIGNMENTS_DIR"), "assignments", ASSIGNMENTS_DIR):
+    for base in (settings.current().assignments_dir, "assignments", ASSIGNMENTS_DIR):
         if base and (Path(base) / str(slug_or_path) / "assignment.toml").exists():
             return Path(base) / str(slug_or_path)
     return ASSIGNMENTS_DIR / str(slug_or_path)

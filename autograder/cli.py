@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import entry_points
@@ -17,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autograder import assignment as assignments
+from autograder import settings
 from autograder.grading import find_submissions, grade
 from autograder.judge.results import SubmissionResult
 from autograder.text import visible, visible_all
@@ -99,7 +99,7 @@ def cmd_grade(args) -> int:
         console.print("[red]no submissions found[/red]")
         return 2
     results = _grade_many(a, paths, args.jobs, suite="public" if args.public else "hidden",
-                          device=args.device, force_weak=args.weak_sandbox)
+                          device=args.device, force_weak=args.weak_sandbox, runner=args.runner)
     console.print(_summary(results, f"{a.title} ({len(results)} submissions)"))
     if args.verbose:
         for r in results:
@@ -163,7 +163,8 @@ def cmd_check(args) -> int:
     slugs = args.assignments or assignments.all_slugs(finished_only=True)
     ok = True
     # One pool for all the assignments: each report is printed as soon as its jobs are done.
-    for report in check_many([assignments.load(slug) for slug in slugs], examples=args.examples, jobs=args.jobs):
+    for report in check_many([assignments.load(slug) for slug in slugs], examples=args.examples, jobs=args.jobs,
+                             runner=args.runner):
         for line in report.lines:
             console.print(line)
         ok &= report.ok
@@ -172,11 +173,10 @@ def cmd_check(args) -> int:
 
 
 def cmd_new(args) -> int:
-    import os
 
     from autograder import scaffold
 
-    root = Path(args.dir or os.environ.get("DLOPT_ASSIGNMENTS_DIR") or "assignments")
+    root = Path(args.dir or settings.current().assignments_dir or "assignments")
     try:
         folder = scaffold.write(args.slug, root, args.title)
     except (ValueError, FileExistsError) as e:
@@ -256,7 +256,7 @@ def cmd_demo(args) -> int:
         task = progress.add_task("grading example submissions", total=len(plan))
 
         def one(i: int) -> None:
-            results[i] = grade(plan[i][0], plan[i][1])
+            results[i] = grade(plan[i][0], plan[i][1], runner=args.runner)
             progress.advance(task)
 
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -380,8 +380,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"[red]{name} needs the server's packages: pip install -e '.[server]' ({e})[/red]"), 2)[1])
 
     args = p.parse_args(argv)
-    if getattr(args, "runner", None):
-        os.environ["DLOPT_RUNNER"] = args.runner  # the judge processes inherit it
     try:
         return args.fn(args)
     except assignments.AssignmentError as e:

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from autograder import settings
 from autograder.text import visible
 
 console = Console()
@@ -45,10 +46,7 @@ def shown(text) -> str:
 
 # -- credentials ------------------------------------------------------------------------
 def config_dir() -> Path:
-    if os.environ.get("DLOPT_CONFIG_DIR"):
-        return Path(os.environ["DLOPT_CONFIG_DIR"])
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "dlopt"
+    return settings.current().config_dir
 
 
 def credentials_path() -> Path:
@@ -69,7 +67,8 @@ def save_credentials(url: str, token: str) -> Path:
 
 
 def load_credentials() -> tuple[str, str]:
-    url, token = os.environ.get("DLOPT_SERVER"), os.environ.get("DLOPT_TOKEN")
+    config = settings.current()
+    url, token = config.server, config.token
     if not (url and token):
         try:
             stored = json.loads(credentials_path().read_text())

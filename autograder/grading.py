@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from autograder import __version__
+from autograder import __version__, settings
 from autograder.assignment import Assignment
+from autograder.judge.job import GradingJob
 from autograder.judge.results import SubmissionResult
 from autograder.notebook import extract_bounded
 
@@ -57,8 +58,9 @@ def find_submissions(paths: list[str | Path]) -> list[Path]:
 
 def grade(a: Assignment, path: str | Path, *, suite: str = "hidden", device: str | None = None,
           force_weak: bool = False, label: str | None = None, source_path: Path | None = None,
-          keyword: str | None = None) -> SubmissionResult:
+          keyword: str | None = None, runner: str | None = None) -> SubmissionResult:
     """Grade one submission file against `suite` ("hidden": everything, "public").
+    `runner`: local or docker (None: the engine's setting, DLOPT_RUNNER).
     Never raises: whatever goes wrong ends as the result's `error`."""
     from autograder.judge.student import OVERLOADED
 
@@ -66,7 +68,7 @@ def grade(a: Assignment, path: str | Path, *, suite: str = "hidden", device: str
     try:
         for attempt in range(1, OVERLOAD_ATTEMPTS + 1):
             result = _grade(a, Path(path), suite=suite, device=device, force_weak=force_weak, label=label,
-                            source_path=source_path, keyword=keyword)
+                            source_path=source_path, keyword=keyword, runner=runner)
             if attempt > 1:
                 # Each regrade after a starved run is on the record (at most OVERLOAD_ATTEMPTS).
                 result.sandbox["overload_retries"] = attempt - 1
@@ -86,16 +88,12 @@ def grade(a: Assignment, path: str | Path, *, suite: str = "hidden", device: str
     return result
 
 
-def _use_zygote() -> bool:
-    return os.environ.get("DLOPT_ZYGOTE", "1") != "0"
-
-
 def _run_judge(cmd: list[str], env: dict, timeout: float, tmp: Path) -> tuple[int | None, str, str]:
     """Run a judge in a session of its own; on timeout kill its whole process group (its
     sandboxes die with it). Returns (exit code or None on timeout, stdout, stderr).
     The judge is a fork of this process's zygote (torch, pytest and the engine already
     imported: autograder/judge/zygote.py) when there is one, else a new interpreter."""
-    if _use_zygote() and cmd[:2] == [sys.executable, "-m"]:
+    if settings.current().zygote and cmd[:2] == [sys.executable, "-m"]:
         from autograder import forkserver
         from autograder.judge import zygote
 
@@ -135,9 +133,10 @@ def _spawn_judge(cmd: list[str], env: dict, timeout: float) -> tuple[int | None,
 
 
 def _grade(a: Assignment, path: Path, *, suite: str, device: str | None, force_weak: bool, label: str | None,
-           source_path: Path | None, keyword: str | None) -> SubmissionResult:
+           source_path: Path | None, keyword: str | None, runner: str | None) -> SubmissionResult:
     result = SubmissionResult(assignment=a.slug, submission=label or str(path), engine_version=__version__,
                               suite=suite)
+    config = settings.current()
     dev, problem = pick_device(a, device)
     if problem:
         result.error = problem
@@ -150,16 +149,15 @@ def _grade(a: Assignment, path: Path, *, suite: str, device: str | None, force_w
         os.chmod(tmp, 0o711)
         (tmp / "scratch").mkdir(mode=0o711)
         os.chmod(tmp / "scratch", 0o711)
-        (tmp / "extracted.json").write_text(json.dumps(extracted.as_dict()))
-        job = {"assignment_dir": str(a.root), "label": result.submission,
-               "extracted_path": str(tmp / "extracted.json"), "device": dev, "weak": force_weak,
-               "suite": suite, "out": str(tmp / "result.json"), "keyword": keyword}
-        (tmp / "job.json").write_text(json.dumps(job))
+        job = GradingJob.build(a, extracted.as_dict(), label=result.submission, out=str(tmp / "result.json"),
+                               device=dev, suite=suite, runner=runner or config.runner, weak=force_weak,
+                               keyword=keyword)
+        (tmp / "job.json").write_text(job.dumps())
         # Small tensors: one thread each keeps parallel judges and their children from
         # oversubscribing the cores (OpenMP spin-waits made a 2-job run 4x slower).
-        env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONDONTWRITEBYTECODE="1",
-                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TMPDIR=str(tmp / "scratch"),
-                   DLOPT_SHARED_TMP=os.environ.get("DLOPT_SHARED_TMP", tempfile.gettempdir()))
+        env = settings.environment(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONDONTWRITEBYTECODE="1",
+                                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TMPDIR=str(tmp / "scratch"),
+                                   DLOPT_SHARED_TMP=str(config.shared_tmp))
         timeout = a.limits.submission_seconds * a.limits.wall_factor + JUDGE_GRACE_SECONDS
         code, stdout, stderr = _run_judge([sys.executable, "-m", "autograder.judge.run", str(tmp / "job.json")],
                                           env, timeout, tmp)

@@ -126,18 +126,19 @@ def _reference_test(a: Assignment) -> tuple[bool, str] | None:
     return False, f"{a.slug} reference: {test.name} failed: {proc.stdout[-1500:]}"
 
 
-def check(a: Assignment, examples: bool = False, jobs: int = 2) -> CheckReport:
-    reports = check_many([a], examples=examples, jobs=jobs)
+def check(a: Assignment, examples: bool = False, jobs: int = 2, runner: str | None = None) -> CheckReport:
+    reports = check_many([a], examples=examples, jobs=jobs, runner=runner)
     try:
         return next(reports)
     finally:
         reports.close()
 
 
-def check_many(items: list[Assignment], examples: bool = False, jobs: int = 2):
+def check_many(items: list[Assignment], examples: bool = False, jobs: int = 2, runner: str | None = None):
     """`check` of several assignments through one pool of `jobs` workers (each reference
     test and each submission a job, so no assignment waits for the last job of the one
-    before): yields each assignment's CheckReport, in order, as soon as its jobs are done."""
+    before): yields each assignment's CheckReport, in order, as soon as its jobs are done.
+    `runner`: as for `grading.grade`."""
     from contextlib import ExitStack
 
     from autograder.audit import stale
@@ -156,7 +157,7 @@ def check_many(items: list[Assignment], examples: bool = False, jobs: int = 2):
                 for p in find_submissions([a.examples_dir]):
                     jobs_list.append((f"example {p.name}", p))
             reference = pool.submit(_reference_test, a)
-            graded = [pool.submit(grade, a, path) for _, path in jobs_list]
+            graded = [pool.submit(grade, a, path, runner=runner) for _, path in jobs_list]
             plans.append((a, reference, jobs_list, graded, expected))
         for a, reference, jobs_list, graded, expected in plans:
             report = CheckReport()

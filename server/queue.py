@@ -65,7 +65,6 @@ class GradingQueue:
         self.dispatcher: Callable[[list[int], dict[int, str]], None] | None = None  # the broker's send
         module, _, name = settings.grade_function.partition(":")
         self._grade = getattr(importlib.import_module(module), name)
-        os.environ["DLOPT_RUNNER"] = settings.runner  # the judge processes this worker starts inherit it
 
     # -- enqueue -----------------------------------------------------------------
     def add_run(self, session, submission: Submission, assignment: AssignmentRow, reason: str) -> GradingRun:
@@ -263,7 +262,7 @@ class GradingQueue:
             path = Path(tmp) / f"submission.{kind}"
             path.write_bytes(data)
             try:
-                return self._grade(a, path, label=label)
+                return self._grade(a, path, label=label, runner=self.settings.runner)
             except Exception as e:  # noqa: BLE001 - the engine promises not to raise; if it does, say so
                 r = SubmissionResult(assignment=slug, submission=label)
                 r.error = "the grader failed on this submission (staff have been told)"

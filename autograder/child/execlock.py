@@ -215,7 +215,9 @@ def hide(files: list[str]) -> dict:
 
     # A folder above a hidden file gets no rule of its own (it would cover the file), so
     # what is made in it later cannot be read: where the Python lives under /tmp (a clone
-    # in /tmp), temporary files and Triton's cache go to folders made now instead.
+    # in /tmp), temporary files and Triton's cache go to folders made now instead. (The
+    # child's own start-up: it reads and sets its environment itself, it imports nothing
+    # of the engine's settings, as child/ imports only protocol/.)
     blocked = {d for d in _ancestors(hidden) if os.access(d, os.W_OK)}
     if blocked:
         for var in ("TRITON_CACHE_DIR", "TMPDIR"):
@@ -257,7 +259,7 @@ def gpu_programs() -> list[str]:
         libcuda_dirs()
     except Exception:  # noqa: BLE001  (no Triton: nothing of it to allow)
         pass
-    for env in ("TRITON_PTXAS_PATH", "CC"):
+    for env in ("TRITON_PTXAS_PATH", "CC"):  # the child's own environment, at its start-up
         add(os.environ.get(env))
     for prog in ("cc", "gcc", "clang", "as", "ld", "ld.bfd", "ld.gold", "ptxas"):
         add(shutil.which(prog, path="/usr/bin:/bin:/usr/local/cuda/bin"))

@@ -36,7 +36,7 @@ RUNTIME = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file
 if RUNTIME not in sys.path:
     sys.path.insert(0, RUNTIME)
 
-from autograder import forkserver  # noqa: E402
+from autograder import forkserver, settings  # noqa: E402
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x02000000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -339,15 +339,13 @@ def _run_child(req: dict, req_fd: int, rep_fd: int, setup_fd: int, chdir: str | 
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no new privileges")
         if req.get("seccomp"):
             _seccomp(bytes.fromhex(req["seccomp"]))
-        os.environ.clear()
-        os.environ.update({str(k): str(v) for k, v in req["env"].items()})
+        settings.become({**req["env"], "PWD": chdir} if chdir else req["env"])  # PWD as bubblewrap's --chdir sets it
         import tempfile
 
         tempfile.tempdir = None
         forkserver.reseed()
         if chdir:
             os.chdir(chdir)
-            os.environ["PWD"] = chdir  # as bubblewrap's --chdir sets it
         sandbox = req["sandbox_root"]
         sys.path[:] = [sandbox, *(p for p in sys.path if p != RUNTIME)]
         for name, module in list(sys.modules.items()):  # later imports of the runtime: from /sandbox

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from autograder import __version__, scoring
 from autograder.judge.compare import GradingFailure, PartialCredit
 from autograder.judge.forbidden import scan, scan_flags
+from autograder.judge.job import GradingJob
 from autograder.judge.results import VISIBILITIES, SubmissionResult, TestResult
 from autograder.judge.student import (
     OVERLOADED,
@@ -32,25 +31,8 @@ from autograder.judge.student import (
     StudentFailure,
     SubmissionLoadError,
 )
-from autograder.sandbox import Limits
 
 MAX_FEEDBACK_LINES = 12
-
-
-@dataclass
-class GradingConfig:
-    assignment: str
-    submission: str  # a label for the results (usually the path)
-    extracted: dict  # autograder.notebook.ExtractedCode.as_dict()
-    limits: Limits = field(default_factory=Limits)
-    forbidden: list[str] = field(default_factory=list)
-    harness: str | None = None
-    device: str = "cpu"
-    force_weak: bool = False
-    suite: str = "hidden"
-    flags_cost_points: bool = False  # [forbidden] flags_cost_points: a flagged function earns nothing
-    allow_imports: list = field(default_factory=list)  # [forbidden] allow_imports: the scan's extra modules
-    guard: dict | None = None  # [forbidden] runtime + block_autograd: made to raise in the child
 
 
 class _FatalStudent:
@@ -87,18 +69,17 @@ def _shorten(text: str) -> str:
 
 
 class GradingPlugin:
-    def __init__(self, cfg: GradingConfig):
-        self.cfg = cfg
-        self.result = SubmissionResult(assignment=cfg.assignment, submission=cfg.submission,
-                                       engine_version=__version__, suite=cfg.suite,
-                                       notes=list(cfg.extracted.get("notes", [])))
-        line_map = cfg.extracted.get("line_map", [])
+    def __init__(self, job: GradingJob):
+        self.cfg = job
+        self.result = SubmissionResult(assignment=job.assignment, submission=job.label,
+                                       engine_version=__version__, suite=job.suite, notes=list(job.notes))
+        line_map = list(job.line_map)
         # Each finding names where it is in the student's notebook (cell and line), not in
         # the extracted code.
         self.static_findings = [{**f.as_dict(), "where": _where(line_map, f.line)}
-                                for f in scan(cfg.extracted.get("source", ""), cfg.forbidden)]
+                                for f in scan(job.source, list(job.forbidden))]
         self.result.flags = [{**f.as_dict(), "where": _where(line_map, f.line)}
-                             for f in scan_flags(cfg.extracted.get("source", ""), cfg.allow_imports)]
+                             for f in scan_flags(job.source, list(job.allow_imports))]
         self._student = None
         self._group = "hidden"
         self._started = time.perf_counter()
@@ -107,17 +88,10 @@ class GradingPlugin:
     @pytest.fixture(scope="session")
     def student(self):
         if self._student is None:
-            fatal = self.cfg.extracted.get("fatal")
-            if fatal:
-                self._student = _FatalStudent(fatal)
+            if self.cfg.fatal:
+                self._student = _FatalStudent(self.cfg.fatal)
             else:
-                self._student = StudentCode(
-                    source=self.cfg.extracted["source"], limits=self.cfg.limits,
-                    line_map=self.cfg.extracted.get("line_map", []), device=self.cfg.device,
-                    gpu=self.cfg.device != "cpu", forbidden_patterns=self.cfg.forbidden,
-                    harness=Path(self.cfg.harness) if self.cfg.harness else None,
-                    force_weak=self.cfg.force_weak, notes=self.cfg.extracted.get("notes", []),
-                    guard=self.cfg.guard)
+                self._student = StudentCode.for_job(self.cfg)
                 self._student.enter_group(self._group)
                 self._student.current_functions = getattr(self, "_functions", [])
         yield self._student

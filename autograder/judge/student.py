@@ -13,12 +13,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from autograder import settings
 from autograder.protocol import ProtocolError, decode, read_frame
 from autograder.protocol.framing import FrameTimeout, write_encoded
 from autograder.protocol.shm import SHM_MIN_BYTES, write_shared
 from autograder.sandbox import Limits, make_runner
+
+if TYPE_CHECKING:
+    from autograder.judge.job import GradingJob
 
 IMPORT_GRACE_SECONDS = 60.0  # torch's import and the submission's top level, on a slow disk
 MAX_RESTARTS = 25
@@ -127,9 +131,19 @@ class StudentCode:
     harness: Any = None
     force_weak: bool = False
     notes: list[str] = field(default_factory=list)  # intake notes (e.g. a cell with a syntax error)
+    runner_kind: str | None = None  # local or docker; None: the engine's setting (DLOPT_RUNNER)
+
+    @classmethod
+    def for_job(cls, job: GradingJob) -> StudentCode:
+        """The student's code of a grading job, started by the job's runner."""
+        return cls(source=job.source, limits=job.limits, line_map=list(job.line_map), device=job.device,
+                   gpu=job.gpu, forbidden_patterns=list(job.forbidden), guard=job.guard,
+                   harness=Path(job.harness) if job.harness else None, force_weak=job.weak,
+                   notes=list(job.notes), runner_kind=job.runner)
 
     def __post_init__(self):
-        self.runner = make_runner(self.limits, gpu=self.gpu, device=self.device,
+        self.runner = make_runner(self.runner_kind or settings.current().runner, self.limits, gpu=self.gpu,
+                                  device=self.device,
                                   forbidden=self.forbidden_patterns, harness=self.harness,
                                   force_weak=self.force_weak, guard=self.guard)
         self.handle = None

@@ -9,6 +9,8 @@ from types import ModuleType
 
 import torch
 
+from autograder import settings
+
 
 def load_module(path: str | Path, name: str | None = None) -> ModuleType:
     """Import a trusted file of the assignment (its harness) in the judge's process."""
@@ -45,11 +47,7 @@ def truth_cache_dir() -> Path:
     """Where the judge keeps values it computed itself (`DLOPT_TRUTH_CACHE`, default
     `$XDG_CACHE_HOME/dlopt/truth`): on the host, never mounted into a sandbox, mode 700
     (a child runs as another uid, so even the weak sandbox cannot read it)."""
-    import os
-
-    if os.environ.get("DLOPT_TRUTH_CACHE"):
-        return Path(os.environ["DLOPT_TRUTH_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dlopt" / "truth"
+    return settings.current().truth_cache
 
 
 def cached_truth(key: str, compute, sources: list[str | Path]):

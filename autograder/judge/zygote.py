@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
-from autograder import forkserver
+from autograder import forkserver, settings
 
 # Imported before any fork: what every judge would otherwise import for itself.
 PRELOAD = ("torch", "torch.optim", "torch._dynamo", "torch.nn.functional", "torch.autograd.functional",
@@ -54,8 +54,7 @@ def become_judge(req: dict, fds: list[int]) -> None:
         forkserver.redirect_output(out, err)
         os.close(out)
         os.close(err)
-        os.environ.clear()
-        os.environ.update({str(k): str(v) for k, v in req["env"].items()})
+        settings.become(req["env"])
         os.chdir(req["cwd"])
         import tempfile
 

@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from autograder import settings
+
 from . import seccomp
 from .limits import Limits
 from .local import ChildHandle, LocalRunner, loopback_payload_bytes
@@ -39,10 +41,6 @@ from .memwatch import ContainerMemoryWatch, CpuWatch
 
 SOCKET_NAME = "judge.sock"
 START_SECONDS = 120.0  # image start and the child's first imports
-
-
-def _env_list(name: str) -> list[str]:
-    return [p.strip() for p in os.environ.get(name, "").split(",") if p.strip()]
 
 
 def parse_mounts(spec: list[str]) -> dict:
@@ -154,11 +152,13 @@ class DockerRunner(LocalRunner):
         import docker
 
         self.client = client or docker.from_env(timeout=int(START_SECONDS))
-        self.image = image or os.environ.get("DLOPT_DOCKER_IMAGE", "dlopt-runner:latest")
-        self.python = os.environ.get("DLOPT_DOCKER_PYTHON", "python3")
-        self.extra_mounts = parse_mounts(_env_list("DLOPT_DOCKER_MOUNTS"))
-        self.ulimits = parse_ulimits(_env_list("DLOPT_DOCKER_ULIMITS"))
-        self.gpu_ids = _env_list("DLOPT_GPU_DEVICES") or None
+        config = settings.current()
+        self.image = image or config.docker_image
+        self.python = config.docker_python
+        self.extra_mounts = parse_mounts(list(config.docker_mounts))
+        self.ulimits = parse_ulimits(list(config.docker_ulimits))
+        self.gpu_ids = list(config.gpu_devices) or None
+        self.cpus = config.docker_cpus
         try:
             self.podman = "podman" in json.dumps(self.client.version()).lower()
         except Exception:  # noqa: BLE001 - no engine to ask (unit tests): assume Docker
@@ -193,7 +193,7 @@ class DockerRunner(LocalRunner):
             tmpfs={"/tmp": f"rw,size={lim.tmp_bytes() >> 20}m,mode=1777" + (",U" if self.podman else "")},
             cap_drop=["ALL"], security_opt=["no-new-privileges", self._seccomp_option(staging)], environment=env, volumes=volumes,
             mem_limit=f"{lim.memory_mb}m", memswap_limit=f"{lim.memory_mb}m",
-            nano_cpus=int(float(os.environ.get("DLOPT_DOCKER_CPUS", "2")) * 1e9),
+            nano_cpus=int(self.cpus * 1e9),
             pids_limit=lim.processes + 32, ulimits=self.ulimits or None,
             device_requests=gpu_device_requests(self.gpu, self.gpu_ids) or None,
             # NCCL (ranks of a multi-GPU assignment) keeps buffers in /dev/shm: Docker's

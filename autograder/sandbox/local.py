@@ -24,6 +24,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from autograder import settings
+
 from . import seccomp
 from .limits import Limits
 from .memwatch import MALLOC_TUNABLES, CpuWatch, MemoryWatch, process_tree
@@ -75,7 +77,9 @@ def _python_world_readable() -> bool:
 
 UID_RANGE = range(61000, 64000)
 # Shared by every judge on the machine (each judge has a TMPDIR of its own).
-UID_LOCK_DIR = Path(os.environ.get("DLOPT_SHARED_TMP") or tempfile.gettempdir()) / "dlopt-sandbox-uids"
+def uid_lock_dir() -> Path:
+    """Where parallel judges (and their zygotes) take their sandbox uids' locks."""
+    return settings.current().shared_tmp / "dlopt-sandbox-uids"
 
 
 def _claim_uid() -> tuple[int, int | None]:
@@ -83,9 +87,10 @@ def _claim_uid() -> tuple[int, int | None]:
     RLIMIT_NPROC and the leftover-process check see one child's processes only."""
     import fcntl
 
-    UID_LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
+    locks = uid_lock_dir()
+    locks.mkdir(mode=0o700, exist_ok=True)
     for uid in random.sample(UID_RANGE, 64):
-        fd = os.open(UID_LOCK_DIR / str(uid), os.O_CREAT | os.O_RDWR, 0o600)
+        fd = os.open(locks / str(uid), os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return uid, fd
@@ -264,7 +269,7 @@ SETUP_SECONDS = 60.0
 
 
 def _use_zygote() -> bool:
-    return os.environ.get("DLOPT_ZYGOTE", "1") != "0" and _ZYGOTE_FAILED is None
+    return settings.current().zygote and _ZYGOTE_FAILED is None
 
 
 def _read_setup(fd: int, seconds: float) -> bool:
@@ -315,7 +320,7 @@ def child_zygote(env: dict):
     child zygote that zygote keeps for all its judges; elsewhere one of this process."""
     from autograder import forkserver
 
-    judge_zygote = os.environ.get("DLOPT_JUDGE_ZYGOTE")
+    judge_zygote = settings.current().judge_zygote
     if not judge_zygote:
         return own_child_zygote(env)
     key = (judge_zygote, tuple(sorted(env.items())))
@@ -420,10 +425,9 @@ class LocalRunner:
                "USER": "student", "LOGNAME": "student",
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
                "TRITON_CACHE_DIR": "/tmp/.triton"}
-        for key in ("CUDA_VISIBLE_DEVICES", "TRITON_INTERPRET", "NCCL_NVLS_ENABLE",
-                    "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS", "LD_LIBRARY_PATH"):
-            if key in os.environ and (self.gpu or key == "TRITON_INTERPRET"):
-                env[key] = os.environ[key]
+        env.update(settings.passthrough(("CUDA_VISIBLE_DEVICES", "TRITON_INTERPRET", "NCCL_NVLS_ENABLE",
+                                         "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS",
+                                         "LD_LIBRARY_PATH") if self.gpu else ("TRITON_INTERPRET",)))
         if self.gpu:
             # torch.cuda.is_available() asks NVML instead of initialising CUDA, so the
             # child may still fork processes that use the GPU (NCCL ranks).

@@ -34,20 +34,15 @@ import threading
 import time
 from pathlib import Path
 
-from autograder import forkserver
+from autograder import forkserver, settings
 
 POOL_LABEL = "dlopt.pool"
 OWNER = f"{socket.gethostname()}:{os.getpid()}"  # the label of this pool's containers
 KEEP_SECONDS = 600.0  # a spec not asked for this long has its containers removed
-ENV_KEYS = ("DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "DLOPT_DOCKER_IMAGE", "DLOPT_DOCKER_PYTHON",
-            "DLOPT_DOCKER_MOUNTS", "DLOPT_DOCKER_ULIMITS", "DLOPT_DOCKER_CPUS", "DLOPT_GPU_DEVICES")
 
 
 def depth() -> int:
-    try:
-        return max(0, int(os.environ.get("DLOPT_DOCKER_POOL", "2")))
-    except ValueError:
-        return 2
+    return settings.current().docker_pool
 
 
 # -- the judge's side ---------------------------------------------------------------------
@@ -57,7 +52,7 @@ _ENDPOINTS: dict = {}
 def _endpoint(env: dict) -> forkserver.Endpoint | None:
     """The pool of this judge's zygote (None outside one: a judge that is a process of
     its own would pay for containers it never takes)."""
-    zygote = os.environ.get("DLOPT_JUDGE_ZYGOTE")
+    zygote = settings.current().judge_zygote
     if not zygote or depth() == 0:
         return None
     key = (zygote, tuple(sorted(env.items())))
@@ -69,8 +64,7 @@ def _endpoint(env: dict) -> forkserver.Endpoint | None:
 
 def pool_env() -> dict:
     """The environment the pool's docker client needs (what the judge's runner reads)."""
-    keep = ("PATH", "HOME", "DLOPT_DOCKER_POOL", *ENV_KEYS)
-    return {k: os.environ[k] for k in keep if k in os.environ}
+    return settings.passthrough(("PATH", "HOME", "DLOPT_DOCKER_POOL", *settings.DOCKER_KEYS))
 
 
 def take(runner):
