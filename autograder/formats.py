@@ -35,7 +35,9 @@ import copy
 import re
 from dataclasses import dataclass, field
 
-from autograder.notebook import ReleaseError
+
+class ReleaseError(ValueError):
+    """A master notebook whose markers do not pair up (any dialect)."""
 
 # -- detection ---------------------------------------------------------------------------
 OTTER_BOUNDARY = re.compile(r"#\s+(begin|end)\s+(question|prompt|solution|tests)\s*", re.IGNORECASE)

@@ -92,15 +92,14 @@ def _run_judge(cmd: list[str], env: dict, timeout: float, tmp: Path) -> tuple[in
     """Run a judge in a session of its own; on timeout kill its whole process group (its
     sandboxes die with it). Returns (exit code or None on timeout, stdout, stderr).
     The judge is a fork of this process's zygote (torch, pytest and the engine already
-    imported: autograder/judge/zygote.py) when there is one, else a new interpreter."""
+    imported: autograder/sandbox/judge_zygote.py) when there is one, else a new interpreter."""
     if settings.current().zygote and cmd[:2] == [sys.executable, "-m"]:
-        from autograder import forkserver
-        from autograder.judge import zygote
+        from autograder.sandbox import forkserver, judge_zygote
 
         for _ in range(2):
             out, err = tmp / "judge.stdout", tmp / "judge.stderr"
             try:
-                code = zygote.run(cmd[2:], env, os.getcwd(), str(out), str(err), timeout)
+                code = judge_zygote.run(cmd[2:], env, os.getcwd(), str(out), str(err), timeout)
             except forkserver.ServerLost:
                 continue  # a zygote that ended is started again once, then the slow path
             return code, _read_text(out), _read_text(err)

@@ -22,6 +22,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autograder.formats import (  # noqa: F401  (ReleaseError: raised here, and importers catch it here)
+    ReleaseError,
+    detect,
+    leak_check,
+    release_nbgrader,
+    release_otter,
+    strip_unreferenced,
+)
+
 MAX_SUBMISSION_BYTES = 20 << 20  # a notebook file, outputs included
 MAX_SOURCE_BYTES = 2 << 20       # the code itself: a .py file, or all code cells of a notebook together
 MAX_CELLS = 10_000
@@ -298,10 +307,6 @@ def extract_bounded(path: str | Path, mode: str = "definitions") -> ExtractedCod
 
 
 # -- release ---------------------------------------------------------------------------
-class ReleaseError(ValueError):
-    """A master notebook whose markers do not pair up."""
-
-
 def _enclosing_function(lines: list[str], index: int, indent: int) -> str | None:
     for k in range(index - 1, -1, -1):
         m = re.match(r"^(\s*)(?:async\s+)?def\s+(\w+)|^(\s*)class\s+(\w+)", lines[k])
@@ -373,14 +378,6 @@ def strip_markdown_solutions(src: str) -> str:
 def release_notebook(master: Path, slug: str):
     """The student version of a master notebook (an nbformat.NotebookNode)."""
     import nbformat
-
-    from autograder.formats import (
-        detect,
-        leak_check,
-        release_nbgrader,
-        release_otter,
-        strip_unreferenced,
-    )
 
     nb = nbformat.read(str(master), as_version=4)
     dialect = detect(nb)

@@ -167,9 +167,8 @@ def test_the_pool_gives_every_child_a_container_no_other_child_used(docker_engin
     import time
     from pathlib import Path
 
-    from autograder import forkserver
     from autograder.judge.student import StudentCode
-    from autograder.sandbox import pool
+    from autograder.sandbox import forkserver, pool
     from autograder.sandbox.memwatch import _tree_cpu_seconds
 
     for k, v in docker_engine.items():

@@ -1,4 +1,4 @@
-"""The two zygotes (autograder/judge/zygote.py, autograder/child/zygote.py): fast starts
+"""The two zygotes (autograder/sandbox/judge_zygote.py, autograder/sandbox/child_zygote.py): fast starts
 that change nothing a child or a judge can see, and share nothing between submissions.
 
 The sandbox's own tests (test_sandbox.py) run every limit through both ways a child
@@ -16,11 +16,9 @@ from pathlib import Path
 import pytest
 
 from autograder import assignment as assignments
-from autograder import forkserver
 from autograder.grading import grade
-from autograder.judge import zygote as judge_zygote
 from autograder.judge.student import StudentCode, StudentCrash
-from autograder.sandbox import Limits, local
+from autograder.sandbox import Limits, forkserver, judge_zygote, local
 
 from sandbox_marks import needs_bwrap
 
@@ -308,7 +306,7 @@ def test_judges_share_one_child_zygote_kept_by_the_judge_zygote(monkeypatch, tmp
         r = grade(probe, sub)
         assert r.score == probe.points and r.sandbox.get("zygote") == "child zygote", r.grader_errors
     owner = judge_zygote._SHARED.clients["judge"].proc.pid
-    kept = [p for p in os.listdir("/proc") if p.isdigit() and "child/zygote.py" in _cmdline(p)
+    kept = [p for p in os.listdir("/proc") if p.isdigit() and "sandbox/child_zygote.py" in _cmdline(p)
             and _parent(p) == owner]
     assert len(kept) == 1
 
@@ -365,7 +363,7 @@ def test_a_fork_server_op_can_pass_descriptors_and_cleans_up_when_its_owner_goes
     script = tmp_path / "server.py"
     script.write_text(
         "import os, sys\n"
-        "from autograder import forkserver\n"
+        "from autograder.sandbox import forkserver\n"
         "def give(req):\n"
         "    r, w = os.pipe()\n"
         "    os.write(w, req['say'].encode()); os.close(w)\n"

@@ -221,9 +221,9 @@ def hide(files: list[str]) -> dict:
     blocked = {d for d in _ancestors(hidden) if os.access(d, os.W_OK)}
     if blocked:
         for var in ("TRITON_CACHE_DIR", "TMPDIR"):
-            folder = os.environ.get(var) or "/tmp"
+            folder = os.environ.get(var) or "/tmp"  # the child's own start-up
             if folder in blocked:
-                os.environ[var] = folder = os.path.join(folder, f"{var.lower()}-own")
+                os.environ[var] = folder = os.path.join(folder, f"{var.lower()}-own")  # (start-up)
             os.makedirs(folder, exist_ok=True)
         tempfile.tempdir = None
     for f in list(linecache.cache):

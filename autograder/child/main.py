@@ -44,7 +44,7 @@ def _apply_limits(cfg: dict) -> None:
 
 
 # What every child imports before it reads student code: the child zygote imports it
-# once for all its forks (child/zygote.py); a container imports it before it connects,
+# once for all its forks (sandbox/child_zygote.py); a container imports it before it connects,
 # so that one waiting in the docker runner's pool (sandbox/pool.py) is ready to serve.
 PRELOAD = ("torch", "torch.optim", "torch._dynamo", "torch.nn.functional", "numpy",
            "autograder.protocol", "autograder.protocol.codec", "autograder.protocol.framing",
@@ -81,7 +81,7 @@ def main() -> None:
 
 def run(cfg: dict) -> None:
     """Limits, then torch, then serve: what every child does, however it was started (a
-    new interpreter here, or a fork of the child zygote: child/zygote.py)."""
+    new interpreter here, or a fork of the child zygote: sandbox/child_zygote.py)."""
     _apply_limits(cfg)
     os.chdir(cfg.get("workdir", "/tmp"))
 

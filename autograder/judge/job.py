@@ -104,7 +104,7 @@ class GradingJob:
         validate(a)
         return cls(
             assignment=a.slug, root=str(a.root), tests=tuple(str(p) for p in a.suite(suite)), label=label, out=out,
-            source=extracted.get("source", ""), line_map=tuple(extracted.get("line_map", [])),
+            source=extracted.get("source", ""), line_map=_line_tuples(extracted.get("line_map", [])),
             notes=tuple(extracted.get("notes", [])), fatal=extracted.get("fatal"),
             limits=a.limits, forbidden=tuple(a.forbidden), allow_imports=tuple(a.allow_imports),
             flags_cost_points=a.flags_cost_points, guard=a.guard,
@@ -141,7 +141,7 @@ class GradingJob:
             if k == "limits":
                 kw[k] = Limits(**v)
             elif k == "line_map":
-                kw[k] = tuple(tuple(x) if x is not None else None for x in v)
+                kw[k] = _line_tuples(v)
             elif isinstance(v, list):
                 kw[k] = tuple(v)
             else:
@@ -151,6 +151,10 @@ class GradingJob:
     @classmethod
     def load(cls, path: str | Path) -> GradingJob:
         return cls.from_json(json.loads(Path(path).read_text()))
+
+
+def _line_tuples(line_map) -> tuple:
+    return tuple(tuple(x) if x is not None else None for x in line_map)
 
 
 def _plain(v):

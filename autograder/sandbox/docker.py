@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder import settings
+from autograder.sandbox import forkserver
 
 from . import seccomp
 from .limits import Limits
@@ -286,14 +287,69 @@ class DockerRunner(LocalRunner):
     def start(self) -> ChildHandle:
         """A container no other submission has used: one the pool started ahead for this
         runner's spec (sandbox/pool.py), else one started now."""
-        from . import pool
-
-        taken = pool.take(self)
+        taken = take_from_pool(self)
         if taken is not None:
             return taken
         launched = self.launch()
         fd, pid = self.connect(launched)
         return self.handle(launched.container, launched.staging, fd, pid)
+
+
+
+# -- the container pool, the judge's side (the pool process: sandbox/pool.py) -------------
+POOL_LABEL = "dlopt.pool"
+
+
+def pool_depth() -> int:
+    """Containers kept started ahead per spec (DLOPT_DOCKER_POOL)."""
+    return settings.current().docker_pool
+
+
+_ENDPOINTS: dict = {}
+
+
+def _endpoint(env: dict) -> forkserver.Endpoint | None:
+    """The container pool (sandbox/pool.py) of this judge's zygote (None outside one: a judge that is a process of
+    its own would pay for containers it never takes)."""
+    zygote = settings.current().judge_zygote
+    if not zygote or pool_depth() == 0:
+        return None
+    key = (zygote, tuple(sorted(env.items())))
+    if key not in _ENDPOINTS:
+        answer = forkserver.Endpoint(zygote).ask({"op": "container-pool", "env": env})
+        _ENDPOINTS[key] = forkserver.Endpoint(answer["path"])
+    return _ENDPOINTS[key]
+
+
+def pool_env() -> dict:
+    """The environment the pool's docker client needs (what the judge's runner reads)."""
+    return settings.passthrough(("PATH", "HOME", "DLOPT_DOCKER_POOL", *settings.DOCKER_KEYS))
+
+
+def take_from_pool(runner):
+    """A handle on a container the pool started for `runner`'s spec, or None (no pool,
+    none ready, or the pool is gone: the runner starts one itself)."""
+    try:
+        endpoint = _endpoint(pool_env())
+        if endpoint is None:
+            return None
+        answer, fds = endpoint.ask_fds({"op": "take", "spec": runner.spec()}, timeout=30)
+    except forkserver.ServerLost as e:
+        runner.report["pool"] = f"none: {str(e)[:200]}"
+        _ENDPOINTS.clear()
+        return None
+    if answer.get("empty") or len(fds) != 1:
+        forkserver._close_all(fds)
+        runner.report["pool"] = "none ready: started one"
+        return None
+    try:
+        container = runner.client.containers.get(answer["container"])
+    except Exception as e:  # noqa: BLE001 - gone between the pool and here
+        forkserver._close_all(fds)
+        runner.report["pool"] = f"lost: {type(e).__name__}"
+        return None
+    runner.report["pool"] = "started ahead"
+    return runner.handle(container, Path(answer["staging"]), fds[0], int(answer.get("pid") or 0))
 
 
 @dataclass

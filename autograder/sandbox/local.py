@@ -293,9 +293,9 @@ def _tail(path: Path) -> str:
 
 
 def _child_zygote(env: dict):
-    from autograder import forkserver
+    from autograder.sandbox import forkserver
 
-    return forkserver.Client([sys.executable, "-I", "-B", str(PACKAGE_ROOT / "child" / "zygote.py")], env,
+    return forkserver.Client([sys.executable, "-I", "-B", str(PACKAGE_ROOT / "sandbox" / "child_zygote.py")], env,
                              "dlopt-czygote-")
 
 
@@ -305,7 +305,7 @@ _OWN_CHILD_ZYGOTES = None
 def own_child_zygote(env: dict):
     """This process's child zygote for `env` (started on first use)."""
     global _OWN_CHILD_ZYGOTES
-    from autograder import forkserver
+    from autograder.sandbox import forkserver
 
     if _OWN_CHILD_ZYGOTES is None:
         _OWN_CHILD_ZYGOTES = forkserver.Shared(_child_zygote)
@@ -318,7 +318,7 @@ _REMOTE: dict = {}
 def child_zygote(env: dict):
     """Where children for `env` fork from: in a judge forked from the judge zygote, the
     child zygote that zygote keeps for all its judges; elsewhere one of this process."""
-    from autograder import forkserver
+    from autograder.sandbox import forkserver
 
     judge_zygote = settings.current().judge_zygote
     if not judge_zygote:
@@ -438,10 +438,10 @@ class LocalRunner:
 
     def _start_forked(self, cmd: list[str], staging: Path, cfg: dict, uid: int | None, uid_lock: int | None,
                       log_path: Path, pipe_ends: list[int], ours: tuple[int, int]) -> ChildHandle | None:
-        """The child as a fork of the child zygote (child/zygote.py), which builds the
+        """The child as a fork of the child zygote (sandbox/child_zygote.py), which builds the
         sandbox these bwrap arguments describe for itself; None when there is no zygote
         (the caller starts bwrap instead)."""
-        from autograder import forkserver
+        from autograder.sandbox import forkserver
 
         split = cmd.index("--")
         args = cmd[1:split]

@@ -14,7 +14,7 @@ counted against the submission (`CpuWatch.start_now`).
 
 The pool is a process of its own (`python -m autograder.sandbox.pool SOCKET`, a
 `forkserver` server that answers without forking), owned by the judge zygote
-(autograder/judge/zygote.py, op "container-pool") so that every judge of a grading
+(autograder/sandbox/judge_zygote.py, op "container-pool") so that every judge of a grading
 process shares it. A judge asks `take` with its runner's spec; the answer is the
 container's id, staging folder and pid, with the connected socket passed as a file
 descriptor, or `empty` (the judge starts one itself, as without a pool). Each take
@@ -34,63 +34,13 @@ import threading
 import time
 from pathlib import Path
 
-from autograder import forkserver, settings
+from autograder.sandbox import forkserver
 
-POOL_LABEL = "dlopt.pool"
+from .docker import POOL_LABEL, DockerRunner, pool_depth
+from .limits import Limits
+
 OWNER = f"{socket.gethostname()}:{os.getpid()}"  # the label of this pool's containers
 KEEP_SECONDS = 600.0  # a spec not asked for this long has its containers removed
-
-
-def depth() -> int:
-    return settings.current().docker_pool
-
-
-# -- the judge's side ---------------------------------------------------------------------
-_ENDPOINTS: dict = {}
-
-
-def _endpoint(env: dict) -> forkserver.Endpoint | None:
-    """The pool of this judge's zygote (None outside one: a judge that is a process of
-    its own would pay for containers it never takes)."""
-    zygote = settings.current().judge_zygote
-    if not zygote or depth() == 0:
-        return None
-    key = (zygote, tuple(sorted(env.items())))
-    if key not in _ENDPOINTS:
-        answer = forkserver.Endpoint(zygote).ask({"op": "container-pool", "env": env})
-        _ENDPOINTS[key] = forkserver.Endpoint(answer["path"])
-    return _ENDPOINTS[key]
-
-
-def pool_env() -> dict:
-    """The environment the pool's docker client needs (what the judge's runner reads)."""
-    return settings.passthrough(("PATH", "HOME", "DLOPT_DOCKER_POOL", *settings.DOCKER_KEYS))
-
-
-def take(runner):
-    """A handle on a container the pool started for `runner`'s spec, or None (no pool,
-    none ready, or the pool is gone: the runner starts one itself)."""
-    try:
-        endpoint = _endpoint(pool_env())
-        if endpoint is None:
-            return None
-        answer, fds = endpoint.ask_fds({"op": "take", "spec": runner.spec()}, timeout=30)
-    except forkserver.ServerLost as e:
-        runner.report["pool"] = f"none: {str(e)[:200]}"
-        _ENDPOINTS.clear()
-        return None
-    if answer.get("empty") or len(fds) != 1:
-        forkserver._close_all(fds)
-        runner.report["pool"] = "none ready: started one"
-        return None
-    try:
-        container = runner.client.containers.get(answer["container"])
-    except Exception as e:  # noqa: BLE001 - gone between the pool and here
-        forkserver._close_all(fds)
-        runner.report["pool"] = f"lost: {type(e).__name__}"
-        return None
-    runner.report["pool"] = "started ahead"
-    return runner.handle(container, Path(answer["staging"]), fds[0], int(answer.get("pid") or 0))
 
 
 # -- the pool process ---------------------------------------------------------------------
@@ -106,9 +56,6 @@ class Pool:
         self.closed = False
 
     def _runner(self, key: str, spec: dict):
-        from .docker import DockerRunner
-        from .limits import Limits
-
         if key not in self.runners:
             harness = spec.get("harness")
             runner = DockerRunner(Limits(**spec["limits"]), gpu=bool(spec.get("gpu")),
@@ -273,9 +220,7 @@ def _runtime_files() -> list[str]:
 
 
 def main() -> None:
-    from . import docker  # noqa: F401  (its files are among those watched)
-
-    pool = Pool(depth())
+    pool = Pool(pool_depth())
     try:
         import docker as sdk
 

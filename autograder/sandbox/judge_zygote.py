@@ -3,7 +3,7 @@
 A judge used to be a new interpreter per submission: 2.3 s to import torch, pytest
 and the engine, and 1.8 s more for `torch._dynamo`, which `torch.optim` imports on
 its first step. The zygote imports all of that once; each submission's judge is a
-fresh fork of it (`autograder/forkserver.py`) that has run nothing else: no other
+fresh fork of it (`autograder/sandbox/forkserver.py`) that has run nothing else: no other
 submission's judge shares its memory, pytest's state or the suite's modules (the
 judge imports the suite itself, after the fork). The zygote runs no student code:
 the student's child is a process of its own in a sandbox of its own
@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import sys
 
-from autograder import forkserver, settings
+from autograder import settings
+from autograder.sandbox import forkserver
 
 # Imported before any fork: what every judge would otherwise import for itself.
 PRELOAD = ("torch", "torch.optim", "torch._dynamo", "torch.nn.functional", "torch.autograd.functional",
@@ -69,7 +70,7 @@ def become_judge(req: dict, fds: list[int]) -> None:
 
 
 _SHARED = forkserver.Shared(lambda env: forkserver.Client(
-    [sys.executable, "-m", "autograder.judge.zygote"], env, "dlopt-zygote-"))
+    [sys.executable, "-m", "autograder.sandbox.judge_zygote"], env, "dlopt-zygote-"))
 
 
 def run(argv: list[str], env: dict, cwd: str, stdout: str, stderr: str, timeout: float) -> int | None:

@@ -1,11 +1,11 @@
 """The child zygote: a sandboxed child in 30 ms instead of a new interpreter in 1-3 s.
 
 Started by the local runner (`autograder/sandbox/local.py`) once per grading process
-and child environment, as `python -I -B .../child/zygote.py SOCKET` with the child's
+and child environment, as `python -I -B .../sandbox/child_zygote.py SOCKET` with the child's
 clean environment; it imports torch (and `torch._dynamo`, which `torch.optim` imports
 on its first step) and the child's runtime, and never runs student code itself.
 
-For each child it forks (`autograder/forkserver.py`); the fork builds a sandbox for
+For each child it forks (`autograder/sandbox/forkserver.py`); the fork builds a sandbox for
 itself from nothing, the one bubblewrap would build from the same arguments (the
 runner passes the very argument list it gives bwrap, interpreted here):
 - new mount, network, PID, IPC, UTS and cgroup namespaces (and a user namespace when
@@ -36,7 +36,8 @@ RUNTIME = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file
 if RUNTIME not in sys.path:
     sys.path.insert(0, RUNTIME)
 
-from autograder import forkserver, settings  # noqa: E402
+from autograder import settings  # noqa: E402
+from autograder.sandbox import forkserver  # noqa: E402
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x02000000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000

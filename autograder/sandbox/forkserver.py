@@ -1,9 +1,9 @@
 """A fork server: a process that imports what its forks need once, then forks on request.
 
 Used twice (standard library only, so the sandbox's runtime can carry it):
-- the judge zygote (`autograder/judge/zygote.py`): a fresh fork per submission's judge,
+- the judge zygote (`autograder/sandbox/judge_zygote.py`): a fresh fork per submission's judge,
   with torch, pytest and the engine already imported;
-- the child zygote (`autograder/child/zygote.py`): a fresh fork per sandboxed child,
+- the child zygote (`autograder/sandbox/child_zygote.py`): a fresh fork per sandboxed child,
   with torch imported, that builds new namespaces for itself before it reads any
   student code (fresh namespaces per child, never a shared sandbox).
 
