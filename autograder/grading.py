@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from autograder import __version__, settings
+from autograder import __version__, scoring, settings
 from autograder.assignment import Assignment
 from autograder.judge.job import GradingJob
 from autograder.judge.results import SubmissionResult
@@ -62,8 +62,6 @@ def grade(a: Assignment, path: str | Path, *, suite: str = "hidden", device: str
     """Grade one submission file against `suite` ("hidden": everything, "public").
     `runner`: local or docker (None: the engine's setting, DLOPT_RUNNER).
     Never raises: whatever goes wrong ends as the result's `error`."""
-    from autograder.judge.student import OVERLOADED
-
     started = time.perf_counter()
     try:
         for attempt in range(1, OVERLOAD_ATTEMPTS + 1):
@@ -72,11 +70,9 @@ def grade(a: Assignment, path: str | Path, *, suite: str = "hidden", device: str
             if attempt > 1:
                 # Each regrade after a starved run is on the record (at most OVERLOAD_ATTEMPTS).
                 result.sandbox["overload_retries"] = attempt - 1
-            if result.error != OVERLOADED or attempt == OVERLOAD_ATTEMPTS:
+            if result.error != scoring.OVERLOADED or attempt == OVERLOAD_ATTEMPTS:
                 break
             time.sleep(OVERLOAD_PAUSE_SECONDS * attempt)  # let the load pass, then grade again
-        if result.error == OVERLOADED:
-            result.score = 0.0  # not scored: a TA regrades it (the server retries the run)
     except Exception as e:  # noqa: BLE001  (a batch never loses a file to an engine failure)
         import traceback
 

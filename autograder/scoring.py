@@ -4,7 +4,12 @@
   PartialCredit (a CaseTally: the fraction of its cases that pass), nothing otherwise
   (failed, errored, timed out; skipped tests count for nothing either way).
 - A forbidden routine found in a function, or (where the assignment says so) a flagged
-  construct, costs every test of that function all its points (`zero`).
+  construct, costs every test of that function all its points.
+- A test during which the grading machine was overloaded (the child starved of CPU by
+  others, from its own run-queue evidence) is an error worth nothing, and its
+  submission is not scored (graded again; `OVERLOADED`).
+`decide` applies these to one test, from its outcome and the evidence about it: the one
+place a test's points are decided.
 - A submission's score is the sum of its tests' points; its maximum, the sum of the
   maxima of the tests that ran.
 - Late: the score times max(0, 1 - penalty_per_day * days_late); a student's final
@@ -17,10 +22,66 @@ The judge's plugin (autograder/judge/plugin.py), CaseTally (compare.py), the res
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 DIGITS = 6  # points are rounded to this many decimals wherever they are computed
+OVERLOADED = "the grading machine was overloaded while this submission ran; it was not scored"
+OVERLOADED_TEST = "the grading machine was overloaded during this test; the submission is graded again"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What pytest saw of one test: passed, partial (with the fraction of its cases that
+    passed), failed, error (the grader's) or skipped, and the feedback it wrote."""
+
+    status: str
+    max_points: float
+    fraction: float | None = None
+    feedback: str = ""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What else decides a test's points, each record read outside the student's process
+    or from its source: forbidden routines found in the test's functions (the static scan
+    and the guard's reports), the flags on them and whether flags cost points, and whether
+    the host was overloaded while it ran."""
+
+    functions: tuple[str, ...] = ()
+    forbidden: tuple[dict, ...] = ()  # {"api", "function", ...} in one of `functions`
+    flags: tuple[dict, ...] = ()      # {"construct", "where", "function", "statement"}
+    flags_cost_points: bool = False
+    overloaded: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str
+    points: float
+    reasons: tuple[str, ...] = field(default=())  # put before the test's own feedback
+
+
+def decide(outcome: Outcome, evidence: Evidence) -> Verdict:
+    """A test's points, from its outcome and the evidence: the rules of this module's
+    docstring, in this order."""
+    if evidence.overloaded:
+        return Verdict("error", 0.0, (OVERLOADED_TEST,))
+    hits = [f for f in evidence.forbidden if str(f.get("function") or "").split(".")[0] in evidence.functions]
+    if hits:
+        apis = ", ".join(sorted({str(h["api"]) for h in hits}))
+        return Verdict("failed", 0.0, (f"no points: {', '.join(evidence.functions)} uses {apis}, "
+                                       "which this assignment forbids",))
+    if evidence.flags_cost_points and evidence.functions:
+        # A flagged function, or code at module level (a class body that patches, say),
+        # costs the function's tests; a module-level import costs nothing by itself: its
+        # uses are flagged in the functions that make them.
+        flagged = [f for f in evidence.flags if f.get("function") in evidence.functions
+                   or (f.get("function") == "<module>" and f.get("statement") != "import")]
+        if flagged:
+            what = "; ".join(f"{f['construct']} ({f['where']})" for f in flagged[:3])
+            return Verdict("failed", 0.0, (f"no points: this assignment does not accept code that uses {what}",))
+    return Verdict(outcome.status, test_points(outcome.max_points, outcome.status, outcome.fraction))
 
 
 def test_points(max_points: float, status: str, fraction: float | None = None) -> float:
@@ -41,17 +102,11 @@ def case_fraction(passed: int, total: int) -> float:
     return passed / total if total else 0.0
 
 
-def zero(test, reason: str) -> None:
-    """A test that earns nothing because of what its function does (a forbidden routine,
-    a flagged construct): no points, failed, the reason first in its feedback."""
-    test.points, test.status = 0.0, "failed"
-    test.feedback = f"{reason}\n{test.feedback}".strip()
-
-
-def totals(tests) -> tuple[float, float]:
-    """(score, max_score) of a submission's tests."""
-    return (round(sum(t.points for t in tests), DIGITS),
-            round(sum(t.max_points for t in tests if t.status != "skipped"), DIGITS))
+def totals(tests, error: str | None = None) -> tuple[float, float]:
+    """(score, max_score) of a submission's tests; a submission that was not scored (the
+    host was overloaded whenever it ran) scores nothing until it is graded again."""
+    score = 0.0 if error == OVERLOADED else round(sum(t.points for t in tests), DIGITS)
+    return score, round(sum(t.max_points for t in tests if t.status != "skipped"), DIGITS)
 
 
 def penalty_factor(late_policy: dict, days_late: int) -> float:

@@ -70,12 +70,10 @@ def test_points_are_decided_by_one_set_of_rules():
     assert scoring.test_points(3, "partial", 1 / 3) == 1.0
     assert scoring.test_points(3, "failed", 0.5) == 0 and scoring.test_points(3, "error") == 0
     assert scoring.partial_status(0.0) == "failed" and scoring.partial_status(0.1) == "partial"
-    t = SimpleNamespace(points=2.0, status="passed", feedback="")
-    scoring.zero(t, "no points: f uses torch.linalg.solve, which this assignment forbids")
-    assert (t.points, t.status) == (0.0, "failed") and t.feedback.startswith("no points")
     tests = [SimpleNamespace(points=1.5, max_points=2, status="partial"),
              SimpleNamespace(points=0, max_points=5, status="skipped")]
     assert scoring.totals(tests) == (1.5, 2)
+    assert scoring.totals(tests, scoring.OVERLOADED) == (0.0, 2)  # not scored: graded again
     assert scoring.late_score(80.0, {"penalty_per_day": 0.1}, 2) == 64.0
     assert scoring.late_score(80.0, {"penalty_per_day": 0.6}, 2) == 0.0
 
@@ -91,3 +89,27 @@ def test_the_statistics_are_exact_where_they_say_so():
     r = stats.bernstein_radius(1000, 1.0, 3.0, 1e-7)
     assert 0 < r < 1 and math.isclose(r, stats.bernstein_radius(1000, 1.0, 3.0, 1e-7))
     assert stats.ALPHA == 1e-7
+
+
+def test_one_function_decides_a_tests_points_from_its_outcome_and_the_evidence():
+    """scoring.decide: the README's rules, in order (overloaded, forbidden, flags, outcome)."""
+    D, O, E = scoring.decide, scoring.Outcome, scoring.Evidence
+    passed, partial = O("passed", 4.0), O("partial", 3.0, 1 / 3, "1 of 3 cases pass")
+    assert D(passed, E(functions=("f",))) == scoring.Verdict("passed", 4.0)
+    assert D(partial, E(functions=("f",))).points == 1.0
+    solve = {"api": "torch.linalg.solve", "function": "f", "line": 3}
+    v = D(passed, E(functions=("f",), forbidden=(solve,)))
+    assert (v.status, v.points) == ("failed", 0.0) and "torch.linalg.solve" in v.reasons[0]
+    assert D(passed, E(functions=("g",), forbidden=(solve,))).points == 4.0  # another function's finding
+    # a method of a class counts for its class's tests
+    assert D(passed, E(functions=("F",), forbidden=({**solve, "function": "F.step"},))).points == 0.0
+    flag = {"construct": "import of sys", "where": "line 2", "function": "f", "statement": "call"}
+    assert D(passed, E(functions=("f",), flags=(flag,))).points == 4.0  # flags for review only
+    assert D(passed, E(functions=("f",), flags=(flag,), flags_cost_points=True)).points == 0.0
+    module_import = {**flag, "function": "<module>", "statement": "import"}
+    assert D(passed, E(functions=("f",), flags=(module_import,), flags_cost_points=True)).points == 4.0
+    class_body = {**flag, "function": "<module>", "statement": "class"}
+    assert D(passed, E(functions=("f",), flags=(class_body,), flags_cost_points=True)).points == 0.0
+    assert D(passed, E(functions=(), flags=(class_body,), flags_cost_points=True)).points == 4.0
+    v = D(passed, E(functions=("f",), forbidden=(solve,), overloaded=True))
+    assert (v.status, v.points, v.reasons) == ("error", 0.0, (scoring.OVERLOADED_TEST,))

@@ -25,7 +25,6 @@ from autograder.judge.forbidden import scan, scan_flags
 from autograder.judge.job import GradingJob
 from autograder.judge.results import VISIBILITIES, SubmissionResult, TestResult
 from autograder.judge.student import (
-    OVERLOADED,
     HostOverloaded,
     StudentCode,
     StudentFailure,
@@ -81,6 +80,7 @@ class GradingPlugin:
         self.result.flags = [{**f.as_dict(), "where": _where(line_map, f.line)}
                              for f in scan_flags(job.source, list(job.allow_imports))]
         self._student = None
+        self._outcomes: list[tuple[TestResult, scoring.Outcome, bool]] = []
         self._group = "hidden"
         self._started = time.perf_counter()
 
@@ -149,35 +149,35 @@ class GradingPlugin:
         test = TestResult(name=item.name, points=0.0, max_points=max_points, visibility=visibility,
                           duration=round(rep.duration, 4), function=functions,
                           description=doc[0] if doc else "")
+        fraction, overloaded = None, False
         if rep.skipped:
-            test.status = "skipped"
-            test.feedback = str(rep.longrepr[-1]) if isinstance(rep.longrepr, tuple) else "skipped"
+            status = "skipped"
+            feedback = str(rep.longrepr[-1]) if isinstance(rep.longrepr, tuple) else "skipped"
         elif rep.passed:
-            test.status = "passed"
-            test.points = scoring.test_points(max_points, test.status)
+            status, feedback = "passed", ""
         else:
             exc = call.excinfo.value if call.excinfo else None
             if isinstance(exc, PartialCredit):
-                test.status = scoring.partial_status(exc.fraction)
-                test.points = scoring.test_points(max_points, test.status, exc.fraction)
-                test.feedback = _shorten(str(exc))
+                status, fraction, feedback = scoring.partial_status(exc.fraction), exc.fraction, str(exc)
             elif isinstance(exc, HostOverloaded):
-                test.status = "error"
-                test.feedback = "the grading machine was overloaded during this test; the submission is graded again"
-                self.result.error = OVERLOADED
+                status, feedback, overloaded = "error", "", True
+                self.result.error = scoring.OVERLOADED
                 self.result.grader_errors.append(f"{item.nodeid}: host overloaded: {exc}")
             elif isinstance(exc, StudentFailure):
-                test.status, test.feedback = "failed", _shorten(exc.feedback())
+                status, feedback = "failed", exc.feedback()
             elif isinstance(exc, AssertionError):
-                test.status = "failed"
-                test.feedback = _shorten(str(exc) or "a check of your output failed")
+                status = "failed"
+                feedback = str(exc) or "a check of your output failed"
                 if not isinstance(exc, GradingFailure):
-                    test.feedback = _shorten(test.feedback.split("\nassert ")[0])
+                    feedback = feedback.split("\nassert ")[0]
             else:
-                test.status = "error"
-                test.feedback = "the grader hit an internal error on this test; the course staff will see it"
+                status = "error"
+                feedback = "the grader hit an internal error on this test; the course staff will see it"
                 tb = "".join(traceback.format_exception(exc)) if exc else str(rep.longrepr)
                 self.result.grader_errors.append(f"{item.nodeid}: {tb[-3000:]}")
+        # Points are decided at the end, with the evidence of the whole run (scoring.decide).
+        test.status, test.feedback = status, feedback if status == "skipped" else _shorten(feedback)
+        self._outcomes.append((test, scoring.Outcome(status, max_points, fraction, feedback), overloaded))
         self.result.tests.append(test)
 
     def pytest_collectreport(self, report):
@@ -201,45 +201,33 @@ class GradingPlugin:
                 if note not in self.result.notes:
                     self.result.notes.append(note)
             student.close()
-        self._apply_forbidden(self.static_findings + dynamic)
-        self._apply_flags()
+        findings = self._forbidden_findings(self.static_findings + dynamic)
+        for test, outcome, overloaded in self._outcomes:
+            verdict = scoring.decide(outcome, scoring.Evidence(
+                functions=tuple(test.function), forbidden=tuple(findings), flags=tuple(self.result.flags),
+                flags_cost_points=self.cfg.flags_cost_points, overloaded=overloaded))
+            test.status, test.points = verdict.status, verdict.points
+            if verdict.reasons:
+                test.feedback = _shorten("\n".join([*verdict.reasons, outcome.feedback]))
+        if self.cfg.forbidden:
+            self.result.tests.insert(0, self._forbidden_check(findings))
         self.result.total()
         self.result.duration = round(time.perf_counter() - self._started, 3)
 
-    def _apply_flags(self) -> None:
-        """Flags are for a TA's review; where the assignment says so, a flagged function
-        (or every function, for code at module level: a class body that patches, say)
-        earns nothing. A module-level import costs nothing by itself: its uses are flagged
-        in the functions that make them."""
-        if not (self.cfg.flags_cost_points and self.result.flags):
-            return
-        for t in self.result.tests:
-            hits = [f for f in self.result.flags if f["function"] in t.function
-                    or (f["function"] == "<module>" and f.get("statement") != "import")]
-            if hits and t.function:
-                what = "; ".join(f"{h['construct']} ({h['where']})" for h in hits[:3])
-                scoring.zero(t, f"no points: this assignment does not accept code that uses {what}")
-                t.feedback = _shorten(t.feedback)
-
-    def _apply_forbidden(self, findings: list[dict]) -> None:
+    def _forbidden_findings(self, findings: list[dict]) -> list[dict]:
+        """Each (routine, function) once; none where the assignment forbids nothing."""
         if not self.cfg.forbidden:
-            return
+            return []
         unique = []
         for f in findings:
             key = (f.get("api"), f.get("function"))
             if key not in {(u["api"], u["function"]) for u in unique}:
                 unique.append(f)
         self.result.forbidden = unique
-        by_function: dict[str, list[dict]] = {}
-        for f in unique:
-            name = str(f.get("function") or "").split(".")[0]
-            by_function.setdefault(name, []).append(f)
-        for t in self.result.tests:
-            hits = [f for fn in t.function for f in by_function.get(fn, [])]
-            if hits:
-                apis = ", ".join(sorted({h["api"] for h in hits}))
-                scoring.zero(t, f"no points: {', '.join(t.function)} uses {apis}, which this assignment forbids")
-                t.feedback = _shorten(t.feedback)
+        return unique
+
+    def _forbidden_check(self, unique: list[dict]) -> TestResult:
+        """The 0-point test that lists what was found (or says nothing was)."""
         forbidden_test = TestResult(name="forbidden_api_check", points=0.0, max_points=0.0,
                                     visibility="public", status="passed",
                                     description="the submission does not use the library routines it must build")
@@ -255,4 +243,4 @@ class GradingPlugin:
             # A second interpreter could have run the forbidden routines unguarded.
             forbidden_test.feedback += (f"\n(unenforced: this sandbox could not refuse new programs, {lock}; "
                                         "the runtime guard held only in your code's own process)")
-        self.result.tests.insert(0, forbidden_test)
+        return forbidden_test

@@ -59,7 +59,7 @@ class SubmissionResult:
     def total(self) -> None:
         from autograder.scoring import totals
 
-        self.score, self.max_score = totals(self.tests)
+        self.score, self.max_score = totals(self.tests, self.error)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -84,7 +84,6 @@ class HostOverloaded(Exception):
 
 
 GUARD_PREFIX = "forbidden by the assignment: "  # what a routine made to raise by child/guard.py says
-OVERLOADED = "the grading machine was overloaded while this submission ran; it was not scored"
 
 
 @dataclass
