@@ -208,8 +208,7 @@ def test_the_reply_file_is_read_to_its_declared_size_and_truncated_after_a_take(
         header, chunks = encode_chunks(value)
         pointer = child_write_reply(str(xfer), rf.name, header, chunks)
         assert pointer is not None
-        info = pointer["shm_reply"]
-        h, payload = rf.take(info, 64 << 20)
+        h, payload = rf.take(pointer.size, pointer.header, 64 << 20)
         assert torch.equal(decode(h, payload)["value"], value["value"])
         st = os.fstat(rf.fd)
         assert st.st_size == 0 and st.st_blocks == 0, "the file's pages outlive the take"
@@ -219,12 +218,12 @@ def test_the_reply_file_is_read_to_its_declared_size_and_truncated_after_a_take(
         rf.prepare(64 << 20)
         child_write_reply(str(xfer), rf.name, header, chunks)
         with pytest.raises(ProtocolError, match="declares"):
-            rf.take(dict(info, size=info["size"] + (32 << 20)), 64 << 20)
+            rf.take(pointer.size + (32 << 20), pointer.header, 64 << 20)
         assert os.fstat(rf.fd).st_size == 0
         # ... or a header with no tensor and a size (the load-reply forgery of issue 25).
         rf.prepare(256 << 20)
         with pytest.raises(ProtocolError, match="declares"):
-            rf.take({"size": 256 << 20, "h": {"dict": [["ok", True]]}}, 256 << 20)
+            rf.take(256 << 20, {"dict": [["ok", True]]}, 256 << 20)
         assert os.fstat(rf.fd).st_size == 0
     finally:
         rf.close()
@@ -233,7 +232,7 @@ def test_the_reply_file_is_read_to_its_declared_size_and_truncated_after_a_take(
 def _staged(values):
     """A request as the child maps it from the judge's shared file (a mutable buffer),
     decoded through DeviceStaging as on a GPU ("cpu" here: `place` copies all the same)."""
-    from autograder.child.server import DeviceStaging
+    from autograder.protocol.channel import DeviceStaging
 
     header, payload = encode(values)
     buf = bytearray(payload)

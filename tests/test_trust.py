@@ -108,8 +108,8 @@ def big(n):
     return torch.ones(n)
 
 def stop_reading():
-    import autograder.child.server as server
-    server.read_frame = lambda *a, **k: time.sleep(10**6)
+    import autograder.protocol.channel as channel
+    channel.read_frame = lambda *a, **k: time.sleep(10**6)
     return "stopped"
 '''
 
@@ -201,17 +201,17 @@ def ok(x):
     return x + 1
 
 class _Transport:
-    _server = sys.modules["autograder.child.server"]
+    _channel = sys.modules["autograder.protocol.channel"]
 
-    def _forged(rep_fd, reply, xfer, shm_name, _honest=_server._reply):
+    def _forged(self, reply, request, _honest=_channel.ChildChannel.reply):
         from autograder.protocol.codec import encode_chunks
         from autograder.protocol.framing import write_encoded
-        if isinstance(reply, dict) and "names" in reply:
-            header, _ = encode_chunks(reply)
-            return write_encoded(rep_fd, {"shm_reply": {"size": 256 << 20, "h": header}}, [])
-        return _honest(rep_fd, reply, xfer, shm_name)
+        if reply.names:
+            header, _ = encode_chunks(reply.to_wire())
+            return write_encoded(self.rep_fd, {"shm_reply": {"size": 256 << 20, "h": header}}, [])
+        return _honest(self, reply, request)
 
-    _server._reply = _forged
+    _channel.ChildChannel.reply = _forged
 '''
 
 
@@ -820,8 +820,7 @@ def forge():
     real = srv.Child.call
     def call(self, req):
         reply = real(self, req)
-        if "args_after" in reply:
-            reply["args_after"] = ["untouched"] * len(reply["args_after"])
+        reply.args_after = ["untouched"] * len(req.args)
         return reply
     srv.Child.call = call
     return True

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import linecache
-import os
 import sys
 import time
 import traceback
@@ -15,8 +14,10 @@ from typing import Any
 
 import torch
 
-from autograder.protocol import ProtocolError, decode, read_frame, write_frame
+from autograder.protocol import ProtocolError
 from autograder.protocol import specs as spec_registry
+from autograder.protocol.channel import ChildChannel
+from autograder.protocol.messages import Failure, Reply, Request
 
 from .forbidden import ForbiddenTracer
 from .watch import AllocationWatch
@@ -33,21 +34,17 @@ def _student_frames(tb) -> list[list]:
     return frames[-4:]
 
 
-def _error(exc: BaseException, kind: str | None = None) -> dict:
-    return {
-        "type": kind or type(exc).__name__,
-        "message": str(exc)[:2000],
-        "frames": _student_frames(exc.__traceback__),
-    }
+def _error(exc: BaseException, line: int | None = None) -> Failure:
+    return Failure(type(exc).__name__, str(exc)[:2000], tuple(map(tuple, _student_frames(exc.__traceback__))), line)
 
 
-def _signature_error(req: dict, target, args: list, kwargs: dict, exc: TypeError) -> dict | None:
+def _signature_error(req: Request, target, args: list, kwargs: dict, exc: TypeError) -> Failure | None:
     """A TypeError raised by the call itself (no student line ran): the student's function
     or class does not take the arguments the assignment specifies. Says so, with both
     signatures, instead of a bare TypeError."""
     import inspect
 
-    if req["op"] == "call":
+    if req.op == "call":
         try:
             sig = inspect.signature(target)
         except (TypeError, ValueError):
@@ -57,14 +54,13 @@ def _signature_error(req: dict, target, args: list, kwargs: dict, exc: TypeError
             return None  # it binds: the TypeError came from elsewhere
         except TypeError as bind:
             shown = ", ".join([*("_" for _ in args), *(f"{k}=..." for k in kwargs)])
-            return {"type": "SignatureError", "frames": [],
-                    "message": (f"`{req['fn']}` cannot be called as the assignment specifies: the grader calls "
-                                f"{req['fn']}({shown}), and your definition is {req['fn']}{sig} ({bind})")[:2000]}
+            return Failure("SignatureError", (f"`{req.fn}` cannot be called as the assignment specifies: the grader "
+                                              f"calls {req.fn}({shown}), and your definition is {req.fn}{sig} "
+                                              f"({bind})")[:2000])
     text = str(exc)
     if any(s in text for s in ("positional argument", "keyword argument", "required argument", "takes no arguments")):
-        return {"type": "SignatureError", "frames": [],
-                "message": (f"the grader's task {req['fn']} called your code as the assignment specifies, "
-                            f"and the call did not fit your definition: {text}")[:2000]}
+        return Failure("SignatureError", (f"the grader's task {req.fn} called your code as the assignment "
+                                          f"specifies, and the call did not fit your definition: {text}")[:2000])
     return None
 
 
@@ -101,7 +97,7 @@ class Child:
     def __init__(self, cfg: dict):
         self.cfg = cfg
         self.namespace: dict[str, Any] = {}
-        self.load_error: dict | None = None
+        self.load_error: Failure | None = None
         self.tracer = ForbiddenTracer(cfg.get("forbidden", []), SUBMISSION_FILE)
         self.harness: types.ModuleType | None = None
         device = cfg.get("device", "cpu")
@@ -137,12 +133,11 @@ class Child:
         return {"ops": len(summary["dispatcher"]["ops"]), "autograd": summary["autograd"] is not None,
                 "python": len(summary["python"]["neutered"]), "seconds": round(summary["seconds"]["total"], 3)}
 
-    def load(self, source: str, harness_path: str | None) -> dict:
+    def load(self, source: str, harness_path: str | None) -> Reply:
         try:
             guard = self._guard()
         except Exception as e:  # noqa: BLE001  (never run student code unguarded)
-            return {"ok": False, "names": [], "problems": [], "seconds": 0.0, "forbidden": [],
-                    "error": {"type": "GuardError", "message": f"{type(e).__name__}: {str(e)[:500]}", "frames": []}}
+            return Reply.failed("GuardError", f"{type(e).__name__}: {str(e)[:500]}")
         try:
             # No new program from here on (execlock.py): a second interpreter would run unguarded.
             from . import execlock
@@ -170,26 +165,23 @@ class Child:
         started = time.perf_counter()
         # Statement by statement: an import that fails here (a plotting library, say) or a
         # top-level line that raises costs only what depends on it, not the whole file.
-        self.load_problems: list[dict] = []
+        self.load_problems: list[Failure] = []
         try:
             tree = ast.parse(source, SUBMISSION_FILE)
         except SyntaxError as e:
-            self.load_error = {"type": "SyntaxError", "message": f"{e.msg} (line {e.lineno})",
-                               "frames": [[e.lineno or 0, "<module>", (e.text or "").strip()]]}
+            self.load_error = Failure("SyntaxError", f"{e.msg} (line {e.lineno})",
+                                      ((e.lineno or 0, "<module>", (e.text or "").strip()),))
             tree = ast.Module(body=[], type_ignores=[])
         for node in tree.body:
             try:
                 exec(compile(ast.Module(body=[node], type_ignores=[]), SUBMISSION_FILE, "exec"), self.namespace)
             except BaseException as e:  # noqa: BLE001  (SystemExit at import is the student's bug)
-                err = _error(e)
-                err["line"] = node.lineno
-                self.load_problems.append(err)
+                self.load_problems.append(_error(e, line=node.lineno))
         names = sorted(k for k, v in self.namespace.items()
                        if not k.startswith("__") and (callable(v) or isinstance(v, type)))
-        return {"ok": self.load_error is None, "error": self.load_error, "names": names, "guard": guard,
-                "exec_lock": exec_lock,
-                "problems": self.load_problems[:20],
-                "seconds": time.perf_counter() - started, "forbidden": self.tracer.take()}
+        return Reply(ok=self.load_error is None, error=self.load_error, names=names, guard=guard,
+                     exec_lock=exec_lock, problems=self.load_problems[:20],
+                     seconds=time.perf_counter() - started, forbidden=self.tracer.take())
 
     def specs(self, name: str, params: Any) -> Any:
         return spec_registry.build(name, params)
@@ -204,23 +196,21 @@ class Child:
             if self._watch_intact:
                 watch.__exit__(None, None, None)
 
-    def call(self, req: dict) -> dict:
-        args = list(req.get("args", []))
-        kwargs = dict(req.get("kwargs", {}))
-        if req["op"] == "call":
-            fn = self.namespace.get(req["fn"])
+    def call(self, req: Request) -> Reply:
+        args = list(req.args)
+        kwargs = dict(req.kwargs)
+        if req.op == "call":
+            fn = self.namespace.get(req.fn)
             if fn is None:
-                return {"ok": False, "error": {"type": "MissingFunction",
-                        "message": f"`{req['fn']}` is not defined in your submission", "frames": []}}
+                return Reply.failed("MissingFunction", f"`{req.fn}` is not defined in your submission")
             target = fn
         else:
-            if self.harness is None or not hasattr(self.harness, req["fn"]):
-                return {"ok": False, "error": {"type": "HarnessError",
-                        "message": f"no harness task {req['fn']!r}", "frames": []}}
-            target = getattr(self.harness, req["fn"])
-            args = [StudentNames(self.namespace, req["fn"]), *args]
+            if self.harness is None or not hasattr(self.harness, req.fn):
+                return Reply.failed("HarnessError", f"no harness task {req.fn!r}")
+            target = getattr(self.harness, req.fn)
+            args = [StudentNames(self.namespace, req.fn), *args]
         self.tracer.take()
-        watch = AllocationWatch(SUBMISSION_FILE) if req.get("watch") else None
+        watch = AllocationWatch(SUBMISSION_FILE) if req.watch else None
         cuda = self.device != "cpu"
         if watch is not None and cuda:
             torch.cuda.synchronize()
@@ -229,7 +219,7 @@ class Child:
         started = time.perf_counter()
         try:
             # inference mode: the judge may call with autograd unusable (backprop by hand).
-            with torch.inference_mode(bool(req.get("inference"))):
+            with torch.inference_mode(req.inference):
                 if watch is None:
                     value = target(*args, **kwargs)
                 else:
@@ -238,140 +228,55 @@ class Child:
                 torch.cuda.synchronize()
         except BaseException as e:  # noqa: BLE001  (SystemExit/KeyboardInterrupt in student code)
             error = _error(e)
-            if isinstance(e, TypeError) and not error["frames"]:
+            if isinstance(e, TypeError) and not error.frames:
                 error = _signature_error(req, target, args, kwargs, e) or error
-            return {"ok": False, "error": error, "forbidden": self.tracer.take(),
-                    "seconds": time.perf_counter() - started}
+            return Reply(ok=False, error=error, forbidden=self.tracer.take(), seconds=time.perf_counter() - started)
         seconds = time.perf_counter() - started
-        reply = {"ok": True, "value": value, "seconds": seconds, "forbidden": self.tracer.take()}
+        reply = Reply(ok=True, value=value, seconds=seconds, forbidden=self.tracer.take())
         if watch is not None:
-            reply["watch"] = watch.report(self._watch_intact)
+            reply.watch = watch.report(self._watch_intact)
             if cuda:
-                reply["watch"]["cuda_peak_extra_bytes"] = torch.cuda.max_memory_allocated() - cuda_before
-        if req.get("return_args"):
-            # Objects built from specs (a model, an objective) go back as None: only data returns.
-            after = list(args) if req["op"] == "call" else list(args[1:])
-            reply["args_after"] = [a if isinstance(a, torch.Tensor | int | float | str | bool | list | tuple | dict)
-                                   or a is None else None for a in after]
+                reply.watch["cuda_peak_extra_bytes"] = torch.cuda.max_memory_allocated() - cuda_before
+        if req.return_args and req.op == "call":
+            # The child's own account, used only for a call that sent no tensor (the judge
+            # reads a call's tensors back from its own file). Objects built from specs go
+            # back as None: only data returns.
+            reply.args_after = [a if isinstance(a, torch.Tensor | int | float | str | bool | list | tuple | dict)
+                                or a is None else None for a in args]
         return reply
-
-
-def _shared(header, payload, xfer: str | None):
-    """A request whose payload the judge put in a shared file (`{"shm": name, "size": n,
-    "h": header}`): its tensors are views of that file, mapped shared, so what the call
-    does to its inputs is in the judge's file, where the judge reads it after the reply.
-    Returns (header, payload, mapped)."""
-    if not (isinstance(header, dict) and set(header) == {"shm", "size", "h"}):
-        return header, payload, False
-    import mmap
-    import re
-
-    name, size = header["shm"], header["size"]
-    if not (xfer and isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}\.bin", name)
-            and isinstance(size, int) and size > 0):
-        raise ProtocolError("malformed shared-memory request")
-    fd = os.open(os.path.join(xfer, name), os.O_RDWR)
-    try:
-        if os.fstat(fd).st_size != size:
-            raise ProtocolError("shared-memory file of the wrong size")
-        view = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-    finally:
-        os.close(fd)
-    return header["h"], view, True
-
-
-class DeviceStaging:
-    """A GPU call's inputs, staged through the judge's shared file so that the judge reads
-    what the call did to them from its own file (issue 25, point 6), as on the CPU.
-
-    Each tensor the request carries is a view of the file; `place` copies it to the
-    device the student's code gets, then inverts every byte of the view, so the file
-    holds no copy of the input while the call runs; `write_back`, after the call, copies
-    each device tensor back over its view. A child that skips the write-back leaves the
-    inverted bytes, which differ from the input everywhere: its inputs read as changed.
-    A device tensor whose shape the call changed (`resize_`, `set_`) is not
-    written back: its view keeps the inverted bytes, and the input reads as changed.
-    (A pageable host-to-device copy has read its source when `.to` returns, so the view
-    can be overwritten at once.)"""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.pairs: list[tuple[torch.Tensor, torch.Tensor, tuple]] = []
-
-    def place(self, view: torch.Tensor) -> torch.Tensor:
-        on_device = view.to(self.device, copy=True)
-        if view.numel():
-            view.reshape(-1).view(torch.uint8).bitwise_not_()
-            self.pairs.append((view, on_device, tuple(on_device.shape)))
-        return on_device
-
-    def write_back(self) -> None:
-        for view, on_device, shape in self.pairs:
-            if tuple(on_device.shape) == shape:  # values as the caller would see them, strides and all
-                view.copy_(on_device)
-        self.pairs.clear()
-
-
-def _reply(rep_fd: int, reply: dict, xfer: str | None, shm_name) -> None:
-    """A reply frame; a large payload goes into the judge's reply file (protocol/shm.py)."""
-    from autograder.protocol.codec import encode_chunks
-    from autograder.protocol.framing import write_encoded
-    from autograder.protocol.shm import child_write_reply
-
-    header, chunks = encode_chunks(reply)
-    pointer = child_write_reply(xfer, shm_name, header, chunks)
-    if pointer is not None:
-        write_encoded(rep_fd, pointer, [])
-    else:
-        write_encoded(rep_fd, header, chunks)
 
 
 def serve(req_fd: int, rep_fd: int, cfg: dict) -> None:
     # Student prints go to the log (fd 1/2), never to the reply channel.
     child = Child(cfg)
+    channel = ChildChannel(req_fd, rep_fd, cfg.get("xfer"))
     while True:
-        try:
-            header, payload = read_frame(req_fd)
-        except EOFError:
-            return
         req = None
         try:
-            header, payload, mapped = _shared(header, payload, cfg.get("xfer"))
             # Tensors go to the grading device, unless the harness places them itself
             # (HOST_TENSORS: it forks processes that must start CUDA on their own).
-            host = getattr(child.harness, "HOST_TENSORS", False)
-            staged = DeviceStaging(child.device) if mapped and not host and child.device != "cpu" else None
-            req = decode(header, payload, device=None if host else child.device, specs=child.specs,
-                         place=staged.place if staged is not None else None)
-            op = req.get("op") if isinstance(req, dict) else None
-            if op == "load":
-                reply = child.load(req["source"], cfg.get("harness"))
-            elif op in ("call", "task"):
+            req = channel.receive(child.device, getattr(child.harness, "HOST_TENSORS", False), child.specs)
+            if req.op == "load":
+                reply = child.load(req.source or "", cfg.get("harness"))
+            elif req.op in ("call", "task"):
                 reply = child.call(req)
-            elif op == "ping":
-                reply = {"ok": True, "value": "pong"}
-            elif op == "collect":
+            elif req.op == "ping":
+                reply = Reply(ok=True, value="pong")
+            else:  # collect
                 # Before a watched call: garbage in reference cycles (torch's load_state_dict
                 # keeps the decoded state in one) freed during the call would hide its peak.
                 import gc
 
                 gc.collect()
-                reply = {"ok": True, "value": None}
-            else:
-                reply = {"ok": False, "error": {"type": "ProtocolError", "message": f"unknown op {op!r}", "frames": []}}
-            if staged is not None:
-                staged.write_back()
+                reply = Reply(ok=True)
+            channel.finish_call()
+        except EOFError:
+            return
         except ProtocolError as e:
-            reply = {"ok": False, "error": {"type": "ProtocolError", "message": str(e), "frames": []}}
-        try:
-            _reply(rep_fd, reply, cfg.get("xfer"), req.get("reply_shm") if isinstance(req, dict) else None)
-        except ProtocolError as e:
-            write_frame(rep_fd, {"ok": False, "forbidden": reply.get("forbidden", []), "error": {
-                "type": "BadReturnValue", "frames": [],
-                "message": f"your function returned something that cannot be graded: {e}"}})
+            reply = Reply.failed("ProtocolError", str(e))
+        channel.reply(reply, req)
         sys.stdout.flush()
         sys.stderr.flush()
         # Drop this request's buffers now, not when the next one arrives: freed during a
         # watched call they would hide that much of its peak.
-        header = payload = req = reply = None
-
+        req = reply = None

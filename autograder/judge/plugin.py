@@ -30,6 +30,7 @@ from autograder.judge.student import (
     StudentFailure,
     SubmissionLoadError,
 )
+from autograder.protocol.messages import Failure
 
 MAX_FEEDBACK_LINES = 12
 
@@ -44,7 +45,7 @@ class _FatalStudent:
         self.names: list[str] = []
 
     def call(self, fn, *a, **k):
-        raise SubmissionLoadError("reading your submission", {"type": "Error", "message": self.reason})
+        raise SubmissionLoadError("reading your submission", Failure("Error", self.reason))
 
     task = call
 

@@ -9,16 +9,16 @@ costs only the tests that made it.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autograder import settings
-from autograder.protocol import ProtocolError, decode, read_frame
-from autograder.protocol.framing import FrameTimeout, write_encoded
-from autograder.protocol.shm import SHM_MIN_BYTES, write_shared
+from autograder.protocol import ProtocolError
+from autograder.protocol.channel import Exchange
+from autograder.protocol.framing import FrameTimeout
+from autograder.protocol.messages import Failure, Reply, Request, finding
 from autograder.sandbox import Limits, make_runner
 
 if TYPE_CHECKING:
@@ -38,19 +38,16 @@ class StudentFailure(Exception):
 class StudentError(StudentFailure):
     """The student's code raised an exception."""
 
-    def __init__(self, what: str, error: dict, line_map: list | None = None):
+    def __init__(self, what: str, error: Failure, line_map: list | None = None):
         self.what = what
-        self.type = error.get("type", "Exception")
-        self.message = error.get("message", "")
-        self.frames = error.get("frames", [])
+        self.type = error.type
+        self.message = error.message
+        self.frames = list(error.frames)
         self.line_map = line_map or []
         super().__init__(self.feedback())
 
     def where(self, line: int) -> str:
-        if 0 < line <= len(self.line_map) and self.line_map[line - 1]:
-            cell, cell_line = self.line_map[line - 1]
-            return f"cell {cell}, line {cell_line}" if cell is not None else f"line {cell_line}"
-        return f"line {line}"
+        return where_in(self.line_map, line)
 
     def feedback(self) -> str:
         if isinstance(self, MissingFunction):
@@ -59,6 +56,14 @@ class StudentError(StudentFailure):
         for line, func, text in self.frames[-3:]:
             lines.append(f"  in {func}, {self.where(line)}: {text}")
         return "\n".join(lines)
+
+
+def where_in(line_map: list, line: int) -> str:
+    """A line of the extracted source as the student sees it: cell and line in the notebook."""
+    if 0 < line <= len(line_map) and line_map[line - 1]:
+        cell, cell_line = line_map[line - 1]
+        return f"cell {cell}, line {cell_line}" if cell is not None else f"line {cell_line}"
+    return f"line {line}"
 
 
 class MissingFunction(StudentError):
@@ -216,24 +221,21 @@ class StudentCode:
             raise StudentTimeout(f"{self._budget_message()}; later tests were not run")
         self.restarts += 1
         self.handle = self.runner.start()
-        reply = self._exchange({"op": "load", "source": self.source}, IMPORT_GRACE_SECONDS,
-                               "loading your code")
-        if (reply.get("error") or {}).get("type") == "GuardError":
+        reply = self._exchange(Request("load", source=self.source), IMPORT_GRACE_SECONDS, "loading your code")
+        if reply.error is not None and reply.error.type == "GuardError":
             # Not the student's doing (it runs before their code): a grader error for staff.
-            raise RuntimeError(f"the child could not install its guard: {reply['error'].get('message')}")
-        self.guard_report = reply.get("guard")
+            raise RuntimeError(f"the child could not install its guard: {reply.error.message}")
+        self.guard_report = reply.guard
         # Whether the kernel refuses new programs in this child (child/execlock.py): said by
         # trusted code that ran before the student's, so a note, never a source of points.
-        lock = reply.get("exec_lock") if isinstance(reply.get("exec_lock"), dict) else {}
+        lock = reply.exec_lock or {}
         self.sandbox["exec_lock"] = str(lock.get("method") or f"none ({str(lock.get('error') or 'not reported')[:200]})")
         self._note_forbidden(reply)
-        self.names = reply.get("names", [])
-        self.load_problems = []
-        for prob in reply.get("problems") or []:
-            where = StudentError("", prob, self.line_map).where(int(prob.get("line") or 0))
-            self.load_problems.append(f"{where}: {prob.get('type')}: {str(prob.get('message'))[:200]}")
-        if not reply.get("ok"):
-            self.load_error = reply.get("error") or {"type": "Error", "message": "unknown"}
+        self.names = list(reply.names)
+        self.load_problems = [f"{where_in(self.line_map, prob.line or 0)}: {prob.type}: {prob.message[:200]}"
+                              for prob in reply.problems]
+        if not reply.ok:
+            self.load_error = reply.error or Failure("Error", "unknown")
 
     def enter_group(self, group: str) -> None:
         """Calls of another visibility group (public, after_deadline, hidden) get a child
@@ -272,53 +274,36 @@ class StudentCode:
         return self.handle.log_tail() if self.handle is not None else ""
 
     # -- the exchange ------------------------------------------------------------------
-    def _exchange(self, message: dict, seconds: float, what: str) -> dict:
-        return self._roundtrip(message, seconds, what)[0]
+    def _exchange(self, request: Request, seconds: float, what: str) -> Reply:
+        return self._roundtrip(request, seconds, what)[0]
 
-    def _roundtrip(self, message: dict, seconds: float, what: str, read_back: bool = False) -> tuple[dict, Any]:
+    def _roundtrip(self, request: Request, seconds: float, what: str,
+                   read_back: bool = False) -> tuple[Reply, list | None]:
         """Send one request and read its reply, within the call's time and reply budget.
         Whatever the child sends (a forged frame, a header nested 5000 deep, nothing at
         all, or it stops reading), the judge holds at most the reply budget in memory,
         waits at most the deadline, and on any failure kills the child and fails only
         this call: the channel is never left out of step.
 
-        Bulk bytes go through files in the child's shared folder (`xfer`) where it has
-        one: a request of SHM_MIN_BYTES or more is written to a file of its own, which
-        the child maps (its tensors are views of it); a large reply is written by the
-        child into the handle's reply file and the frame says how many bytes, at most
-        the reply budget, which the judge copies out of its own descriptor before it
-        decodes them with the same validation as any frame. `read_back`: the request
-        goes through a file whatever its size, and the message as the call left it
-        (decoded from that file after the reply: the inputs-unchanged verdict rests on
-        those bytes, read outside the student's process) comes back second."""
+        The transports are the channel's (protocol/channel.py); this call decides which it
+        offers. The reply file only for calls and tasks whose memory is not watched (its
+        pages would count in the call's peak: measured, 0.5 MiB of reply raised it by
+        5 MiB; the pipe's do not), never for load, collect or ping, whose replies are
+        small. `read_back`: the request goes through a file whatever its size, and the
+        arguments as the call left them (read from that file after the reply: the
+        inputs-unchanged verdict rests on those bytes, read outside the student's
+        process) come back second."""
         handle = self.handle
-        xfer = getattr(handle, "xfer", None)
-        # The reply file is offered per call, in the request (`reply_shm`), and a reply
-        # comes back through it only where it was offered (_exchange_frames gets it only
-        # then). Not for calls whose memory is watched: the reply file's pages would count
-        # in the call's peak (measured: 0.5 MiB of reply raised it by 5 MiB), the pipe's
-        # do not; nor for the other ops (load, collect, ping), whose replies are small.
-        offered = message.get("op") in ("call", "task") and not message.get("watch")
+        offered = request.op in ("call", "task") and not request.watch
         reply_file = handle.shared_reply() if offered and hasattr(handle, "shared_reply") else None
-        if reply_file is not None:
-            message = dict(message, reply_shm=reply_file.name)
-        made: list[tuple[int, Path]] = []  # the request's shared file, removed whatever happens
+        exchange = Exchange(handle.req_fd, handle.rep_fd, getattr(handle, "xfer", None), reply_file)
         try:
-            return self._exchange_frames(handle, message, seconds, what, xfer, read_back, reply_file, made)
+            return self._exchange_frames(handle, exchange, request, seconds, what, read_back)
         finally:
-            if reply_file is not None:
-                reply_file.drop()  # no page of it outlives the call, whoever wrote it
-            for fd, path in made:
-                try:
-                    os.ftruncate(fd, 0)  # a child that kept a mapping of it keeps nothing the judge paid for
-                except OSError:
-                    pass
-                os.close(fd)
-                path.unlink(missing_ok=True)
+            exchange.close()
 
-    def _exchange_frames(self, handle, message, seconds, what, xfer, read_back, reply_file, made):
-        from autograder.protocol.codec import encode_chunks
-
+    def _exchange_frames(self, handle, exchange: Exchange, request: Request, seconds: float, what: str,
+                         read_back: bool) -> tuple[Reply, list | None]:
         started = time.monotonic()
         cpu_start = handle.cpu_seconds()
         rq_start = handle.run_queue_seconds() if hasattr(handle, "run_queue_seconds") else None
@@ -339,43 +324,15 @@ class StudentCode:
         cpu_cap = min(seconds, max(cpu_left, 0.0))
         wall_cap = min(started + seconds * self.limits.wall_factor + 10, self._wall_backstop())
         try:
-            header, chunks = encode_chunks(message)
-            sent = sum(len(c) for c in chunks)
+            sent = exchange.encode(request, read_back)
             max_header, max_payload = self.limits.reply_budget(sent)
-            if reply_file is not None:
-                reply_file.prepare(max_payload)
-            request_file = None
-            header_sent = header
-            if xfer is not None and sent > 0 and (read_back or sent >= SHM_MIN_BYTES):
-                request_file = write_shared(Path(xfer), chunks)
-                made.append(request_file)
-                write_encoded(handle.req_fd, {"shm": request_file[1].name, "size": sent, "h": header}, [],
-                              deadline=wall_cap)
-            else:
-                write_encoded(handle.req_fd, header, chunks, deadline=wall_cap)
+            exchange.send(max_payload, deadline=wall_cap)
             self._await_reply(handle, started, cpu_start, cpu_cap, wall_cap, idle, wait_left)
             self.waited = waited_before + idle()
             # Once a reply has begun, the rest comes at pipe speed: a child that stalls
             # inside a frame gets the call's own seconds (+10), not the wall backstop.
-            header, payload = read_frame(handle.rep_fd, max_payload=max_payload, max_header=max_header,
-                                         deadline=min(wall_cap, time.monotonic() + seconds + 10))
-            if isinstance(header, dict) and "shm_reply" in header:
-                # Only by the transport this call offered, and the frame carries nothing else.
-                if reply_file is None:
-                    raise ProtocolError("a reply through the shared file, which this call did not offer")
-                if set(header) != {"shm_reply"} or len(payload):
-                    raise ProtocolError("malformed shared reply")
-                header, payload = reply_file.take(header["shm_reply"], max_payload)
-            reply = decode(header, payload, device=None, specs=None)
-            if not isinstance(reply, dict):
-                raise ProtocolError("reply is not a message")
-            left = None
-            if request_file is not None and read_back:
-                after = bytearray(sent)
-                if os.preadv(request_file[0], [after], 0) != sent:
-                    raise ProtocolError("the shared file was truncated")
-                left = decode(header_sent, after, device=None, specs=_keep_specs)
-            return reply, left
+            reply = exchange.receive(max_header, max_payload, min(wall_cap, time.monotonic() + seconds + 10))
+            return reply, exchange.inputs_after(_keep_specs) if read_back else None
         except FrameTimeout as e:
             used = (handle.cpu_seconds() or 0.0) - (cpu_start or 0.0)
             wall = time.monotonic() - started
@@ -459,10 +416,10 @@ class StudentCode:
         fns = getattr(self, "current_functions", None) or []
         return fns[0] if len(fns) == 1 else None
 
-    def _note_forbidden(self, reply: dict) -> None:
-        for f in reply.get("forbidden") or []:
-            if isinstance(f, dict) and f not in self.forbidden_found:
-                self.forbidden_found.append({k: f.get(k) for k in ("api", "function", "line")})
+    def _note_forbidden(self, reply: Reply) -> None:
+        for f in reply.forbidden:  # already in the shape messages.finding gives
+            if f not in self.forbidden_found:
+                self.forbidden_found.append(f)
 
     def _request(self, op: str, fn: str, args, kwargs, timeout, return_args, what,
                  inference: bool = False, watch: bool = False) -> CallResult:
@@ -472,36 +429,37 @@ class StudentCode:
         if op == "call" and fn not in self.names:
             why = "".join(f"\n  note: {n}" for n in [*self.notes, *self.load_problems]
                           if "syntax error" in n or "Error" in n)
-            raise MissingFunction(fn, {"type": "NameError", "message":
-                                       f"`{fn}` is not defined at the top level of your submission{why}"})
+            raise MissingFunction(fn, Failure("NameError", f"`{fn}` is not defined at the top level of your "
+                                                           f"submission{why}"))
         watcher = self.handle.memory if watch else None
         if watch:
-            self._exchange({"op": "collect"}, IMPORT_GRACE_SECONDS, "collecting garbage before a watched call")
+            self._exchange(Request("collect"), IMPORT_GRACE_SECONDS, "collecting garbage before a watched call")
         before = watcher.reset() if watcher is not None else None
-        request = {"op": op, "fn": fn, "args": list(args), "kwargs": dict(kwargs),
-                   "return_args": return_args, "inference": inference, "watch": watch}
+        request = Request(op, fn=fn, args=list(args), kwargs=dict(kwargs), return_args=return_args,
+                          inference=inference, watch=watch)
         lo_before = self.handle.loopback_tx_bytes()
         reply, left = self._roundtrip(request, timeout or self.limits.call_seconds, what, read_back=return_args)
         memory = None
         if watch:
             peak = watcher.peak_bytes() if watcher is not None else None
-            memory = dict(reply.get("watch") or {"intact": False})
+            memory = dict(reply.watch or {"intact": False})
             memory["method"] = watcher.method if watcher is not None else "none"
             memory["peak_extra_bytes"] = peak - before if peak is not None and before is not None else None
             memory["resident_before_bytes"] = before
             if isinstance(memory.get("largest"), dict) and memory["largest"].get("line"):
-                memory["largest"]["where"] = StudentError("", {}, self.line_map).where(int(memory["largest"]["line"]))
+                memory["largest"]["where"] = where_in(self.line_map, int(memory["largest"]["line"]))
         self._note_forbidden(reply)
-        if not reply.get("ok"):
-            err = reply.get("error") or {}
-            if err.get("type") in ("MissingFunction", "SignatureError"):  # the message says it all
+        if not reply.ok:
+            err = reply.error or Failure("Error", "the call failed and did not say why")
+            if err.type in ("MissingFunction", "SignatureError"):  # the message says it all
                 raise MissingFunction(fn, err)
-            msg = str(err.get("message", ""))
+            msg = err.message
             if msg.startswith(GUARD_PREFIX):
                 # A routine the guard made raise: the student's function reached it. Only
                 # ever costs points (a child can hide this report, never gain by it).
-                found = {"api": msg[len(GUARD_PREFIX):].split()[0][:120], "function": fn if op == "call"
-                         else self._task_function(), "line": (err.get("frames") or [[None]])[-1][0]}
+                found = finding(msg[len(GUARD_PREFIX):].split()[0][:120],
+                                fn if op == "call" else self._task_function(),
+                                err.frames[-1][0] if err.frames else None)
                 if found["function"] and found not in self.forbidden_found:
                     self.forbidden_found.append(found)
             raise StudentError(what, err, self.line_map)
@@ -509,13 +467,13 @@ class StudentCode:
         # (on a GPU the child stages them through it: child/server.py's DeviceStaging). The
         # child's own report only for a call that sent no bytes (no tensor to forge), and
         # never for a task, whose arguments are the harness's.
-        if isinstance(left, dict) and "args" in left:
-            args_after = list(left["args"])
+        if left is not None:
+            args_after = left
         else:
-            args_after = reply.get("args_after") if op == "call" else None
+            args_after = reply.args_after if op == "call" else None
         lo_after = self.handle.loopback_tx_bytes() if self.handle is not None else None
         loopback = lo_after - lo_before if lo_before is not None and lo_after is not None else None
-        return CallResult(reply.get("value"), float(reply.get("seconds") or 0.0), args_after, memory, loopback)
+        return CallResult(reply.value, reply.seconds, args_after, memory, loopback)
 
     def call(self, fn: str, *args, timeout: float | None = None, return_args: bool = False,
              autograd: bool = True, watch_memory: bool = False, **kwargs) -> CallResult:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .codec import ProtocolError, scan
+from .messages import SharedReply
 
 SHM_MIN_BYTES = 256 << 10  # payloads from this size on go through a shared file, not the pipe
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\.bin")
@@ -85,18 +86,16 @@ class ReplyFile:
         except OSError:
             pass
 
-    def take(self, info: Any, max_payload: int) -> tuple[Any, Any]:
+    def take(self, size: Any, header: Any, max_payload: int) -> tuple[Any, Any]:
         """(header, payload) of a reply the child wrote here; ProtocolError where the
         frame's claim does not hold (not an int, over the budget, other than the bytes its
         header's tensors cover, past the file's end). Only the declared bytes are read,
         once the claim is checked; the file's pages are dropped afterwards, whatever
         happened."""
         try:
-            if not (isinstance(info, dict) and set(info) == {"size", "h"} and isinstance(info["size"], int)
-                    and not isinstance(info["size"], bool) and 0 < info["size"] <= max_payload):
+            if not (isinstance(size, int) and not isinstance(size, bool) and 0 < size <= max_payload):
                 raise ProtocolError("malformed or oversized shared reply")
-            size = info["size"]
-            need = scan(info["h"])  # bounded: counts and depth fail fast
+            need = scan(header)  # bounded: counts and depth fail fast
             if need != size:
                 raise ProtocolError(f"the shared reply declares {size:,} bytes and its tensors cover {need:,}")
             if os.fstat(self.fd).st_size < size:
@@ -115,7 +114,7 @@ class ReplyFile:
             if got != size:
                 payload.close()
                 raise ProtocolError("the shared reply is shorter than its frame says")
-            return info["h"], payload
+            return header, payload
         finally:
             self.drop()
 
@@ -126,7 +125,7 @@ class ReplyFile:
             pass
 
 
-def child_write_reply(xfer: str | None, name: Any, header: Any, chunks: list) -> dict | None:
+def child_write_reply(xfer: str | None, name: Any, header: Any, chunks: list) -> SharedReply | None:
     """The child: put a large reply's payload in the judge's reply file (through a shared
     mapping, within the size the judge gave the file: its budget); the header of the
     frame that points to it, or None (small, no file, too large, or it could not be
@@ -151,4 +150,4 @@ def child_write_reply(xfer: str | None, name: Any, header: Any, chunks: list) ->
         return None
     finally:
         os.close(fd)
-    return {"shm_reply": {"size": size, "h": header}}
+    return SharedReply(size, header)

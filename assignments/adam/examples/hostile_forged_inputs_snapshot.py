@@ -15,10 +15,10 @@ class _Patch:
         def _call(self, req, _orig=_orig):
             import torch
 
-            before = [a.clone() if isinstance(a, torch.Tensor) else a for a in req.get("args", [])]
+            before = [a.clone() if isinstance(a, torch.Tensor) else a for a in req.args]
             reply = _orig(self, req)
-            if req.get("return_args") and reply.get("ok"):
-                reply["args_after"] = before
+            if req.return_args and reply.ok:
+                reply.args_after = before
             return reply
 
         _server.Child.call = _call

@@ -1,8 +1,8 @@
 """The page-cache reply attack (issue 25, point 4): plain attention in the tiled functions, with the
 whole score matrix kept in pages the judge paid for.
 
-A class body swaps the child's reply function (`autograder.child.server._reply`, found
-through `sys.modules`) for one that answers the `load` request with a forged pointer to
+A class body swaps the child's reply method (`autograder.protocol.channel.ChildChannel.reply`,
+found through `sys.modules`; `autograder.child.server._reply` before the protocol's messages) for one that answers the `load` request with a forged pointer to
 the judge's reply file: `{"shm_reply": {"size": <the whole file>, "h": <the real reply>}}`.
 A judge that accepts it on an exchange where it offered no reply file reads the whole
 file (256 MiB of holes), which fills the page cache at the judge's expense; the flash
@@ -86,29 +86,29 @@ def _xfer():
 class _Transport:
     import sys as _sys
 
-    _server = _sys.modules.get("autograder.child.server")
-    if _server is not None:
+    _channel = _sys.modules.get("autograder.protocol.channel")
+    if _channel is not None:
 
-        def _forged(rep_fd, reply, xfer, shm_name, _honest=_server._reply):
+        def _forged(self, reply, request, _honest=_channel.ChildChannel.reply):
             import os
 
-            if isinstance(reply, dict) and "names" in reply and xfer:  # the load's reply
+            if reply.names and self.xfer:  # the load's reply
                 try:
-                    size = os.stat(os.path.join(xfer, "reply.bin")).st_size
+                    size = os.stat(os.path.join(self.xfer, "reply.bin")).st_size
                 except OSError:
                     size = 0
                 if size >= 64 << 20:
                     from autograder.protocol.codec import encode_chunks
                     from autograder.protocol.framing import write_encoded
 
-                    header, chunks = encode_chunks(reply)
+                    header, chunks = encode_chunks(reply.to_wire())
                     if not chunks:
                         claim = min(size, 256 << 20)
-                        write_encoded(rep_fd, {"shm_reply": {"size": claim, "h": header}}, [])
+                        write_encoded(self.rep_fd, {"shm_reply": {"size": claim, "h": header}}, [])
                         return
-            return _honest(rep_fd, reply, xfer, shm_name)
+            return _honest(self, reply, request)
 
-        _server._reply = _forged
+        _channel.ChildChannel.reply = _forged
 
 
 def _scratch(nbytes):
