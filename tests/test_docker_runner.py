@@ -12,7 +12,7 @@ import torch
 
 docker = pytest.importorskip("docker", reason="the Docker SDK is not installed (pip install docker)")
 
-from autograder.sandbox import Limits  # noqa: E402
+from autograder.sandbox import Limits, SandboxSpec  # noqa: E402
 from autograder.sandbox.docker import DockerRunner, gpu_device_requests, parse_mounts, parse_ulimits  # noqa: E402
 
 
@@ -23,7 +23,7 @@ class FakeClient:
 def options(monkeypatch, tmp_path, gpu=False, devices=None, **limits):
     if devices:
         monkeypatch.setenv("DLOPT_GPU_DEVICES", devices)
-    r = DockerRunner(Limits(**limits), gpu=gpu, device="cuda" if gpu else "cpu", client=FakeClient(), image="img")
+    r = DockerRunner(SandboxSpec(Limits(**limits), device="cuda" if gpu else "cpu"), client=FakeClient(), image="img")
     return r.container_options(tmp_path, {"socket": "/io/judge.sock"})
 
 
@@ -168,7 +168,8 @@ def test_the_pool_gives_every_child_a_container_no_other_child_used(docker_engin
     from pathlib import Path
 
     from autograder.judge.student import StudentCode
-    from autograder.sandbox import forkserver, pool
+    from autograder.sandbox import docker as docker_runner
+    from autograder.sandbox import forkserver
     from autograder.sandbox.memwatch import _tree_cpu_seconds
 
     for k, v in docker_engine.items():
@@ -178,7 +179,7 @@ def test_the_pool_gives_every_child_a_container_no_other_child_used(docker_engin
     before = {c.id for c in client.containers.list(all=True)}
     server = forkserver.Client([sys.executable, "-m", "autograder.sandbox.pool"],
                                dict(os.environ, DLOPT_DOCKER_POOL="2", PYTHONPATH=repo), "dlopt-cpool-test-")
-    monkeypatch.setattr(pool, "_endpoint", lambda env: server)
+    monkeypatch.setattr(docker_runner, "_endpoint", lambda env: server)
     try:
         seen, ids, how = [], [], []
         for i in range(3):

@@ -93,8 +93,8 @@ def test_the_statistics_are_exact_where_they_say_so():
 
 def test_one_function_decides_a_tests_points_from_its_outcome_and_the_evidence():
     """scoring.decide: the README's rules, in order (overloaded, forbidden, flags, outcome)."""
-    D, O, E = scoring.decide, scoring.Outcome, scoring.Evidence
-    passed, partial = O("passed", 4.0), O("partial", 3.0, 1 / 3, "1 of 3 cases pass")
+    D, Out, E = scoring.decide, scoring.Outcome, scoring.Evidence
+    passed, partial = Out("passed", 4.0), Out("partial", 3.0, 1 / 3, "1 of 3 cases pass")
     assert D(passed, E(functions=("f",))) == scoring.Verdict("passed", 4.0)
     assert D(partial, E(functions=("f",))).points == 1.0
     solve = {"api": "torch.linalg.solve", "function": "f", "line": 3}

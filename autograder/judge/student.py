@@ -19,7 +19,7 @@ from autograder.protocol import ProtocolError
 from autograder.protocol.channel import Exchange
 from autograder.protocol.framing import FrameTimeout
 from autograder.protocol.messages import Failure, Reply, Request, finding
-from autograder.sandbox import Limits, make_runner
+from autograder.sandbox import Limits, SandboxSpec, make_runner
 
 if TYPE_CHECKING:
     from autograder.judge.job import GradingJob
@@ -146,10 +146,10 @@ class StudentCode:
                    notes=list(job.notes), runner_kind=job.runner)
 
     def __post_init__(self):
-        self.runner = make_runner(self.runner_kind or settings.current().runner, self.limits, gpu=self.gpu,
-                                  device=self.device,
-                                  forbidden=self.forbidden_patterns, harness=self.harness,
-                                  force_weak=self.force_weak, guard=self.guard)
+        spec = SandboxSpec(self.limits, device=self.device,
+                           forbidden=tuple(self.forbidden_patterns), guard=self.guard,
+                           harness=Path(self.harness) if self.harness else None, weak=self.force_weak)
+        self.runner = make_runner(self.runner_kind or settings.current().runner, spec)
         self.handle = None
         self.started_at = time.monotonic()
         self.cpu_spent = 0.0  # CPU seconds of this submission's children that have ended

@@ -36,9 +36,9 @@ from autograder import settings
 from autograder.sandbox import forkserver
 
 from . import seccomp
-from .limits import Limits
 from .local import ChildHandle, LocalRunner, loopback_payload_bytes
 from .memwatch import ContainerMemoryWatch, CpuWatch
+from .runner import Runner, SandboxSpec
 
 SOCKET_NAME = "judge.sock"
 START_SECONDS = 120.0  # image start and the child's first imports
@@ -139,17 +139,14 @@ class ContainerHandle(ChildHandle):
 
 
 class DockerRunner(LocalRunner):
-    """Same interface as LocalRunner (start() -> a handle the judge talks through)."""
+    """A container per child (start() -> a handle the judge talks through, as the local
+    runner's); it shares the local runner's staging and environment, not its sandbox."""
 
     name = "docker"
     labels: dict = {}  # more labels for its containers (the pool's owner label)
 
-    def __init__(self, limits: Limits, *, gpu: bool = False, device: str = "cpu",
-                 forbidden: list[str] | None = None, harness: Path | None = None, force_weak: bool = False,
-                 guard: dict | None = None,
-                 client=None, image: str | None = None):
-        super().__init__(limits, gpu=gpu, device=device, forbidden=forbidden, harness=harness, force_weak=True,
-                         guard=guard)
+    def __init__(self, spec: SandboxSpec, *, client=None, image: str | None = None):
+        Runner.__init__(self, spec)  # not LocalRunner's: no bubblewrap to look for
         import docker
 
         self.client = client or docker.from_env(timeout=int(START_SECONDS))
@@ -204,14 +201,14 @@ class DockerRunner(LocalRunner):
 
     # -- starting a container: launch (the engine starts it), then connect (its child,
     # with torch imported, connects to the judge's socket) --------------------------
-    def spec(self) -> dict:
+    def pool_key(self) -> dict:
         """What this runner's containers are made from (the pool's key, see sandbox/pool.py)."""
         harness = None
         if self.harness is not None:
             st = os.stat(self.harness)
             harness = [str(self.harness), st.st_mtime_ns, st.st_size]
-        return {"limits": self.limits.as_dict(), "gpu": self.gpu, "device": self.device,
-                "forbidden": self.forbidden, "guard": self.guard, "harness": harness, "image": self.image}
+        return {"limits": self.limits.as_dict(), "device": self.device, "forbidden": list(self.spec.forbidden),
+                "guard": self.spec.guard, "harness": harness, "image": self.image}
 
     def launch(self) -> Launched:
         """Stage the runtime, listen, create and start the container (it connects when
@@ -226,9 +223,8 @@ class DockerRunner(LocalRunner):
         listener.listen(1)
         limits = self.limits.rlimits(self.gpu)
         limits.pop("memory_bytes", None)  # the container's memory limit is the cgroup's
-        cfg = {"socket": f"/io/{SOCKET_NAME}", "uid": None, "workdir": "/tmp", "limits": limits, "xfer": "/io",
-               "forbidden": self.forbidden, "guard": self.guard, "device": self.device, "watch_memory": self.limits.watch_memory,
-               "harness": "/sandbox/harness.py" if self.harness is not None else None}
+        cfg = self.spec.child_config(uid=None, workdir="/tmp", xfer="/io", runtime="/sandbox", rlimits=limits,
+                                     socket=f"/io/{SOCKET_NAME}")
         container = None
         try:
             container = self.client.containers.create(**self.container_options(staging, cfg))
@@ -333,7 +329,7 @@ def take_from_pool(runner):
         endpoint = _endpoint(pool_env())
         if endpoint is None:
             return None
-        answer, fds = endpoint.ask_fds({"op": "take", "spec": runner.spec()}, timeout=30)
+        answer, fds = endpoint.ask_fds({"op": "take", "spec": runner.pool_key()}, timeout=30)
     except forkserver.ServerLost as e:
         runner.report["pool"] = f"none: {str(e)[:200]}"
         _ENDPOINTS.clear()

@@ -27,8 +27,8 @@ from pathlib import Path
 from autograder import settings
 
 from . import seccomp
-from .limits import Limits
 from .memwatch import MALLOC_TUNABLES, CpuWatch, MemoryWatch, process_tree
+from .runner import Runner, SandboxSpec
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../autograder
 SANDBOX_ROOT = "/sandbox"
@@ -330,20 +330,16 @@ def child_zygote(env: dict):
     return _REMOTE[key]
 
 
-class LocalRunner:
+class LocalRunner(Runner):
+    """Children in bubblewrap's namespaces (or the child zygote's forks, which build the
+    same sandbox from bwrap's argument list), with the limits of sandbox/runner.py."""
+
     name = "local"
 
-    def __init__(self, limits: Limits, *, gpu: bool = False, device: str = "cpu",
-                 forbidden: list[str] | None = None, harness: Path | None = None,
-                 force_weak: bool = False, guard: dict | None = None):
-        self.limits = limits
-        self.gpu = gpu
-        self.device = device
-        self.forbidden = forbidden or []
-        self.guard = guard  # {"patterns": [...], "block_autograd": bool}: what the child makes raise
-        self.harness = harness
-        self.bwrap = None if force_weak else bwrap_path()
-        self.report = sandbox_report() if not force_weak else {
+    def __init__(self, spec: SandboxSpec):
+        super().__init__(spec)
+        self.bwrap = None if spec.weak else bwrap_path()
+        self.report = sandbox_report() if not spec.weak else {
             "kind": "rlimits-only", "strong": False, "reason": "weak sandbox requested",
             "unprivileged_uid": os.getuid() == 0}
 
@@ -520,11 +516,8 @@ class LocalRunner:
         workdir = "/tmp" if strong else str(staging / "work")
         if uid is not None and not strong:
             os.chown(staging / "work", uid, uid)
-        cfg = {"req_fd": req_r, "rep_fd": rep_w, "uid": uid, "workdir": workdir,
-               "limits": limits, "forbidden": self.forbidden, "guard": self.guard,
-               "xfer": XFER_ROOT if strong else str(staging / "xfer"),
-               "device": self.device, "watch_memory": self.limits.watch_memory,
-               "harness": f"{root}/harness.py" if self.harness is not None else None}
+        cfg = self.spec.child_config(uid=uid, workdir=workdir, xfer=XFER_ROOT if strong else str(staging / "xfer"),
+                                     runtime=root, rlimits=limits, req_fd=req_r, rep_fd=rep_w)
         cmd = [sys.executable, "-I", "-B", f"{root}/autograder/child/main.py", json.dumps(cfg)]
         pass_fds = [req_r, rep_w]
         filter_fd = None

@@ -38,6 +38,7 @@ from autograder.sandbox import forkserver
 
 from .docker import POOL_LABEL, DockerRunner, pool_depth
 from .limits import Limits
+from .runner import SandboxSpec
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}"  # the label of this pool's containers
 KEEP_SECONDS = 600.0  # a spec not asked for this long has its containers removed
@@ -58,11 +59,10 @@ class Pool:
     def _runner(self, key: str, spec: dict):
         if key not in self.runners:
             harness = spec.get("harness")
-            runner = DockerRunner(Limits(**spec["limits"]), gpu=bool(spec.get("gpu")),
-                                  device=str(spec.get("device") or "cpu"),
-                                  forbidden=list(spec.get("forbidden") or []),
-                                  harness=Path(harness[0]) if harness else None,
-                                  guard=spec.get("guard"), image=spec.get("image"))
+            runner = DockerRunner(SandboxSpec(Limits(**spec["limits"]), device=str(spec.get("device") or "cpu"),
+                                              forbidden=tuple(spec.get("forbidden") or ()), guard=spec.get("guard"),
+                                              harness=Path(harness[0]) if harness else None),
+                                  image=spec.get("image"))
             runner.labels = {POOL_LABEL: OWNER}
             self.runners[key] = runner
         return self.runners[key]
@@ -99,7 +99,7 @@ class Pool:
         """Whether containers made now for `spec` are what it says (its harness file as it
         was when the judge asked)."""
         try:
-            return json.dumps(self._runner(key, spec).spec(), sort_keys=True) == key
+            return json.dumps(self._runner(key, spec).pool_key(), sort_keys=True) == key
         except OSError:
             return False
 
@@ -122,7 +122,7 @@ class Pool:
                 raise RuntimeError("the pool closed while the container started")
             fd, pid = runner.connect(launched)
             entry = {"container": launched.container, "staging": launched.staging, "fd": fd, "pid": pid}
-            if json.dumps(runner.spec(), sort_keys=True) != key:  # the harness changed while it was staged
+            if json.dumps(runner.pool_key(), sort_keys=True) != key:  # the harness changed while it was staged
                 _discard(entry)
                 entry = None
         except Exception as e:  # noqa: BLE001 - a judge that finds none ready starts its own
