@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.assignment import Assignment
+from autograder.grading import grade
+from autograder.judge.suite import truth_cache_dir
+from autograder.notebook import extract
 
 AUDIT_FILE = "audit.toml"
 INPLACE = {"add_", "sub_", "mul_", "div_", "addcmul_", "addcdiv_", "lerp_", "clamp_", "sqrt_", "copy_", "zero_",
@@ -246,8 +249,6 @@ def load_record(a: Assignment) -> dict:
 
 
 def master_source(a: Assignment) -> str:
-    from autograder.notebook import extract
-
     return extract(a.master, a.extraction).source
 
 
@@ -291,8 +292,6 @@ class OutcomeCache:
         import json
         import threading
 
-        from autograder.judge.suite import truth_cache_dir
-
         self.path = truth_cache_dir().parent / "audit" / f"{a.slug}-{suite_digest(a)}-{_engine_digest()}.json"
         self.lock = threading.Lock()
         self.seen: dict[str, str] = {}
@@ -331,8 +330,6 @@ def _outcome(r) -> str:
 
 def audit(a: Assignment, budget: int | None = None, jobs: int = 2, seed: int = 0, progress=None,
           fresh: bool = False) -> AuditReport:
-    from autograder.grading import grade
-
     source = master_source(a)
     names = _graded_names(a)
     every = mutants(source, names)

@@ -16,9 +16,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autograder import assignment as assignments
-from autograder import settings
+from autograder import audit, client, scaffold, settings
 from autograder.grading import find_submissions, grade
+from autograder.importer import import_master
 from autograder.judge.results import SubmissionResult
+from autograder.notebook import ReleaseError, extract
+from autograder.release import check_many, release
+from autograder.sandbox import sandbox_report
 from autograder.text import visible, visible_all
 
 console = Console()
@@ -127,8 +131,6 @@ def cmd_grade(args) -> int:
 
 
 def cmd_test(args) -> int:
-    from autograder.notebook import extract
-
     nb = Path(args.notebook)
     slug = args.assignment or extract(nb).metadata.get("slug")
     if not slug:
@@ -148,8 +150,6 @@ def cmd_test(args) -> int:
 
 
 def cmd_release(args) -> int:
-    from autograder.release import release
-
     a = assignments.load(args.assignment)
     written = release(a, Path(args.out))
     for p in written:
@@ -158,8 +158,6 @@ def cmd_release(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from autograder.release import check_many
-
     slugs = args.assignments or assignments.all_slugs(finished_only=True)
     ok = True
     # One pool for all the assignments: each report is printed as soon as its jobs are done.
@@ -174,8 +172,6 @@ def cmd_check(args) -> int:
 
 def cmd_new(args) -> int:
 
-    from autograder import scaffold
-
     root = Path(args.dir or settings.current().assignments_dir or "assignments")
     try:
         folder = scaffold.write(args.slug, root, args.title)
@@ -189,8 +185,6 @@ def cmd_new(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from autograder import audit
-
     a = assignments.load(args.assignment)
     if args.list:
         for m in audit.mutants(audit.master_source(a), audit._graded_names(a)):
@@ -276,9 +270,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from autograder.importer import import_master
-    from autograder.notebook import ReleaseError
-
     try:
         report = import_master(args.tool, Path(args.master), Path(args.folder))
     except (ReleaseError, OSError, ValueError) as e:
@@ -292,8 +283,6 @@ def cmd_import(args) -> int:
 
 def cmd_doctor(args) -> int:
     import torch
-
-    from autograder.sandbox import sandbox_report
 
     console.print({"sandbox": sandbox_report(), "torch": torch.__version__, "cuda": torch.cuda.is_available()})
     return 0
@@ -366,7 +355,6 @@ def main(argv: list[str] | None = None) -> int:
     im.set_defaults(fn=cmd_import)
 
     # A student's commands for a course server (standard library only).
-    from autograder import client
     client.register(sub)
 
     # Commands of other packages (the server's serve, worker, token) register themselves

@@ -21,6 +21,7 @@ from autograder.assignment import Assignment
 from autograder.judge.job import GradingJob
 from autograder.judge.results import SubmissionResult
 from autograder.notebook import extract_bounded
+from autograder.sandbox import forkserver, judge_zygote
 
 JUDGE_GRACE_SECONDS = 120.0
 OVERLOAD_ATTEMPTS = 3  # a run that hit the wall backstop on an overloaded host is graded again
@@ -90,8 +91,6 @@ def _run_judge(cmd: list[str], env: dict, timeout: float, tmp: Path) -> tuple[in
     The judge is a fork of this process's zygote (torch, pytest and the engine already
     imported: autograder/sandbox/judge_zygote.py) when there is one, else a new interpreter."""
     if settings.current().zygote and cmd[:2] == [sys.executable, "-m"]:
-        from autograder.sandbox import forkserver, judge_zygote
-
         for _ in range(2):
             out, err = tmp / "judge.stdout", tmp / "judge.stderr"
             try:

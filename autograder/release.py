@@ -18,15 +18,15 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from autograder.assignment import Assignment
+from autograder.assignment import Assignment, read_config
+from autograder.audit import stale
 from autograder.grading import find_submissions, grade
-from autograder.notebook import release_notebook
+from autograder.judge.forbidden import validate
+from autograder.notebook import ReleaseError, release_notebook
 from autograder.text import visible
 
 
 def release(a: Assignment, out: Path) -> list[Path]:
-    from autograder.judge.forbidden import validate
-
     validate(a)  # a misspelt forbidden name is an error here, not a rule that forbids nothing
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -48,7 +48,6 @@ def release(a: Assignment, out: Path) -> list[Path]:
         dest = out / a.harness.name
         shutil.copy(a.harness, dest)
         written.append(dest)
-    from autograder.assignment import read_config
 
     cfg = read_config(a.root / "assignment.toml")
     public = {k: cfg[k] for k in ("slug", "title", "gpu", "extraction", "deadline", "limits", "forbidden")
@@ -66,8 +65,6 @@ def _refuse_hidden_in_public(path: Path) -> None:
     """A public test file goes to students as it is: one that carries a hidden-tests region
     or an otter-style `# HIDDEN` line is refused, with the line."""
     import re
-
-    from autograder.notebook import ReleaseError
 
     marks = re.compile(r"\b(BEGIN|END)[\s_]*HIDDEN|^\s*#\s*HIDDEN(\s+TESTS?)?\s*$|^\s*hidden:\s*true\b", re.I)
     for i, line in enumerate(path.read_text().splitlines(), start=1):
@@ -140,8 +137,6 @@ def check_many(items: list[Assignment], examples: bool = False, jobs: int = 2, r
     before): yields each assignment's CheckReport, in order, as soon as its jobs are done.
     `runner`: as for `grading.grade`."""
     from contextlib import ExitStack
-
-    from autograder.audit import stale
 
     with ExitStack() as stack, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         plans = []

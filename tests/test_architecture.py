@@ -189,3 +189,23 @@ def test_the_runner_is_the_jobs_not_an_environment_variable(tmp_path, monkeypatc
         assert type(code.runner).__name__ == "LocalRunner"
     finally:
         code.close()
+
+
+def test_the_projects_own_imports_are_at_the_top_unless_a_comment_says_why():
+    """An import of the project's own modules inside a function hides a dependency: only
+    where it is measured to matter, with a comment (on its line or just above) saying so."""
+    bare = []
+    for path in (REPO / "autograder").rglob("*.py"):
+        lines = path.read_text().splitlines()
+        tree = ast.parse("\n".join(lines))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    mod = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                    own = (isinstance(node, ast.ImportFrom) and node.level > 0) or (mod or "").startswith("autograder")
+                    said = any("#" in lines[k] for k in range(max(0, node.lineno - 4), node.lineno))
+                    if own and not said:
+                        bare.append(f"{path.relative_to(REPO)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    assert not bare, "\n".join(bare)

@@ -87,6 +87,8 @@ def run(cfg: dict) -> None:
 
     import torch  # noqa: F401  (imported before student code so limits count it once)
 
+    # Here, not at the top: the rlimits above must bind before torch and the server (with
+    # everything they import) are loaded, so the limits count them (a new interpreter).
     from autograder.child.server import serve
 
     serve(cfg["req_fd"], cfg["rep_fd"], cfg)

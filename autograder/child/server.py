@@ -19,6 +19,7 @@ from autograder.protocol import specs as spec_registry
 from autograder.protocol.channel import ChildChannel
 from autograder.protocol.messages import Failure, Reply, Request
 
+from . import execlock
 from .forbidden import ForbiddenTracer
 from .watch import AllocationWatch
 
@@ -114,6 +115,8 @@ class Child:
         spec = self.cfg.get("guard") or {}
         if not (spec.get("patterns") or spec.get("block_autograd")):
             return None
+        # Imported only where a guard is wanted, and dropped from sys.modules after its
+        # install (below): its helpers are no use to the code that follows.
         from autograder.child import guard
 
         summary = guard.install(list(spec.get("patterns") or []), bool(spec.get("block_autograd")))
@@ -140,7 +143,6 @@ class Child:
             return Reply.failed("GuardError", f"{type(e).__name__}: {str(e)[:500]}")
         try:
             # No new program from here on (execlock.py): a second interpreter would run unguarded.
-            from . import execlock
 
             gpu = self.device != "cpu"
             exec_lock = execlock.lock(execlock.gpu_programs() if gpu else None)

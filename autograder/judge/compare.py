@@ -12,6 +12,9 @@ from typing import Any, NamedTuple
 
 import torch
 
+from autograder.judge.student import StudentFailure
+from autograder.scoring import case_fraction
+
 
 class GradingFailure(AssertionError):
     """A check of student output failed; the message is the student's feedback."""
@@ -171,8 +174,6 @@ class CaseTally:
             self.failures.append(failure)
 
     def run(self, check, *args, **kwargs) -> None:
-        from autograder.judge.student import StudentFailure
-
         try:
             check(*args, **kwargs)
             self.add(None)
@@ -182,8 +183,6 @@ class CaseTally:
             self.add(e.feedback())
 
     def finish(self) -> None:
-        from autograder.scoring import case_fraction
-
         if self.failures:
             passed = self.total - len(self.failures)
             more = f"\n({len(self.failures) - 1} more failing case(s))" if len(self.failures) > 1 else ""

@@ -13,6 +13,8 @@ import ast
 import fnmatch
 from dataclasses import dataclass
 
+from autograder.assignment import AssignmentError
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -630,8 +632,6 @@ def validate(a) -> None:
     """Every name in the assignment's [forbidden] lists must name something: a misspelt
     entry would otherwise forbid nothing, silently. Raises AssignmentError with the file
     and each bad entry."""
-    from autograder.assignment import AssignmentError
-
     problems = [f"apis: {why}" for p in a.forbidden if (why := check_pattern(p))]
     problems += [f"runtime: {why}" for p in a.runtime_forbidden if (why := check_pattern(p, runtime=True))]
     if problems:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from autograder.assignment import Assignment
+from autograder.judge.forbidden import validate
 from autograder.sandbox.limits import Limits
 from autograder.settings import RUNNERS
 
@@ -99,8 +100,6 @@ class GradingJob:
               runner: str, weak: bool, keyword: str | None = None) -> GradingJob:
         """The one place a job is made. Checks the assignment's forbidden lists name
         something (a misspelt entry would forbid nothing, silently)."""
-        from autograder.judge.forbidden import validate
-
         validate(a)
         return cls(
             assignment=a.slug, root=str(a.root), tests=tuple(str(p) for p in a.suite(suite)), label=label, out=out,

@@ -7,6 +7,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from autograder.scoring import totals
+
 VISIBILITIES = ("public", "hidden", "after_deadline")
 _GRADESCOPE_VISIBILITY = {"public": "visible", "hidden": "hidden", "after_deadline": "after_due_date"}
 
@@ -57,8 +59,6 @@ class SubmissionResult:
     suite: str = "hidden"
 
     def total(self) -> None:
-        from autograder.scoring import totals
-
         self.score, self.max_score = totals(self.tests, self.error)
 
     def as_dict(self) -> dict:

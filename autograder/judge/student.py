@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autograder import settings
-from autograder.protocol import ProtocolError
+from autograder.protocol import ProtocolError, Spec
 from autograder.protocol.channel import Exchange
 from autograder.protocol.framing import FrameTimeout
 from autograder.protocol.messages import Failure, Reply, Request, finding
@@ -104,8 +104,6 @@ class CallResult:
 
 def _keep_specs(name, params):
     """Decoding the judge's own request again: specs come back as what was sent (never built)."""
-    from autograder.protocol import Spec
-
     return Spec(name, params)
 
 

@@ -359,6 +359,7 @@ def _run_child(req: dict, req_fd: int, rep_fd: int, setup_fd: int, chdir: str | 
 
         sys.modules["__main__"] = types.ModuleType("__main__")  # not the zygote's module
         sys.modules["__main__"].__file__ = sys.argv[0]
+        # In the fork, once the runtime's path is /sandbox (above): the child's modules come from there.
         from autograder.child import main
 
         # The sandbox is built: tell the judge (before any student code, on a pipe that
@@ -371,6 +372,8 @@ def _run_child(req: dict, req_fd: int, rep_fd: int, setup_fd: int, chdir: str | 
 
 
 def preload() -> list[str]:
+    # Not at the top: this file runs as a script, and the child's runtime is imported
+    # only once the zygote's path is set (RUNTIME above).
     from autograder.child import main
 
     main.preload()

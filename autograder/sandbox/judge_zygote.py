@@ -19,7 +19,7 @@ import os
 import sys
 
 from autograder import settings
-from autograder.sandbox import forkserver
+from autograder.sandbox import forkserver, local
 
 # Imported before any fork: what every judge would otherwise import for itself.
 PRELOAD = ("torch", "torch.optim", "torch._dynamo", "torch.nn.functional", "torch.autograd.functional",
@@ -94,8 +94,6 @@ def child_zygote(req: dict) -> dict:
     """The socket of the child zygote for a child environment: started by this zygote on
     first use and shared by all its judges (a judge that started its own would pay the
     start for every submission)."""
-    from autograder.sandbox import local
-
     env = {str(k): str(v) for k, v in dict(req.get("env") or {}).items()}
     return {"path": local.own_child_zygote(env).path}
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder import settings
+from autograder.protocol.shm import ReplyFile
+from autograder.sandbox import forkserver
 
 from . import seccomp
 from .memwatch import MALLOC_TUNABLES, CpuWatch, MemoryWatch, process_tree
@@ -168,8 +170,6 @@ class ChildHandle:
     def shared_reply(self):
         """The reply file in the child's shared folder (None where there is none)."""
         if self._reply is None and self.xfer is not None:
-            from autograder.protocol.shm import ReplyFile
-
             try:
                 self._reply = ReplyFile(self.xfer)
             except OSError:
@@ -293,8 +293,6 @@ def _tail(path: Path) -> str:
 
 
 def _child_zygote(env: dict):
-    from autograder.sandbox import forkserver
-
     return forkserver.Client([sys.executable, "-I", "-B", str(PACKAGE_ROOT / "sandbox" / "child_zygote.py")], env,
                              "dlopt-czygote-")
 
@@ -305,7 +303,6 @@ _OWN_CHILD_ZYGOTES = None
 def own_child_zygote(env: dict):
     """This process's child zygote for `env` (started on first use)."""
     global _OWN_CHILD_ZYGOTES
-    from autograder.sandbox import forkserver
 
     if _OWN_CHILD_ZYGOTES is None:
         _OWN_CHILD_ZYGOTES = forkserver.Shared(_child_zygote)
@@ -318,8 +315,6 @@ _REMOTE: dict = {}
 def child_zygote(env: dict):
     """Where children for `env` fork from: in a judge forked from the judge zygote, the
     child zygote that zygote keeps for all its judges; elsewhere one of this process."""
-    from autograder.sandbox import forkserver
-
     judge_zygote = settings.current().judge_zygote
     if not judge_zygote:
         return own_child_zygote(env)
@@ -437,8 +432,6 @@ class LocalRunner(Runner):
         """The child as a fork of the child zygote (sandbox/child_zygote.py), which builds the
         sandbox these bwrap arguments describe for itself; None when there is no zygote
         (the caller starts bwrap instead)."""
-        from autograder.sandbox import forkserver
-
         split = cmd.index("--")
         args = cmd[1:split]
         env = self._env()
