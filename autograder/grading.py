@@ -18,9 +18,9 @@ from pathlib import Path
 
 from autograder import __version__, scoring, settings
 from autograder.assignment import Assignment
+from autograder.authoring.notebook import extract_bounded
 from autograder.judge.job import GradingJob
 from autograder.judge.results import SubmissionResult
-from autograder.notebook import extract_bounded
 from autograder.sandbox import forkserver, judge_zygote
 
 JUDGE_GRACE_SECONDS = 120.0

@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from autograder import assignment  # noqa: E402
+from autograder.authoring.notebook import extract  # noqa: E402
 from autograder.judge.student import StudentCode  # noqa: E402
 from autograder.judge.suite import load_module  # noqa: E402
-from autograder.notebook import extract  # noqa: E402
 from autograder.sandbox import Limits  # noqa: E402
 from reference import attention as ref  # noqa: E402
 

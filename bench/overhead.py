@@ -28,10 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from autograder import assignment as assignments  # noqa: E402
+from autograder.authoring.notebook import extract  # noqa: E402
 from autograder.grading import grade  # noqa: E402
 from autograder.judge.student import CallResult, StudentCode  # noqa: E402
 from autograder.judge.suite import load_module  # noqa: E402
-from autograder.notebook import extract  # noqa: E402
 
 EXAMPLE = REPO / "assignments/adam/examples/correct_alternative.py"
 NOTEBOOK = REPO / "assignments/adam/examples/correct_colab.ipynb"

@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from autograder import assignment as assignments  # noqa: E402
+from autograder.authoring.notebook import extract  # noqa: E402
 from autograder.judge.student import StudentCode  # noqa: E402
-from autograder.notebook import extract  # noqa: E402
 
 N = 1_000_003  # not divisible by any world size tried: uneven chunks
 RANK_SECONDS = 20

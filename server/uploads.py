@@ -25,7 +25,7 @@ import nbformat
 from server.security import clean_filename, login_error
 
 SUFFIXES = {".ipynb": "ipynb", ".py": "py"}
-MAX_CELLS = 10_000  # as the grader's intake (autograder/notebook.py): also bounds validation time
+MAX_CELLS = 10_000  # as the grader's intake (autograder/authoring/notebook.py): also bounds validation time
 
 # What a file that is not a notebook or a Python file most often is, by its first bytes.
 _MAGIC = [(b"PK\x03\x04", "a zip archive (submit the notebook itself, not an archive)"),

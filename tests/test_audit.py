@@ -5,8 +5,8 @@ from __future__ import annotations
 import tomllib
 
 from autograder import assignment as assignments
-from autograder import audit, scaffold
-from autograder.release import check
+from autograder.authoring import audit, scaffold
+from autograder.authoring.release import check
 
 TOY = '''
 import torch

@@ -12,8 +12,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output, new_raw_cell
 
-from autograder.formats import detect, leak_check, release_otter
-from autograder.notebook import ReleaseError, release_notebook
+from autograder.authoring.formats import detect, leak_check, release_otter
+from autograder.authoring.notebook import ReleaseError, release_notebook
 
 
 def nbg(cell, **flags):
@@ -271,7 +271,7 @@ def test_ordinary_course_text_is_not_refused(line):
 
 
 def test_a_public_test_file_with_hidden_material_is_refused(tmp_path):
-    from autograder.release import _refuse_hidden_in_public
+    from autograder.authoring.release import _refuse_hidden_in_public
     p = tmp_path / "test_public.py"
     p.write_text("def test_a(student):\n    ### BEGIN HIDDEN TESTS\n    assert 1\n")
     with pytest.raises(ReleaseError, match="line 2"):

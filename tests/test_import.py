@@ -13,7 +13,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output, new_raw_cell
 
 from autograder import assignment as assignments
-from autograder.release import check
+from autograder.authoring.release import check
 
 
 def nbg(cell, **flags):

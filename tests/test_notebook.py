@@ -9,8 +9,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from autograder.notebook import ReleaseError, extract, strip_solutions
-from autograder.release import release
+from autograder.authoring.notebook import ReleaseError, extract, strip_solutions
+from autograder.authoring.release import release
 
 REPO = Path(__file__).resolve().parents[1]
 

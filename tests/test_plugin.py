@@ -10,8 +10,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from autograder import assignment as assignments
+from autograder.authoring.release import check
 from autograder.grading import grade
-from autograder.release import check
 
 PROBE = Path(__file__).resolve().parent / "fixtures" / "probe"
 

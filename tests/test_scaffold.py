@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from autograder import assignment as assignments
-from autograder import scaffold
+from autograder.authoring import scaffold
 
 REPO = Path(__file__).resolve().parents[1]
 

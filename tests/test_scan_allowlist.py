@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from autograder.authoring.notebook import extract
 from autograder.judge.forbidden import scan_flags
-from autograder.notebook import extract
 
 REPO = Path(__file__).resolve().parents[1]
 

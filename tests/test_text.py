@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from autograder import cli, client
+from autograder.cli import client
+from autograder.cli import commands as cli
 from autograder.judge.results import SubmissionResult, TestResult
 from autograder.text import visible, visible_all
 
@@ -78,7 +79,7 @@ def test_dlopt_grade_verbose_and_gradescope_show_escapes(captured, monkeypatch, 
     monkeypatch.setattr(cli, "find_submissions", lambda _paths: [Path(name)])
     monkeypatch.setattr(cli, "grade", lambda a, path, **kw: hostile_result(str(path)))
     gs = tmp_path / "results.json"
-    args = SimpleNamespace(assignment="adam", submissions=[name], jobs=1, public=False, device=None,
+    args = SimpleNamespace(assignment="adam", submissions=[name], jobs=1, public=False, device=None, runner=None,
                            weak_sandbox=False, verbose=True, json=None, gradescope=str(gs))
     assert cli.cmd_grade(args) == 0
     out = captured.getvalue()
@@ -105,7 +106,7 @@ def test_dlopt_test_shows_escapes(captured, monkeypatch, tmp_path):
 
 
 def test_dlopt_check_lines_show_escapes():
-    from autograder.release import CheckReport, _judge
+    from autograder.authoring.release import CheckReport, _judge
 
     report = CheckReport()
     r = hostile_result("x.py")

@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from autograder import assignment as assignments
+from autograder.authoring.notebook import MAX_SOURCE_BYTES, extract_bounded
 from autograder.grading import grade
 from autograder.judge.student import StudentCode, StudentCrash, StudentError, StudentTimeout
-from autograder.notebook import MAX_SOURCE_BYTES, extract_bounded
 from autograder.sandbox import Limits
 
 from sandbox_marks import needs_bwrap

@@ -79,7 +79,7 @@ class GradingJob:
     tests: tuple[str, ...]     # the suite's files
     label: str                 # the submission as the results name it
     out: str                   # where the judge writes its result
-    source: str                # the extracted code (autograder.notebook.ExtractedCode)
+    source: str                # the extracted code (autograder.authoring.notebook.ExtractedCode)
     line_map: tuple = ()       # extracted line -> (cell, line) in the notebook
     notes: tuple[str, ...] = ()
     fatal: str | None = None   # the submission could not be read: every test fails with this

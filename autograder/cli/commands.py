@@ -1,5 +1,5 @@
 """`dlopt`: grade, test, release, check and demo from the command line (thin: the work
-lives in autograder.grading, autograder.notebook and autograder.release)."""
+lives in autograder.grading, autograder.authoring.notebook and autograder.authoring.release)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autograder import assignment as assignments
-from autograder import audit, client, scaffold, settings
+from autograder import settings
+from autograder.authoring import audit, scaffold
+from autograder.authoring.importer import import_master
+from autograder.authoring.notebook import ReleaseError, extract
+from autograder.authoring.release import check_many, release
 from autograder.grading import find_submissions, grade
-from autograder.importer import import_master
 from autograder.judge.results import SubmissionResult
-from autograder.notebook import ReleaseError, extract
-from autograder.release import check_many, release
 from autograder.sandbox import sandbox_report
 from autograder.text import visible, visible_all
+
+from . import client
 
 console = Console()
 if not console.is_terminal:

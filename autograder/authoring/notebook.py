@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograder.formats import (  # noqa: F401  (ReleaseError: raised here, and importers catch it here)
+from autograder.authoring.formats import (  # noqa: F401  (ReleaseError: raised here, and importers catch it here)
     ReleaseError,
     detect,
     leak_check,
@@ -289,7 +289,7 @@ def extract_bounded(path: str | Path, mode: str = "definitions") -> ExtractedCod
                              f"{limit >> 20} MB" + (" (clear the notebook's outputs and submit again)"
                                                     if kind == "notebook" else ""))
     try:
-        proc = subprocess.run([sys.executable, "-m", "autograder.notebook", "extract", str(path), mode],
+        proc = subprocess.run([sys.executable, "-m", "autograder.authoring.notebook", "extract", str(path), mode],
                               capture_output=True, timeout=2 * INTAKE_SECONDS, stdin=subprocess.DEVNULL,
                               preexec_fn=_intake_limits)
     except subprocess.TimeoutExpired:
@@ -406,10 +406,10 @@ def _release_dlopt(nb) -> None:
             cell.metadata.pop(key, None)
 
 
-if __name__ == "__main__":  # `python -m autograder.notebook extract PATH MODE`: the bounded intake
+if __name__ == "__main__":  # `python -m autograder.authoring.notebook extract PATH MODE`: the bounded intake
     import sys
 
     if len(sys.argv) == 4 and sys.argv[1] == "extract":
         sys.stdout.write(json.dumps(extract(sys.argv[2], sys.argv[3]).as_dict()))
     else:
-        sys.exit("usage: python -m autograder.notebook extract PATH MODE")
+        sys.exit("usage: python -m autograder.authoring.notebook extract PATH MODE")

@@ -22,7 +22,7 @@ A master is read in the dialect it is written in (`detect`):
   `# IGNORE` cells and lines and `# BEGIN IGNORE` ... `# END IGNORE` go everywhere. Test
   cells (a `# HIDDEN` first line, or a `# BEGIN TEST CONFIG` block with `hidden: true`)
   are returned, public and hidden apart, for `dlopt import`.
-- **dlopt**: this project's own markers (autograder/notebook.py).
+- **dlopt**: this project's own markers (autograder/authoring/notebook.py).
 
 Whatever the dialect, `leak_check` then refuses, naming the cell and the line, any release
 in which a marker, a region, a near miss of one (`BEGIN SOLUTON`, `#BEGIN TESTS`), a cell

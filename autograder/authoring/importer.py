@@ -3,7 +3,7 @@ assignment folder that `dlopt check DIR` accepts:
 
 - `assignment.toml` (title from the first heading, points from the tests, not finished:
   a TA reads it over before serving it);
-- the master, markers kept (release reads its dialect: autograder/formats.py);
+- the master, markers kept (release reads its dialect: autograder/authoring/formats.py);
 - `tests/test_public.py` and `tests/test_hidden.py`: each nbgrader grade cell (its hidden
   regions to the hidden suite) and each otter test case (public or hidden as the master
   says), rewritten to run on the judge's side: a call of a function the student writes,
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.formats import _source, detect, nbgrader_tests, release_otter
-from autograder.notebook import ReleaseError
+from autograder.authoring.formats import _source, detect, nbgrader_tests, release_otter
+from autograder.authoring.notebook import ReleaseError
 
 
 @dataclass

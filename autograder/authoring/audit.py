@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.assignment import Assignment
+from autograder.authoring.notebook import extract
 from autograder.grading import grade
 from autograder.judge.suite import truth_cache_dir
-from autograder.notebook import extract
 
 AUDIT_FILE = "audit.toml"
 INPLACE = {"add_", "sub_", "mul_", "div_", "addcmul_", "addcdiv_", "lerp_", "clamp_", "sqrt_", "copy_", "zero_",
@@ -276,7 +276,7 @@ class AuditReport:
 
 
 def _engine_digest() -> str:
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]  # the engine: autograder/
     h = hashlib.sha256()
     for p in sorted(root.rglob("*.py")):
         h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())

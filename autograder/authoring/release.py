@@ -19,10 +19,10 @@ from pathlib import Path
 from rich.markup import escape
 
 from autograder.assignment import Assignment, read_config
-from autograder.audit import stale
+from autograder.authoring.audit import stale
+from autograder.authoring.notebook import ReleaseError, release_notebook
 from autograder.grading import find_submissions, grade
 from autograder.judge.forbidden import validate
-from autograder.notebook import ReleaseError, release_notebook
 from autograder.text import visible
 
 
