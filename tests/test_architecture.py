@@ -209,3 +209,17 @@ def test_the_projects_own_imports_are_at_the_top_unless_a_comment_says_why():
                     if own and not said:
                         bare.append(f"{path.relative_to(REPO)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
     assert not bare, "\n".join(bare)
+
+
+def test_the_wire_format_is_spelled_only_in_the_protocols_messages():
+    """The transport's keys (the shared files' envelopes, a request's flags, a reply's
+    fields the judge reads) appear as strings nowhere in the engine but messages.py."""
+    wire = {"ok", "args_after", "shm", "shm_reply", "reply_shm", "return_args", "inference", "problems", "h"}
+    spelled = []
+    for path in (REPO / "autograder").rglob("*.py"):
+        if path.relative_to(REPO).as_posix() == "autograder/protocol/messages.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in wire:
+                spelled.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
+    assert not spelled, "\n".join(spelled)

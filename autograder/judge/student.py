@@ -226,8 +226,7 @@ class StudentCode:
         self.guard_report = reply.guard
         # Whether the kernel refuses new programs in this child (child/execlock.py): said by
         # trusted code that ran before the student's, so a note, never a source of points.
-        lock = reply.exec_lock or {}
-        self.sandbox["exec_lock"] = str(lock.get("method") or f"none ({str(lock.get('error') or 'not reported')[:200]})")
+        self.sandbox["exec_lock"] = reply.lock_summary()
         self._note_forbidden(reply)
         self.names = list(reply.names)
         self.load_problems = [f"{where_in(self.line_map, prob.line or 0)}: {prob.type}: {prob.message[:200]}"

@@ -89,8 +89,7 @@ class Exchange:
         after = bytearray(self.size)
         if os.preadv(self.request_file[0], [after], 0) != self.size:
             raise ProtocolError("the shared file was truncated")
-        left = decode(self.header, after, device=None, specs=keep_specs)
-        return list(left["args"]) if isinstance(left, dict) and isinstance(left.get("args"), list) else None
+        return list(Request.from_wire(decode(self.header, after, device=None, specs=keep_specs)).args)
 
     def close(self) -> None:
         if self.reply_file is not None:

@@ -218,6 +218,12 @@ class Reply:
                    guard=_report(v.get("guard"), "guard"), exec_lock=_report(v.get("exec_lock"), "exec_lock"),
                    problems=[Failure.from_wire(p) for p in problems])
 
+    def lock_summary(self) -> str:
+        """How the load's child refuses new programs ("seccomp", "landlock"...), or why
+        it could not: "none (...)" (child/execlock.py)."""
+        lock = self.exec_lock or {}
+        return str(lock.get("method") or f"none ({str(lock.get('error') or 'not reported')[:200]})")
+
     @classmethod
     def failed(cls, kind: str, message: str, **kw) -> Reply:
         return cls(ok=False, error=Failure(kind, message), **kw)
