@@ -163,7 +163,7 @@ class ChildHandle:
     uid_lock: int | None = None  # fd holding that uid's lock, released at cleanup
     memory: MemoryWatch | None = None  # the kernel's peak-memory measure, when watched
     cpu: CpuWatch | None = None  # the kernel's count of the child's CPU time
-    xfer: Path | None = None  # folder of shared-memory files the child maps (see StudentCode._shared_call)
+    xfer: Path | None = None  # folder of shared-memory files the child maps (protocol/channel.py)
     _netns_pid: int | None = None  # a process inside the child's network namespace (loopback_tx_bytes)
     _reply: object = None  # the file large replies come back through (protocol/shm.py), made on first use
 
