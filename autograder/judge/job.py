@@ -22,6 +22,7 @@ from autograder.sandbox.limits import Limits
 from autograder.settings import RUNNERS
 
 SCHEMA = "dlopt.grading-job/1"
+_VALIDATED: set = set()  # assignments whose forbidden lists were checked in this process
 SUITES = ("hidden", "public")
 
 
@@ -100,7 +101,10 @@ class GradingJob:
               runner: str, weak: bool, keyword: str | None = None) -> GradingJob:
         """The one place a job is made. Checks the assignment's forbidden lists name
         something (a misspelt entry would forbid nothing, silently)."""
-        validate(a)
+        key = (str(a.root), tuple(a.forbidden), tuple(a.runtime_forbidden))
+        if key not in _VALIDATED:  # 70 ms of name resolution in torch: once per assignment and process
+            validate(a)
+            _VALIDATED.add(key)
         return cls(
             assignment=a.slug, root=str(a.root), tests=tuple(str(p) for p in a.suite(suite)), label=label, out=out,
             source=extracted.get("source", ""), line_map=_line_tuples(extracted.get("line_map", [])),
