@@ -92,15 +92,36 @@ def probe():
 '''
 
 
+def _ours(client, monkeypatch, extra: dict | None = None):
+    """A function listing the containers this test made: its runners' carry a label of
+    their own (other test files may start and remove containers at the same time)."""
+    import uuid
+
+    token = uuid.uuid4().hex[:12]
+    monkeypatch.setattr(DockerRunner, "labels", {"dlopt.test": token})
+    filters = [{"label": f"dlopt.test={token}"}, *([{"label": f"{k}={v}"} for k, v in (extra or {}).items()])]
+
+    def listing() -> set:
+        for _ in range(10):
+            try:
+                return {c.id for f in filters for c in client.containers.list(all=True, filters=f)}
+            except docker.errors.NotFound:  # one went between the engine's list and its details
+                time.sleep(0.2)
+        raise AssertionError("the container list kept changing")
+
+    return listing
+
+
 def test_the_sandbox_holds_through_podman(docker_engine, monkeypatch):
     for k, v in docker_engine.items():
         monkeypatch.setenv(k, v)
     from autograder.judge.student import StudentCode
 
     client = docker.DockerClient(base_url=docker_engine["DOCKER_HOST"])
-    before = {c.id for c in client.containers.list(all=True)}
+    ours = _ours(client, monkeypatch)
     s = StudentCode(PROBE + "\ndef double(x):\n    return 2 * x\n", Limits())
     assert torch.equal(s.call("double", torch.arange(4.0)).value, torch.arange(4.0) * 2)
+    assert len(ours()) == 1  # the child's container, found by its label
     out = s.call("probe").value
     s.close()
     assert out["uid"] == 61000
@@ -110,7 +131,7 @@ def test_the_sandbox_holds_through_podman(docker_engine, monkeypatch):
     assert out["cap_eff"] == "0000000000000000" and out["no_new_privs"] == "1"
     assert out["sees"] == ["autograder"]  # the runtime only: no suite, no reference, no harness here
     assert s.sandbox["kind"] == "docker"
-    assert {c.id for c in client.containers.list(all=True)} == before  # gone after the submission
+    assert not ours()  # gone after the submission
 
 
 def test_a_fork_bomb_and_a_runaway_process_end_with_the_container(docker_engine, monkeypatch):
@@ -119,7 +140,7 @@ def test_a_fork_bomb_and_a_runaway_process_end_with_the_container(docker_engine,
     from autograder.judge.student import StudentCode
 
     client = docker.DockerClient(base_url=docker_engine["DOCKER_HOST"])
-    before = {c.id for c in client.containers.list(all=True)}
+    ours = _ours(client, monkeypatch)
     # (A runaway in a session of its own: a fork that calls setsid. No new program can start
     # in the sandbox: child/execlock.py.)
     src = ("import os, sys\n"
@@ -139,13 +160,12 @@ def test_a_fork_bomb_and_a_runaway_process_end_with_the_container(docker_engine,
     used = s.handle.proc.container.id
     s.close()
     assert n < 64  # the pids limit stopped it
-    # The child's container went, runaway and bomb with it, and it left none behind. (Only
-    # new containers count: an earlier test's, still being removed, may go meanwhile.)
+    # The child's container went, runaway and bomb with it, and it left none behind.
     deadline = time.monotonic() + 60
-    while ({c.id for c in client.containers.list(all=True)} - before) and time.monotonic() < deadline:
+    while ours() and time.monotonic() < deadline:
         time.sleep(0.5)
-    after = {c.id for c in client.containers.list(all=True)}
-    assert used not in after and not (after - before), (used, after - before)
+    after = ours()
+    assert used not in after and not after, (used, after)
 
 
 MARK = '''
@@ -176,9 +196,12 @@ def test_the_pool_gives_every_child_a_container_no_other_child_used(docker_engin
         monkeypatch.setenv(k, v)
     repo = str(Path(__file__).resolve().parents[1])
     client = docker.DockerClient(base_url=docker_engine["DOCKER_HOST"])
-    before = {c.id for c in client.containers.list(all=True)}
     server = forkserver.Client([sys.executable, "-m", "autograder.sandbox.pool"],
                                dict(os.environ, DLOPT_DOCKER_POOL="2", PYTHONPATH=repo), "dlopt-cpool-test-")
+    # This test's containers: its own runner's, and its pool's (labelled with the pool's owner).
+    import socket
+
+    ours = _ours(client, monkeypatch, {docker_runner.POOL_LABEL: f"{socket.gethostname()}:{server.proc.pid}"})
     monkeypatch.setattr(docker_runner, "_endpoint", lambda env: server)
     try:
         seen, ids, how = [], [], []
@@ -201,9 +224,8 @@ def test_the_pool_gives_every_child_a_container_no_other_child_used(docker_engin
         assert server.ask({"op": "status"})["ready"] + server.ask({"op": "status"})["starting"] >= 1
     finally:
         server.close()
-    # Nothing left waiting. (Only new containers count: an earlier test's pool, going away
-    # meanwhile, may take some of `before` with it.)
+    # Nothing of this test's left waiting.
     deadline = time.monotonic() + 60
-    while ({c.id for c in client.containers.list(all=True)} - before) and time.monotonic() < deadline:
+    while ours() and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not ({c.id for c in client.containers.list(all=True)} - before)
+    assert not ours()

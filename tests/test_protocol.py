@@ -274,3 +274,46 @@ def test_an_input_whose_shape_the_call_changed_is_not_written_back():
     staging.write_back()
     (left,) = decode(header, buf)
     assert torch.equal(left, dp) and not torch.equal(left, dp.t())
+
+
+@pytest.mark.parametrize("watch", [
+    {"largest": {"line": "x"}}, {"largest": {"line": float("inf")}}, {"largest": {"line": torch.ones(3)}},
+    {"largest": {"shape": "big"}}, {"intact": "yes"}, {"cuda_peak_extra_bytes": 1.5}, {"other": 1},
+])
+def test_a_watch_report_of_the_wrong_shape_is_a_protocol_error(watch):
+    """The judge reads the largest allocation's line and the peak: any other type in them
+    fails the call as an invalid reply (never a grader error later in the judge)."""
+    from autograder.protocol.messages import Reply
+
+    header, payload = encode({"ok": True, "watch": watch})
+    with pytest.raises(ProtocolError, match="watch"):
+        Reply.from_wire(decode(header, payload))
+
+
+def test_the_exec_lock_summary_takes_only_text():
+    from autograder.protocol.messages import Reply
+
+    assert Reply(ok=True, exec_lock={"method": "seccomp"}).lock_summary() == "seccomp"
+    assert Reply(ok=True, exec_lock={"method": torch.ones(2)}).lock_summary() == "none (not reported)"
+    assert Reply(ok=True, exec_lock={"method": None, "error": "EPERM"}).lock_summary() == "none (EPERM)"
+
+
+def test_a_bool_input_staged_for_a_gpu_reads_as_changed_where_the_write_back_is_skipped():
+    header, buf, sent, staging, (db,) = _staged([torch.tensor([True, True, False])])
+    (left,) = decode(header, buf)  # no write_back
+    assert left.tolist() == [False, False, True]
+
+
+def test_the_judge_keeps_at_most_a_thousand_forbidden_findings():
+    from autograder.judge.student import MAX_FINDINGS, StudentCode
+    from autograder.protocol.messages import Reply
+    from autograder.sandbox import Limits
+
+    code = StudentCode("", Limits())
+    many = [{"api": f"torch.x{i}", "function": "f", "line": 1} for i in range(200)]
+    for _ in range(3):
+        code._note_forbidden(Reply(ok=True, forbidden=many))  # the same 200 again: kept once
+    assert len(code.forbidden_found) == 200
+    for k in range(10):
+        code._note_forbidden(Reply(ok=True, forbidden=[{**f, "line": k + 2} for f in many]))
+    assert len(code.forbidden_found) == MAX_FINDINGS

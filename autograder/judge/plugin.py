@@ -219,10 +219,11 @@ class GradingPlugin:
         """Each (routine, function) once; none where the assignment forbids nothing."""
         if not self.cfg.forbidden:
             return []
-        unique = []
+        unique, seen = [], set()
         for f in findings:
             key = (f.get("api"), f.get("function"))
-            if key not in {(u["api"], u["function"]) for u in unique}:
+            if key not in seen:
+                seen.add(key)
                 unique.append(f)
         self.result.forbidden = unique
         return unique

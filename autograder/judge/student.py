@@ -24,7 +24,8 @@ from autograder.sandbox import Limits, SandboxSpec, make_runner
 if TYPE_CHECKING:
     from autograder.judge.job import GradingJob
 
-IMPORT_GRACE_SECONDS = 60.0  # torch's import and the submission's top level, on a slow disk
+IMPORT_GRACE_SECONDS = 60.0
+MAX_FINDINGS = 1_000  # forbidden routines kept per submission  # torch's import and the submission's top level, on a slow disk
 MAX_RESTARTS = 25
 
 
@@ -221,7 +222,9 @@ class StudentCode:
         self.handle = self.runner.start()
         reply = self._exchange(Request("load", source=self.source), IMPORT_GRACE_SECONDS, "loading your code")
         if reply.error is not None and reply.error.type == "GuardError":
-            # Not the student's doing (it runs before their code): a grader error for staff.
+            # Not the student's doing (it runs before their code): a grader error for staff,
+            # and this child is not used (the next call starts another, which says so again).
+            self.close()
             raise RuntimeError(f"the child could not install its guard: {reply.error.message}")
         self.guard_report = reply.guard
         # Whether the kernel refuses new programs in this child (child/execlock.py): said by
@@ -275,7 +278,7 @@ class StudentCode:
         return self._roundtrip(request, seconds, what)[0]
 
     def _roundtrip(self, request: Request, seconds: float, what: str,
-                   read_back: bool = False) -> tuple[Reply, list | None]:
+                   read_back: bool = False) -> tuple[Reply, list | None, int]:
         """Send one request and read its reply, within the call's time and reply budget.
         Whatever the child sends (a forged frame, a header nested 5000 deep, nothing at
         all, or it stops reading), the judge holds at most the reply budget in memory,
@@ -289,7 +292,7 @@ class StudentCode:
         small. `read_back`: the request goes through a file whatever its size, and the
         arguments as the call left them (read from that file after the reply: the
         inputs-unchanged verdict rests on those bytes, read outside the student's
-        process) come back second."""
+        process) come back second; third, the bytes of payload the request carried."""
         handle = self.handle
         offered = request.op in ("call", "task") and not request.watch
         reply_file = handle.shared_reply() if offered and hasattr(handle, "shared_reply") else None
@@ -300,7 +303,7 @@ class StudentCode:
             exchange.close()
 
     def _exchange_frames(self, handle, exchange: Exchange, request: Request, seconds: float, what: str,
-                         read_back: bool) -> tuple[Reply, list | None]:
+                         read_back: bool) -> tuple[Reply, list | None, int]:
         started = time.monotonic()
         cpu_start = handle.cpu_seconds()
         rq_start = handle.run_queue_seconds() if hasattr(handle, "run_queue_seconds") else None
@@ -324,12 +327,12 @@ class StudentCode:
             sent = exchange.encode(request, read_back)
             max_header, max_payload = self.limits.reply_budget(sent)
             exchange.send(max_payload, deadline=wall_cap)
-            self._await_reply(handle, started, cpu_start, cpu_cap, wall_cap, idle, wait_left)
+            handle.await_reply(started, cpu_start, cpu_cap, wall_cap, idle, wait_left)
             self.waited = waited_before + idle()
             # Once a reply has begun, the rest comes at pipe speed: a child that stalls
             # inside a frame gets the call's own seconds (+10), not the wall backstop.
             reply = exchange.receive(max_header, max_payload, min(wall_cap, time.monotonic() + seconds + 10))
-            return reply, exchange.inputs_after(_keep_specs) if read_back else None
+            return reply, exchange.inputs_after(_keep_specs) if read_back else None, sent
         except FrameTimeout as e:
             used = (handle.cpu_seconds() or 0.0) - (cpu_start or 0.0)
             wall = time.monotonic() - started
@@ -377,36 +380,6 @@ class StudentCode:
             raise StudentCrash(f"{what}: your code's process sent a reply that could not be read "
                                f"({type(e).__name__})") from None
 
-    @staticmethod
-    def _await_reply(handle, started: float, cpu_start: float | None, cpu_cap: float, wall_cap: float,
-                     idle=None, wait_left: float = float("inf")) -> None:
-        """Wait until the child starts its reply; FrameTimeout (cpu=True) once it has used
-        `cpu_cap` seconds of CPU for this call, FrameTimeout (waited=True) once it has spent
-        `wait_left` seconds neither running nor waiting for a CPU (`idle()`), FrameTimeout
-        once the wall clock reaches `wall_cap`."""
-        import select
-
-        while True:
-            now = time.monotonic()
-            if now >= wall_cap:
-                raise FrameTimeout()
-            if select.select([handle.rep_fd], [], [], min(0.25, wall_cap - now))[0]:
-                return
-            if idle is not None and now - started >= wait_left and idle() >= wait_left:
-                e = FrameTimeout()
-                e.waited = True
-                raise e
-            if cpu_start is not None:
-                used = (handle.cpu_seconds() or 0.0) - cpu_start
-                if used >= cpu_cap:
-                    e = FrameTimeout()
-                    e.cpu = True
-                    raise e
-            elif time.monotonic() - started >= cpu_cap:  # no CPU count here: the wall clock
-                e = FrameTimeout()
-                e.cpu = True
-                raise e
-
     def _task_function(self) -> str | None:
         """The graded function a harness task exercises, when the suite named one (the
         plugin sets `current_functions` from the test's function marker)."""
@@ -415,8 +388,16 @@ class StudentCode:
 
     def _note_forbidden(self, reply: Reply) -> None:
         for f in reply.forbidden:  # already in the shape messages.finding gives
-            if f not in self.forbidden_found:
-                self.forbidden_found.append(f)
+            self._add_finding(f)
+
+    def _add_finding(self, f: dict) -> None:
+        """Keep a forbidden routine seen, once, and at most MAX_FINDINGS of them (a child
+        that reports thousands costs the judge no more than that)."""
+        seen = self.__dict__.setdefault("_seen_findings", set())
+        key = (f.get("api"), f.get("function"), f.get("line"))
+        if key not in seen and len(self.forbidden_found) < MAX_FINDINGS:
+            seen.add(key)
+            self.forbidden_found.append(f)
 
     def _request(self, op: str, fn: str, args, kwargs, timeout, return_args, what,
                  inference: bool = False, watch: bool = False) -> CallResult:
@@ -435,7 +416,7 @@ class StudentCode:
         request = Request(op, fn=fn, args=list(args), kwargs=dict(kwargs), return_args=return_args,
                           inference=inference, watch=watch)
         lo_before = self.handle.loopback_tx_bytes()
-        reply, left = self._roundtrip(request, timeout or self.limits.call_seconds, what, read_back=return_args)
+        reply, left, sent = self._roundtrip(request, timeout or self.limits.call_seconds, what, read_back=return_args)
         memory = None
         if watch:
             peak = watcher.peak_bytes() if watcher is not None else None
@@ -443,8 +424,9 @@ class StudentCode:
             memory["method"] = watcher.method if watcher is not None else "none"
             memory["peak_extra_bytes"] = peak - before if peak is not None and before is not None else None
             memory["resident_before_bytes"] = before
-            if isinstance(memory.get("largest"), dict) and memory["largest"].get("line"):
-                memory["largest"]["where"] = where_in(self.line_map, int(memory["largest"]["line"]))
+            largest = memory.get("largest")  # its fields' types are checked on receipt (messages._watch)
+            if largest and largest.get("line"):
+                memory["largest"] = dict(largest, where=where_in(self.line_map, largest["line"]))
         self._note_forbidden(reply)
         if not reply.ok:
             err = reply.error or Failure("Error", "the call failed and did not say why")
@@ -454,11 +436,11 @@ class StudentCode:
             if msg.startswith(GUARD_PREFIX):
                 # A routine the guard made raise: the student's function reached it. Only
                 # ever costs points (a child can hide this report, never gain by it).
-                found = finding(msg[len(GUARD_PREFIX):].split()[0][:120],
+                found = finding((msg[len(GUARD_PREFIX):].split() or ["?"])[0][:120],
                                 fn if op == "call" else self._task_function(),
                                 err.frames[-1][0] if err.frames else None)
-                if found["function"] and found not in self.forbidden_found:
-                    self.forbidden_found.append(found)
+                if found["function"]:
+                    self._add_finding(found)
             raise StudentError(what, err, self.line_map)
         # Inputs as the call left them: read back by the judge from the request's shared file
         # (on a GPU the child stages them through it: child/server.py's DeviceStaging). The
@@ -467,7 +449,7 @@ class StudentCode:
         if left is not None:
             args_after = left
         else:
-            args_after = reply.args_after if op == "call" else None
+            args_after = reply.args_after if op == "call" and sent == 0 else None
         lo_after = self.handle.loopback_tx_bytes() if self.handle is not None else None
         loopback = lo_after - lo_before if lo_before is not None and lo_after is not None else None
         return CallResult(reply.value, reply.seconds, args_after, memory, loopback)

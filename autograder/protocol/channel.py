@@ -118,7 +118,10 @@ class DeviceStaging:
     A device tensor whose shape the call changed (`resize_`, `set_`) is not written
     back: its view keeps the inverted bytes, and the input reads as changed. (A pageable
     host-to-device copy has read its source when `.to` returns, so the view can be
-    overwritten at once.)"""
+    overwritten at once.) This stops a child that skips the write-back, by accident or
+    patch; a child that rewrites the file itself (inverting it back, say) makes the
+    judge's file hold what a correct function leaves, as on the CPU, where the file is
+    the inputs' only copy and such a child has only made its function behave."""
 
     def __init__(self, device: str):
         self.device = device
@@ -127,7 +130,10 @@ class DeviceStaging:
     def place(self, view: torch.Tensor) -> torch.Tensor:
         on_device = view.to(self.device, copy=True)
         if view.numel():
-            view.reshape(-1).view(torch.uint8).bitwise_not_()
+            if view.dtype == torch.bool:  # any byte but 0 reads as True: flip the value instead
+                view.logical_not_()
+            else:
+                view.reshape(-1).view(torch.uint8).bitwise_not_()
             self.pairs.append((view, on_device, tuple(on_device.shape)))
         return on_device
 
@@ -147,12 +153,14 @@ class ChildChannel:
     def __init__(self, req_fd: int, rep_fd: int, xfer: str | None):
         self.req_fd, self.rep_fd, self.xfer = req_fd, rep_fd, xfer
         self.staging: DeviceStaging | None = None
+        self.from_file = False  # the last request came through the judge's file (it reads the inputs there)
 
     def receive(self, device: str, host: bool, specs) -> Request:
         """The next request; ProtocolError where it is malformed (its reply says so)."""
         self.staging = None
         header, payload = read_frame(self.req_fd)
         shared = SharedRequest.from_wire(header)
+        self.from_file = shared is not None
         if shared is not None:
             header, payload = shared.header, self._map(shared)
             if not host and device != "cpu":
@@ -183,9 +191,11 @@ class ChildChannel:
         """Send `reply`; a large one through the reply file where `request` offered it. A
         value that cannot be encoded fails the call with a reason (never the channel)."""
         offered = request.reply_file if request is not None else None
+        if self.from_file:
+            reply.args_after = None  # the judge reads the inputs from its own file: no second copy
         try:
             header, chunks = encode_chunks(reply.to_wire())
-        except ProtocolError as e:
+        except Exception as e:  # noqa: BLE001  (ProtocolError, or a tensor torch cannot even read: meta, a lazy view)
             bad = Reply(ok=False, forbidden=reply.forbidden, error=Failure(
                 "BadReturnValue", f"your function returned something that cannot be graded: {e}"))
             write_frame(self.rep_fd, bad.to_wire())

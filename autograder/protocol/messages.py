@@ -87,6 +87,27 @@ class Failure:
                    tuple((f[0], f[1][:200], f[2][:400]) for f in frames), line)
 
 
+def _watch(v: Any) -> dict | None:
+    """A watched call's allocation report (child/watch.py, and CUDA's allocator peak on a
+    GPU): each field of the type the judge reads, or the reply is refused."""
+    if v is None:
+        return None
+    if not (isinstance(v, dict) and set(v) <= {"largest", "allocations", "intact", "cuda_peak_extra_bytes"}):
+        _bad("watch report")
+    largest = v.get("largest")
+    if largest is not None and not (
+            isinstance(largest, dict) and set(largest) <= {"elements", "shape", "dtype", "op", "line"}
+            and _is_int(largest.get("elements", 0)) and (largest.get("line") is None or _is_int(largest["line"]))
+            and isinstance(largest.get("shape", []), list) and len(largest.get("shape", [])) <= 64
+            and all(_is_int(x) for x in largest.get("shape", []))
+            and isinstance(largest.get("dtype", ""), str) and isinstance(largest.get("op", ""), str)):
+        _bad("watch report's largest allocation")
+    if not (_is_int(v.get("allocations", 0)) and isinstance(v.get("intact", False), bool)
+            and (v.get("cuda_peak_extra_bytes") is None or _is_int(v["cuda_peak_extra_bytes"]))):
+        _bad("watch report")
+    return v
+
+
 def _findings(v: Any) -> list[dict]:
     """Forbidden routines the child's tracer or guard saw: {"api", "function", "line"}."""
     if not (isinstance(v, list) and len(v) <= MAX_FINDINGS):
@@ -214,7 +235,7 @@ class Reply:
         error = v.get("error")
         return cls(ok=ok, value=v.get("value"), error=Failure.from_wire(error) if error is not None else None,
                    seconds=float(seconds), forbidden=_findings(v.get("forbidden", [])),
-                   watch=_report(v.get("watch"), "watch"), args_after=args_after, names=names,
+                   watch=_watch(v.get("watch")), args_after=args_after, names=names,
                    guard=_report(v.get("guard"), "guard"), exec_lock=_report(v.get("exec_lock"), "exec_lock"),
                    problems=[Failure.from_wire(p) for p in problems])
 
@@ -222,7 +243,10 @@ class Reply:
         """How the load's child refuses new programs ("seccomp", "landlock"...), or why
         it could not: "none (...)" (child/execlock.py)."""
         lock = self.exec_lock or {}
-        return str(lock.get("method") or f"none ({str(lock.get('error') or 'not reported')[:200]})")
+        method, error = lock.get("method"), lock.get("error")
+        if isinstance(method, str) and method:
+            return method[:80]
+        return f"none ({(error if isinstance(error, str) and error else 'not reported')[:200]})"
 
     @classmethod
     def failed(cls, kind: str, message: str, **kw) -> Reply:

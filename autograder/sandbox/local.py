@@ -16,15 +16,18 @@ import functools
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from autograder import settings
+from autograder.protocol.framing import FrameTimeout
 from autograder.protocol.shm import ReplyFile
 from autograder.sandbox import forkserver
 
@@ -178,6 +181,34 @@ class ChildHandle:
 
     def cpu_seconds(self) -> float | None:
         return self.cpu.seconds() if self.cpu is not None else None
+
+    def await_reply(self, started: float, cpu_start: float | None, cpu_cap: float, wall_cap: float,
+                    idle=None, wait_left: float = float("inf")) -> None:
+        """Wait until the child starts its reply, within the call's limits (the judge sets
+        them: sandbox/runner.py's table): FrameTimeout (cpu=True) once the child has used
+        `cpu_cap` seconds of CPU since `cpu_start`, by the kernel's count; FrameTimeout
+        (waited=True) once it has spent `wait_left` seconds neither running nor waiting for
+        a CPU (`idle()`); FrameTimeout once the wall clock reaches `wall_cap`."""
+        while True:
+            now = time.monotonic()
+            if now >= wall_cap:
+                raise FrameTimeout()
+            if select.select([self.rep_fd], [], [], min(0.25, wall_cap - now))[0]:
+                return
+            if idle is not None and now - started >= wait_left and idle() >= wait_left:
+                e = FrameTimeout()
+                e.waited = True
+                raise e
+            if cpu_start is not None:
+                used = (self.cpu_seconds() or 0.0) - cpu_start
+                if used >= cpu_cap:
+                    e = FrameTimeout()
+                    e.cpu = True
+                    raise e
+            elif time.monotonic() - started >= cpu_cap:  # no CPU count here: the wall clock
+                e = FrameTimeout()
+                e.cpu = True
+                raise e
 
     def run_queue_seconds(self) -> float | None:
         """Time the child's threads waited for a CPU (the host's load), by the kernel."""

@@ -14,10 +14,10 @@ Every limit a child runs under, and where it is applied:
 | limit | local runner | docker runner | from |
 | --- | --- | --- | --- |
 | memory | a memory cgroup per child (memwatch.MemoryWatch); RLIMIT_AS on the CPU path | the container's memory limit | `limits.memory_mb` |
-| CPU time per call and per submission | the judge reads the child's cgroup CPU count (CpuWatch) and stops the call | the same, from the container's cgroup | `limits.call_seconds`, `submission_seconds` |
+| CPU time per call and per submission | `ChildHandle.await_reply` reads the child's cgroup CPU count (CpuWatch) and stops the call at the budget the judge gives it | the same, from the container's cgroup | `limits.call_seconds`, `submission_seconds` |
 | CPU time of the child | RLIMIT_CPU (child/main.py) | the same | `limits.cpu_seconds` |
-| waiting (neither running nor in the run queue) | the judge, from cgroup CPU and schedstat | the same | `limits.wait_seconds[_gpu]` |
-| wall clock | a backstop: `wall_factor` x the CPU limits (judge/student.py) | the same | `limits.wall_factor` |
+| waiting (neither running nor in the run queue) | `ChildHandle.await_reply`, from cgroup CPU and `schedstat` (memwatch.CpuWatch), at the budget the judge gives it | the same | `limits.wait_seconds[_gpu]` |
+| wall clock | `ChildHandle.await_reply`: a backstop the judge sets at `wall_factor` x the CPU limits | the same | `limits.wall_factor` |
 | processes and threads | RLIMIT_NPROC of a uid of its own | the container's pids limit | `limits.processes` |
 | file size, open files | RLIMIT_FSIZE, RLIMIT_NOFILE (child/main.py) | the same | `limits.file_mb`, `open_files` |
 | `/tmp` (and a GPU's `/dev/shm`) | a sized tmpfs of its own | the container's tmpfs | `limits.tmp_bytes()` |
