@@ -74,12 +74,13 @@ class Settings:
         cache = Path(env.get("XDG_CACHE_HOME") or home / ".cache")
         config = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
         try:
-            cpus = float(env.get("DLOPT_DOCKER_CPUS", "2"))
+            cpus = float(env.get("DLOPT_DOCKER_CPUS", cls.docker_cpus))
         except ValueError:
-            cpus = 2.0
-        runner = env.get("DLOPT_RUNNER") or "local"
+            cpus = cls.docker_cpus
+        runner = env.get("DLOPT_RUNNER") or cls.runner
         if runner not in RUNNERS:
             raise ValueError(f"DLOPT_RUNNER={runner!r}: the runners are {', '.join(RUNNERS)}")
+        d = cls()  # the defaults, spelled once (the fields above)
         return cls(
             runner=runner,
             zygote=env.get("DLOPT_ZYGOTE", "1") != "0",
@@ -90,10 +91,10 @@ class Settings:
             config_dir=Path(env["DLOPT_CONFIG_DIR"]) if env.get("DLOPT_CONFIG_DIR") else config / "dlopt",
             server=env.get("DLOPT_SERVER") or None,
             token=env.get("DLOPT_TOKEN") or None,
-            docker_image=env.get("DLOPT_DOCKER_IMAGE") or "dlopt-runner:latest",
-            docker_python=env.get("DLOPT_DOCKER_PYTHON") or "python3",
+            docker_image=env.get("DLOPT_DOCKER_IMAGE") or d.docker_image,
+            docker_python=env.get("DLOPT_DOCKER_PYTHON") or d.docker_python,
             docker_cpus=cpus,
-            docker_pool=max(0, _int(env.get("DLOPT_DOCKER_POOL"), 2)),
+            docker_pool=max(0, _int(env.get("DLOPT_DOCKER_POOL"), d.docker_pool)),
             docker_mounts=_list(env.get("DLOPT_DOCKER_MOUNTS")),
             docker_ulimits=_list(env.get("DLOPT_DOCKER_ULIMITS")),
             gpu_devices=_list(env.get("DLOPT_GPU_DEVICES")),

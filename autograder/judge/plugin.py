@@ -29,6 +29,7 @@ from autograder.judge.student import (
     StudentCode,
     StudentFailure,
     SubmissionLoadError,
+    where_in,
 )
 from autograder.protocol.messages import Failure
 
@@ -53,14 +54,6 @@ class _FatalStudent:
         pass
 
 
-def _where(line_map: list, line: int) -> str:
-    """A line of the extracted source as the student sees it: cell and line in the notebook."""
-    if 0 < line <= len(line_map) and line_map[line - 1]:
-        cell, cell_line = line_map[line - 1]
-        return f"cell {cell}, line {cell_line}" if cell is not None else f"line {cell_line}"
-    return f"line {line}"
-
-
 def _shorten(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     if len(lines) > MAX_FEEDBACK_LINES:
@@ -76,9 +69,9 @@ class GradingPlugin:
         line_map = list(job.line_map)
         # Each finding names where it is in the student's notebook (cell and line), not in
         # the extracted code.
-        self.static_findings = [{**f.as_dict(), "where": _where(line_map, f.line)}
+        self.static_findings = [{**f.as_dict(), "where": where_in(line_map, f.line)}
                                 for f in scan(job.source, list(job.forbidden))]
-        self.result.flags = [{**f.as_dict(), "where": _where(line_map, f.line)}
+        self.result.flags = [{**f.as_dict(), "where": where_in(line_map, f.line)}
                              for f in scan_flags(job.source, list(job.allow_imports))]
         self._student = None
         self._outcomes: list[tuple[TestResult, scoring.Outcome, bool]] = []

@@ -160,6 +160,7 @@ class StudentCode:
         self.load_error: dict | None = None
         self.names: list[str] = []
         self.forbidden_found: list[dict] = []
+        self._seen_findings: set = set()  # (api, function, line) of forbidden_found
         self.events: list[str] = []
         self.load_problems: list[str] = []
         self.sandbox = self.runner.report
@@ -393,10 +394,9 @@ class StudentCode:
     def _add_finding(self, f: dict) -> None:
         """Keep a forbidden routine seen, once, and at most MAX_FINDINGS of them (a child
         that reports thousands costs the judge no more than that)."""
-        seen = self.__dict__.setdefault("_seen_findings", set())
         key = (f.get("api"), f.get("function"), f.get("line"))
-        if key not in seen and len(self.forbidden_found) < MAX_FINDINGS:
-            seen.add(key)
+        if key not in self._seen_findings and len(self.forbidden_found) < MAX_FINDINGS:
+            self._seen_findings.add(key)
             self.forbidden_found.append(f)
 
     def _request(self, op: str, fn: str, args, kwargs, timeout, return_args, what,

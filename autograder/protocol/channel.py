@@ -18,6 +18,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ class Exchange:
         `read_back`: the payload goes through a request file whatever its size, so that
         `inputs_after` can read what the call left in it."""
         if self.reply_file is not None:
-            request = Request(**{**request.__dict__, "reply_file": self.reply_file.name})
+            request = replace(request, reply_file=self.reply_file.name)
         self.header, self.chunks = encode_chunks(request.to_wire())
         self.size = sum(len(c) for c in self.chunks)
         self.read_back = read_back

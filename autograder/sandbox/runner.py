@@ -32,6 +32,7 @@ uid, not the namespaces: its report says `strong: false`, and the result shows i
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,7 +74,7 @@ class SandboxSpec:
         return cfg
 
 
-class Runner:
+class Runner(ABC):
     """Starts sandboxed children for one spec. `report`: what they get."""
 
     name = "runner"
@@ -95,5 +96,6 @@ class Runner:
     def harness(self) -> Path | None:
         return self.spec.harness
 
+    @abstractmethod
     def start(self):  # -> ChildHandle
-        raise NotImplementedError
+        """A new child, sandboxed by this runner, its pipes ready for the channel."""
