@@ -100,9 +100,16 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
 
     from server.pages import install_error_pages, pages
     from server.routes import api
+    from server.routes.client import router as student_client
+    from server.similarity_pages import similarity_api, similarity_pages
+    from server.staff_pages import staff_pages
 
     app.include_router(api)
     app.include_router(pages)
+    app.include_router(similarity_pages)  # /ui/ta/{slug}/similarity: the plagiarism review (issue 27)
+    app.include_router(similarity_api)    # /api/v1/assignments/{slug}/similarity
+    app.include_router(staff_pages)
+    app.include_router(student_client)  # /client: the student client's wheel, for anyone
     # (the more specific mount first: /static would take /static/docs/... too)
     app.mount("/static/docs", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"),
               name="docs-static")

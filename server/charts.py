@@ -69,15 +69,18 @@ def histogram(scores: list[float], points: float) -> Markup:
     return _svg(left + width + 10, top + height + 44, "histogram of final scores", body, "histogram")
 
 
-def pass_rates(rates: list[dict]) -> Markup:
+def pass_rates(rates: list[dict], link=None) -> Markup:
     """rates: [{"name", "passed", "total", "mean"}] (mean: the mean fraction of the test's
-    points), sorted with the tests the class fails most first."""
+    points), sorted with the tests the class fails most first. `link(name)`: where a test's
+    row leads (the students who fail it)."""
     row, left, bar = 18, 330, 300
     body = [f'<text x="{left}" y="12">share of final submissions that pass (bar), mean points (number)</text>']
     for i, r in enumerate(rates):
         y = 22 + i * row
         share = r["passed"] / r["total"] if r["total"] else 0.0
         name = r["name"] if len(r["name"]) <= 52 else r["name"][:50] + "…"
+        if link:
+            body.append(f'<a href="{escape(link(r["name"]))}" class="drill">')
         body.append(f'<text x="{left - 6}" y="{y + 12}" text-anchor="end">{escape(name)}'
                     f'<title>{escape(r["name"])}</title></text>')
         body.append(f'<rect x="{left}" y="{y + 2}" width="{bar}" height="{row - 5}" fill="#eee"/>')
@@ -85,6 +88,8 @@ def pass_rates(rates: list[dict]) -> Markup:
                     f'fill="{BAD if share < 0.5 else BAR}"><title>{r["passed"]} of {r["total"]} pass</title></rect>')
         body.append(f'<text x="{left + bar + 6}" y="{y + 12}">{100 * share:.0f}% pass · mean '
                     f'{100 * r["mean"]:.0f}%</text>')
+        if link:
+            body.append("</a>")
     if not rates:
         body.append(f'<text x="{left}" y="36">no graded submissions yet</text>')
     return _svg(left + bar + 150, 30 + max(1, len(rates)) * row, "pass rate of each test", body, "pass-rates")

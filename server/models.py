@@ -58,6 +58,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default="student")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lms_id: Mapped[str] = mapped_column(String(64), default="")  # the LMS's own id (Canvas's "ID" column)
 
 
 class ApiToken(Base):
@@ -189,3 +190,68 @@ class TestResultRow(Base):
     functions: Mapped[list] = mapped_column(JSON, default=list)
 
     run: Mapped[GradingRun] = relationship(back_populates="tests")
+
+
+# -- staff decisions: append-only, each with who, when and why; the newest row is in force --
+class StaffRecord:
+    """Columns every staff decision carries: who made it, when, and the reason given."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Extension(StaffRecord, Base):
+    """A student's own deadline for an assignment: a new deadline, or the course deadline
+    moved by `late_days` days. Neither set: the extension is withdrawn."""
+
+    __tablename__ = "extensions"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id"), index=True)
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    late_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    actor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+
+    actor: Mapped[User] = relationship(foreign_keys=[actor_id])
+
+
+class Override(StaffRecord, Base):
+    """A manual score: of the whole assignment (`function` empty), or of the tests that grade
+    one function (a flag review's "zero this function"). `score` null: withdrawn."""
+
+    __tablename__ = "overrides"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id"), index=True)
+    function: Mapped[str] = mapped_column(String(200), default="")
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    submission_id: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"), nullable=True)
+    actor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+
+    actor: Mapped[User] = relationship(foreign_keys=[actor_id])
+
+
+class FlagReview(StaffRecord, Base):
+    """A TA's decision on a flagged submission: cleared, zeroed (with its override) or a note."""
+
+    __tablename__ = "flag_reviews"
+
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
+    action: Mapped[str] = mapped_column(String(16))  # cleared | zeroed | note
+    function: Mapped[str] = mapped_column(String(200), default="")
+    actor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+
+    actor: Mapped[User] = relationship(foreign_keys=[actor_id])
+
+
+class FeedbackRelease(StaffRecord, Base):
+    """Hidden tests' names and feedback released to students (or hidden again)."""
+
+    __tablename__ = "feedback_releases"
+
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id"), index=True)
+    released: Mapped[bool] = mapped_column(Boolean)
+    actor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+
+    actor: Mapped[User] = relationship(foreign_keys=[actor_id])

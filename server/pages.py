@@ -11,6 +11,7 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
@@ -22,19 +23,20 @@ from sqlalchemy.orm import selectinload
 
 from autograder.judge.results import harmless_note
 from autograder.text import visible
-from server import auth, charts
+from server import auth, charts, decisions
 from server.db import SessionDep, begin_write, releases_session
 from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
+from server.policy import tz_from_offset
 from server.schemas import Slug, SubmissionId
 from server.security import LOGIN_PATTERN, same_origin
 from server.service import (
     assignment_out,
     batch_submit,
     csv_response,
+    final_runs,
     get_assignment,
     gradescope_zip,
     import_roster,
-    latest_done,
     load_submission,
     regrade,
     score_table,
@@ -53,7 +55,27 @@ def _finalize(value):
     return value if isinstance(value, Markup) or not isinstance(value, str) else visible(value)
 
 
+def when(at, offset: str = "UTC") -> Markup:
+    """A time as a page shows it: in the course's zone, named (the server's text), which
+    /static/localtime.js replaces by the reader's own local time with its zone named."""
+    if at is None:
+        return Markup("none")
+    zone = tz_from_offset(offset)
+    local = at.astimezone(zone)
+    name = "UTC" if offset in ("", "UTC", "Z") else f"UTC{offset}"
+    return Markup('<time datetime="{}" data-local>{} {}</time>').format(at.isoformat(), f"{local:%Y-%m-%d %H:%M}",
+                                                                      name)
+
+
+def countdown(at, prefix: str = "in", after: str = "now") -> Markup:
+    if at is None:
+        return Markup("")
+    return Markup('<span data-countdown="{}" data-prefix="{}" data-after="{}"></span>').format(at.isoformat(),
+                                                                                            prefix, after)
+
+
 templates.env.finalize = _finalize  # before any template is compiled: finalize is compiled in
+templates.env.globals.update(when=when, countdown=countdown)
 pages = APIRouter(include_in_schema=False)
 
 
@@ -208,19 +230,24 @@ def assignment_page(slug: Slug, request: Request, user: PageUser, session: Sessi
                            .order_by(Submission.id.desc()).limit(200)).all()
     outs = [submission_out(s, user, now) for s in subs]
     latest = outs[0] if outs else None
+    mine = decisions.overrides(session, a, [user.id]).get(user.id, {})
     return render(request, "assignment.html", user=user, staff=auth.is_staff(user), a=assignment_out(session, a, user, now),
-                  submissions=outs, latest=latest, view=result_view(latest) if latest else None)
+                  submissions=outs, latest=latest, view=result_view(latest) if latest else None,
+                  my_overrides=[mine[k] for k in sorted(mine)])
 
 
 @pages.post("/ui/assignments/{slug}/submit")
 @releases_session
 def upload(slug: Slug, request: Request, user: PageUser, session: SessionDep,
-                 file: Annotated[UploadFile, File()], csrf: Annotated[str, Form()] = ""):
+                 file: Annotated[UploadFile, File()], csrf: Annotated[str, Form()] = "",
+                 accept_days_late: Annotated[int, Form(ge=0, le=10000)] = 0):
+    """A late upload needs the lateness the page stated to be confirmed (the checkbox); one
+    that became later meanwhile is refused with the new penalty, nothing counted."""
     _csrf(request, csrf)
     data = file.file.read(request.app.state.settings.max_upload_bytes + 1)
     a = get_assignment(session, slug)
     try:
-        sub = submit(request.app, session, user, a, file.filename, data)
+        sub = submit(request.app, session, user, a, file.filename, data, accept_days_late=accept_days_late)
     except HTTPException as e:
         return render(request, "error.html", status=e.status_code, user=user, message=e.detail,
                       back=f"/ui/assignments/{slug}")
@@ -257,15 +284,6 @@ def result_view(sub) -> dict:
             "minor_notes": [n for n in notes if harmless_note(n)]}
 
 
-def _final_runs(session, table) -> list[GradingRun]:
-    ids = [r.submission_id for r in table.rows if r.submission_id]
-    if not ids:
-        return []
-    subs = session.scalars(select(Submission).where(Submission.id.in_(ids))
-                           .options(selectinload(Submission.runs).selectinload(GradingRun.tests))).all()
-    return [r for r in (latest_done(s) for s in subs) if r is not None]
-
-
 def test_pass_rates(runs: list[GradingRun]) -> list[dict]:
     by_name: dict[str, dict] = {}
     for run in runs:
@@ -280,9 +298,42 @@ def test_pass_rates(runs: list[GradingRun]) -> list[dict]:
     return sorted(rates, key=lambda d: (d["passed"] / d["total"], d["name"]))
 
 
+STUDENT_FILTERS = {
+    "all": ("everyone", lambda r: True),
+    "none": ("no submission", lambda r: r.submissions == 0),
+    "late": ("late", lambda r: r.late),
+    "flagged": ("flagged", lambda r: r.flagged > 0),
+    "unreviewed": ("flags unreviewed", lambda r: r.unreviewed > 0),
+    "pending": ("grading pending", lambda r: r.pending > 0),
+    "extended": ("extension", lambda r: r.extended),
+    "overridden": ("score set by hand", lambda r: r.override is not None or bool(r.function_overrides)),
+}
+STUDENT_SORTS = {
+    "login": lambda r: r.login,
+    "name": lambda r: (r.name or "").lower(),
+    "score": lambda r: (r.score is None, r.score if r.score is not None else 0.0),
+    "submissions": lambda r: r.submissions,
+    "late": lambda r: r.days_late,
+}
+PAGE_SIZE = 50
+
+
+def student_rows(rows: list, q: str, show: str, sort: str, desc: bool, page: int) -> tuple[list, int, int]:
+    """The student table as asked: searched, filtered, sorted, one page; (rows, matches, pages)."""
+    needle = q.strip().lower()[:64]
+    keep = STUDENT_FILTERS.get(show, STUDENT_FILTERS["all"])[1]
+    rows = [r for r in rows if keep(r) and (not needle or needle in r.login.lower() or needle in (r.name or "").lower())]
+    rows.sort(key=STUDENT_SORTS.get(sort, STUDENT_SORTS["login"]), reverse=desc)
+    pages = max(1, -(-len(rows) // PAGE_SIZE))
+    page = min(max(1, page), pages)
+    return rows[(page - 1) * PAGE_SIZE: page * PAGE_SIZE], len(rows), pages
+
+
 @pages.get("/ui/ta/{slug}", response_class=HTMLResponse)
 @releases_session
-def dashboard(slug: Slug, request: Request, user: StaffPageUser, session: SessionDep, q: str = ""):
+def dashboard(slug: Slug, request: Request, user: StaffPageUser, session: SessionDep, q: str = "",
+              show: str = "all", sort: str = "login", desc: bool = False,
+              page: Annotated[int, Query(ge=1, le=100000)] = 1):
     a = get_assignment(session, slug)
     table = score_table(session, a)
     scored = [r.score for r in table.rows if r.score is not None]
@@ -292,26 +343,20 @@ def dashboard(slug: Slug, request: Request, user: StaffPageUser, session: Sessio
         .order_by(GradingRun.id.desc()).limit(100)).all()
     pending = session.scalar(select(GradingRun.id).join(Submission).where(
         Submission.assignment_id == a.id, GradingRun.status.in_(("queued", "running"))).limit(1))
-    # Runs whose code uses constructs that exist to evade (the engine's `flags`): the latest
-    # run of each submission, for a TA's review.
-    recent = session.scalars(
-        select(GradingRun).join(Submission).where(Submission.assignment_id == a.id, GradingRun.status == "done")
-        .options(selectinload(GradingRun.submission).selectinload(Submission.user))
-        .order_by(GradingRun.id.desc()).limit(2000)).all()
-    flagged, seen = [], set()
-    for run in recent:
-        if run.submission_id not in seen:
-            seen.add(run.submission_id)
-            if (run.result or {}).get("flags"):
-                flagged.append(run)
+    flags = decisions.flag_queue(session, a, unreviewed_only=False)
     times = list(session.scalars(select(Submission.created_at).where(Submission.assignment_id == a.id)))
-    needle = q.strip().lower()[:64]
-    rows = [r for r in table.rows if not needle or needle in r.login.lower() or needle in (r.name or "").lower()]
+    rows, matches, pages_n = student_rows(list(table.rows), q, show, sort, desc, page)
+    released = decisions.feedback_released(session, a)
     return render(request, "dashboard.html", user=user, staff=True, a=a, table=table, rows=rows, q=q[:64],
-                  flagged=flagged[:200], graded=len(scored), failed=failed, busy=pending is not None,
+                  show=show if show in STUDENT_FILTERS else "all", sort=sort if sort in STUDENT_SORTS else "login",
+                  desc=desc, page=min(page, pages_n), pages=pages_n, matches=matches, filters=STUDENT_FILTERS,
+                  sorts=list(STUDENT_SORTS), flagged=flags[:200], unreviewed=sum(not f["reviewed"] for f in flags),
+                  graded=len(scored), failed=failed, busy=pending is not None, released=released,
+                  extensions=len(decisions.extensions(session, a)),
                   mean=(sum(scored) / len(scored)) if scored else None,
                   histogram=charts.histogram(scored, a.points),
-                  pass_rates=charts.pass_rates(test_pass_rates(_final_runs(session, table))),
+                  pass_rates=charts.pass_rates(test_pass_rates(final_runs(session, table)),
+                                               link=lambda name: f"/ui/ta/{a.slug}/tests/{quote(name, safe='')}"),
                   timeline=charts.timeline(times, a.deadline, utcnow()))
 
 
@@ -328,7 +373,9 @@ def student_history(slug: Slug, login: Annotated[str, PathParam(max_length=64, p
                            .options(selectinload(Submission.runs)).order_by(Submission.id.desc())).all()
     row = next((r for r in score_table(session, a).rows if r.login == login), None)
     return render(request, "student.html", user=user, staff=True, a=a, student=student, row=row,
-                  submissions=[submission_out(s, user, now) for s in subs])
+                  submissions=[submission_out(s, user, now) for s in subs],
+                  view=assignment_out(session, a, student, now), events=decisions.history(session, a, student),
+                  overrides=decisions.overrides(session, a, [student.id]).get(student.id, {}))
 
 
 @pages.get("/ui/ta/{slug}/gradescope.zip")
@@ -354,7 +401,7 @@ def batch_page(slug: Slug, request: Request, user: StaffPageUser, session: Sessi
     except HTTPException as e:
         return render(request, "error.html", status=e.status_code, user=user, message=e.detail,
                       back=f"/ui/ta/{slug}", title="Batch refused")
-    return RedirectResponse(f"/ui/ta/{slug}?batch={len(made)}", 303)
+    return render(request, "batch.html", user=user, staff=True, a=a, made=made.made, skipped=made.skipped)
 
 
 @pages.get("/ui/roster", response_class=HTMLResponse)
@@ -382,8 +429,11 @@ def roster_import_page(request: Request, user: StaffPageUser, session: SessionDe
     except HTTPException as e:
         return render(request, "error.html", status=e.status_code, user=user, message=e.detail, back="/ui/roster",
                       title="Roster refused")
+    from server.staff_pages import keep_tokens_csv
+
     users = session.scalars(select(User).order_by(User.role.desc(), User.login)).all()
-    return render(request, "roster.html", user=user, staff=True, users=users, tokens=out.tokens, result=out)
+    return render(request, "roster.html", user=user, staff=True, users=users, tokens=out.tokens, result=out,
+                  tokens_csv=keep_tokens_csv(request.app, out.tokens, users))
 
 
 @pages.get("/ui/ta/{slug}/scores.csv")

@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from fastapi import HTTPException
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from server import auth
+from server import auth, decisions
 from server.db import begin_write, serialize_on
 from server.models import ROLES, AssignmentRow, GradingRun, Submission, User, utcnow
 from server.policy import (
+    PARTIAL_DAYS,
     GradedSubmission,
     day_start,
+    deadline_state,
     final_score,
     late_score,
     lateness,
+    own_deadline,
     penalty_factor,
     tz_from_offset,
 )
@@ -59,11 +63,20 @@ def submissions_today(session: Session, user: User, a: AssignmentRow, now: datet
 
 
 def assignment_out(session: Session, a: AssignmentRow, user: User, now: datetime) -> AssignmentOut:
-    return AssignmentOut(slug=a.slug, title=a.title, points=a.points, gpu=a.gpu, deadline=a.deadline,
+    """The assignment as this user sees it: their own deadline (an extension's, else the
+    course's), what submitting now costs, and their count for today."""
+    ext = decisions.extension_for(session, a, user)
+    mine = own_deadline(a.deadline, ext)
+    state = deadline_state(mine, a.late_policy, now)
+    released = decisions.feedback_released(session, a)
+    return AssignmentOut(slug=a.slug, title=a.title, points=a.points, gpu=a.gpu, deadline=mine,
+                         course_deadline=a.deadline, extended=ext is not None, timezone=a.timezone,
                          late_policy=a.late_policy, daily_submission_limit=a.daily_submission_limit,
-                         score_policy=a.score_policy, feedback_after_deadline=a.feedback_after_deadline,
-                         closed=lateness(a.deadline, a.late_policy, now).closed,
-                         submissions_today=submissions_today(session, user, a, now))
+                         score_policy=a.score_policy,
+                         feedback_after_deadline=a.feedback_after_deadline if released is None else released,
+                         closed=state.state == "closed", state=state.state, state_summary=state.summary,
+                         closes_at=state.closes_at, days_late_now=state.days_late_now, penalty_now=state.penalty_now,
+                         partial_days=PARTIAL_DAYS, submissions_today=submissions_today(session, user, a, now))
 
 
 # -- submit ------------------------------------------------------------------------
@@ -89,8 +102,11 @@ def _check_daily_limit(session: Session, user: User, a: AssignmentRow, now: date
 
 
 def submit(app, session: Session, user: User, a: AssignmentRow, filename: str | None, data: bytes, *,
-           source: str = "upload", by: User | None = None, at: datetime | None = None) -> Submission:
-    """Check, store the file (synced), then commit the submission and its queued run."""
+           source: str = "upload", by: User | None = None, at: datetime | None = None,
+           accept_days_late: int | None = None) -> Submission:
+    """Check, store the file (synced), then commit the submission and its queued run.
+    `accept_days_late`: the lateness the student confirmed (the page asks first); a later
+    upload is refused with the penalty stated (409), nothing counted."""
     now = at or utcnow()
     settings = app.state.settings
     name = clean_filename(filename)
@@ -102,17 +118,26 @@ def submit(app, session: Session, user: User, a: AssignmentRow, filename: str | 
             raise UploadError(413, f"{name!r} is {len(data)} bytes; the limit is {settings.max_upload_bytes}")
     except UploadError as e:
         raise HTTPException(e.status, e.detail) from None
-    late = lateness(a.deadline, a.late_policy, now)
+    deadline = decisions.deadline_for(session, a, user)
+    late = lateness(deadline, a.late_policy, now)
     if source == "upload":
         if late.closed:
-            raise HTTPException(403, f"{a.slug} closed: the deadline was {a.deadline:%Y-%m-%d %H:%M %Z} and late "
+            raise HTTPException(403, f"{a.slug} closed: your deadline was {deadline:%Y-%m-%d %H:%M %Z} and late "
                                      f"submissions are accepted for {a.late_policy.get('max_days_late')} day(s)")
+        if late.late and accept_days_late is not None and late.days_late > accept_days_late:
+            raise HTTPException(409, f"submitting now is late by {late.days_late} day(s): your score would be "
+                                     f"multiplied by {penalty_factor(a.late_policy, late.days_late):g}; "
+                                     f"{PARTIAL_DAYS}. Confirm again to submit")
         _check_daily_limit(session, user, a, now)
         _check_queued_limit(session, user, settings.max_queued_per_student)
     try:
         kind = submission_kind(name, data, settings.max_upload_bytes)
     except UploadError as e:
         raise HTTPException(e.status, e.detail) from None
+    if source == "upload":
+        refusal = unreadable_code(app, a, name, data)
+        if refusal:
+            raise HTTPException(422, refusal + "; this upload was not counted against your daily limit")
     # No transaction is held while the file is written and synced (SQLite has one writer);
     # the limit is checked again in the transaction that inserts the row.
     session.commit()
@@ -134,6 +159,58 @@ def submit(app, session: Session, user: User, a: AssignmentRow, filename: str | 
     return sub
 
 
+def _graded_names(app, a: AssignmentRow) -> frozenset[str]:
+    """The top-level names the master defines (the functions and classes a student fills in)."""
+    import ast
+
+    from autograder import assignment as engine_assignments
+    from autograder.authoring.notebook import extract
+    from server import catalog
+
+    cache = app.state.__dict__.setdefault("graded_names", {})
+    key = (a.slug, a.loaded_at)
+    if key not in cache:
+        names: frozenset[str] = frozenset()
+        try:
+            master = engine_assignments.load(catalog.folder_of(app.state.settings.assignments_dir, a.slug)).master
+            if master is not None:
+                tree = ast.parse(extract(master).source)
+                names = frozenset(n.name for n in tree.body
+                                  if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef))
+        except Exception:  # noqa: BLE001  (no master on this host: nothing refused on its account)
+            names = frozenset()
+        cache[key] = names
+    return cache[key]
+
+
+def unreadable_code(app, a: AssignmentRow, name: str, data: bytes) -> str | None:
+    """Why an upload cannot be graded at all (a syntax error, or none of the functions the
+    assignment grades), before it counts; None when it can."""
+    import ast
+    import tempfile
+    from pathlib import Path, PurePosixPath
+
+    from autograder.authoring.notebook import extract
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"upload{PurePosixPath(name).suffix.lower()}"
+        path.write_bytes(data)
+        code = extract(path)
+    if code.fatal:
+        return f"{name}: {code.fatal}"
+    syntax = [n for n in code.notes if "syntax error" in n]
+    if syntax:
+        return f"{name} has a syntax error: " + "; ".join(syntax[:3])
+    wanted = _graded_names(app, a)
+    if wanted:
+        defined = {n.name for n in ast.parse(code.source).body
+                   if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+        if not defined & wanted:
+            return (f"{name} defines none of the functions {a.slug} grades ({', '.join(sorted(wanted)[:8])}); "
+                    "was it saved, and is it the right assignment?")
+    return None
+
+
 def regrade(app, session: Session, subs: list[Submission]) -> list[GradingRun]:
     begin_write(session)
     runs = [app.state.queue.add_run(session, s, s.assignment, reason="regrade") for s in subs]
@@ -143,20 +220,33 @@ def regrade(app, session: Session, subs: list[Submission]) -> list[GradingRun]:
 
 
 # -- views -------------------------------------------------------------------------
-def _feedback_visible(visibility: str, a: AssignmentRow, now: datetime) -> bool:
+def _feedback_visible(visibility: str, a: AssignmentRow, now: datetime, released: bool | None = None) -> bool:
+    """public: always; after_deadline: once the course deadline has passed; hidden: once
+    staff released it from the page (or, never released nor hidden there, after the deadline
+    where assignment.toml says feedback_after_deadline)."""
     if visibility == "public":
         return True
     if visibility == "after_deadline":
-        return deadline_passed(a, now)
+        return deadline_passed(a, now) or bool(released)
+    if released is not None:
+        return released
     return a.feedback_after_deadline and deadline_passed(a, now)
 
 
-def run_out(run: GradingRun, a: AssignmentRow, staff: bool, now: datetime) -> RunOut:
+def test_titles(run: GradingRun) -> dict[str, str]:
+    return {t.get("name"): t.get("title") or t.get("description") or ""
+            for t in (run.result or {}).get("tests", []) if isinstance(t, dict)}
+
+
+def run_out(run: GradingRun, a: AssignmentRow, staff: bool, now: datetime, released: bool | None = None) -> RunOut:
     result = run.result or {}
-    tests = [TestOut(name=t.name, points=t.points, max_points=t.max_points, visibility=t.visibility,
-                     status=t.status, functions=list(t.functions or []),
-                     feedback=t.feedback if staff or _feedback_visible(t.visibility, a, now) else None)
-             for t in run.tests]
+    titles = test_titles(run)
+    tests = []
+    for t in run.tests:
+        shown = staff or _feedback_visible(t.visibility, a, now, released)
+        tests.append(TestOut(name=t.name, title=titles.get(t.name) or t.name, points=t.points,
+                             max_points=t.max_points, visibility=t.visibility, status=t.status,
+                             functions=list(t.functions or []), feedback=t.feedback if shown else None))
     out = RunOut(id=run.id, reason=run.reason, status=run.status, attempts=run.attempts,
                  enqueued_at=run.enqueued_at, started_at=run.started_at, finished_at=run.finished_at,
                  duration=run.duration, score=run.score, max_score=run.max_score, error=run.error,
@@ -173,8 +263,14 @@ def latest_done(sub: Submission) -> GradingRun | None:
     return done[-1] if done else None
 
 
-def submission_out(sub: Submission, viewer: User, now: datetime) -> SubmissionOut:
+_ASK = object()
+
+
+def submission_out(sub: Submission, viewer: User, now: datetime, released=_ASK) -> SubmissionOut:
     a = sub.assignment
+    if released is _ASK:
+        from sqlalchemy.orm import object_session
+        released = decisions.feedback_released(object_session(sub), a)
     newest = sub.runs[-1] if sub.runs else None
     graded = latest_done(sub)
     score = graded.score if graded else None
@@ -183,7 +279,7 @@ def submission_out(sub: Submission, viewer: User, now: datetime) -> SubmissionOu
         id=sub.id, assignment=a.slug, login=sub.user.login, created_at=sub.created_at, filename=sub.filename,
         kind=sub.kind, size=sub.size, late=sub.late, days_late=sub.days_late, source=sub.source,
         status=newest.status if newest else "none", score=score, max_score=graded.max_score if graded else None,
-        final_score=final, run=run_out(newest, a, auth.is_staff(viewer), now) if newest else None)
+        final_score=final, run=run_out(newest, a, auth.is_staff(viewer), now, released) if newest else None)
 
 
 def load_submission(session: Session, sub_id: int, viewer: User) -> Submission:
@@ -196,28 +292,69 @@ def load_submission(session: Session, sub_id: int, viewer: User) -> Submission:
 
 
 # -- scores ------------------------------------------------------------------------
+def _function_points(run: GradingRun | None, function: str) -> float:
+    return sum(t.points for t in (run.tests if run else []) if function in (t.functions or []))
+
+
 def score_table(session: Session, a: AssignmentRow) -> ScoreTable:
+    """Each student's final score: the graded score of the submission the policy picks,
+    after the late penalty counted from the student's own deadline; a function's override
+    replaces that function's points before the penalty, and an override of the assignment
+    replaces the final score (no penalty applied to it). The graded score stays beside it."""
     students = session.scalars(select(User).where(User.role == "student").order_by(User.login)).all()
     subs = session.scalars(select(Submission).where(Submission.assignment_id == a.id)
                            .options(selectinload(Submission.runs))).all()
+    exts = decisions.extensions(session, a)
+    overridden = decisions.overrides(session, a)
     by_user: dict[int, list[Submission]] = {}
     for s in subs:
         by_user.setdefault(s.user_id, []).append(s)
+    # a function's override needs the tests of that student's runs
+    need_tests = {uid for uid, o in overridden.items() if set(o) - {""}}
+    if need_tests:
+        session.scalars(select(GradingRun).join(Submission).where(Submission.assignment_id == a.id,
+                                                                  Submission.user_id.in_(need_tests))
+                        .options(selectinload(GradingRun.tests))).all()
+    reviewed = decisions.reviews(session, [s.id for s in subs])
     rows = []
     for u in students:
         mine = by_user.get(u.id, [])
+        fn_overrides = {f: o for f, o in overridden.get(u.id, {}).items() if f}
         graded = []
         for s in mine:
             r = latest_done(s)
             if r is not None and r.score is not None:
-                graded.append(GradedSubmission(s.id, s.created_at, r.score, r.max_score or 0.0, s.days_late))
+                score = r.score
+                for f, o in fn_overrides.items():
+                    score = max(0.0, score - _function_points(r, f) + float(o.score))
+                graded.append(GradedSubmission(s.id, s.created_at, score, r.max_score or 0.0, s.days_late))
         best = final_score(graded, a.score_policy, a.late_policy)
+        whole = overridden.get(u.id, {}).get("")
         pending = sum(1 for s in mine if s.runs and s.runs[-1].status in ("queued", "running"))
-        rows.append(ScoreRow(login=u.login, name=u.name, score=best[0] if best else None, max_score=a.points,
+        flagged = [s for s in mine if (latest_done(s) and (latest_done(s).result or {}).get("flags"))]
+        ext = exts.get(u.id)
+        rows.append(ScoreRow(login=u.login, name=u.name, lms_id=u.lms_id,
+                             score=whole.score if whole else (best[0] if best else None),
+                             graded_score=best[0] if best else None, max_score=a.points,
+                             override=whole.score if whole else None, override_reason=whole.reason if whole else None,
+                             function_overrides={f: o.score for f, o in fn_overrides.items()},
                              submission_id=best[1].submission_id if best else None,
                              late=bool(best and best[1].days_late), days_late=best[1].days_late if best else 0,
-                             submissions=len(mine), pending=pending))
+                             submissions=len(mine), pending=pending,
+                             deadline=own_deadline(a.deadline, ext), extended=ext is not None,
+                             flagged=len(flagged), unreviewed=sum(1 for s in flagged if s.id not in reviewed)))
     return ScoreTable(assignment=a.slug, policy=a.score_policy, points=a.points, rows=rows)
+
+
+def final_runs(session: Session, table: ScoreTable) -> list[GradingRun]:
+    """The newest finished run of each student's final submission, with its tests."""
+    ids = [r.submission_id for r in table.rows if r.submission_id]
+    if not ids:
+        return []
+    subs = session.scalars(select(Submission).where(Submission.id.in_(ids))
+                           .options(selectinload(Submission.runs).selectinload(GradingRun.tests),
+                                    selectinload(Submission.user))).all()
+    return [r for r in (latest_done(s) for s in subs) if r is not None]
 
 
 EXPORT_FORMATS = ("generic", "canvas", "blackboard", "moodle")
@@ -235,8 +372,8 @@ def scores_csv(table: ScoreTable, fmt: str = "generic", title: str | None = None
     """The final scores as a CSV an LMS imports as it is (one row per student, an empty cell
     where nothing was graded; text cells escaped against formulas):
     - generic: login, name, the score, max_points, late_days, submission_id;
-    - canvas: Canvas's gradebook header (Student, ID, SIS User ID, SIS Login ID, Section),
-      a "Points Possible" row, the assignment as `Title (id)` when Canvas's id is given
+    - canvas: Canvas's gradebook header (Student, ID, SIS User ID, SIS Login ID, Section;
+      ID is the roster's `lms_id`, Canvas's own user id), a "Points Possible" row, the assignment as `Title (id)` when Canvas's id is given
       (else `Title`, which Canvas adds as a new column), students matched by SIS login;
     - blackboard: Username and `Title [Total Pts: N Score]` (a new Grade Center column,
       or `... |id` for an existing one);
@@ -244,7 +381,7 @@ def scores_csv(table: ScoreTable, fmt: str = "generic", title: str | None = None
     The LMS formats hold the grade column only: extra numbers would become grade columns."""
     if fmt not in EXPORT_FORMATS:
         raise HTTPException(422, f"format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
-    title = (title or table.assignment).replace(",", " ").strip()
+    title = (title or table.assignment).strip()  # the csv writer quotes a title with commas
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
 
@@ -261,7 +398,8 @@ def scores_csv(table: ScoreTable, fmt: str = "generic", title: str | None = None
         w.writerow(["Student", "ID", "SIS User ID", "SIS Login ID", "Section", csv_cell(column)])
         w.writerow(["    Points Possible", "", "", "", "", f"{table.points:g}"])
         for r in table.rows:
-            w.writerow([csv_cell(r.name or r.login), "", csv_cell(r.login), csv_cell(r.login), "", score(r)])
+            w.writerow([csv_cell(r.name or r.login), csv_cell(r.lms_id), csv_cell(r.login), csv_cell(r.login), "",
+                        score(r)])
     elif fmt == "blackboard":
         column = f"{title} [Total Pts: {table.points:g} Score]" + (f" |{lms_id}" if lms_id else "")
         w.writerow(["Username", csv_cell(column)])
@@ -275,34 +413,43 @@ def scores_csv(table: ScoreTable, fmt: str = "generic", title: str | None = None
 
 
 # -- roster ------------------------------------------------------------------------
-def _parse_roster(text: str, actor: User) -> list[tuple[str, str, str, str | None]]:
-    """Rows of (login, name, email, role or None). A role is only ever what a `role` cell
-    says: a row without one leaves an existing account's role alone (a new account is a
-    student)."""
+def _parse_roster(text: str, actor: User) -> list[tuple[str, str, str, str | None, str | None]]:
+    """Rows of (login, name, email, role or None, lms_id or None). A role is only ever what a
+    `role` cell says: a row without one leaves an existing account's role alone (a new
+    account is a student). Every bad line is reported at once; nothing is taken from a file
+    with one."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
     fields = {f.strip().lower() for f in (reader.fieldnames or [])}
     if not fields & {"login", "student_id"}:
         raise HTTPException(422, "the roster needs a header with a 'login' (or 'student_id') column")
-    rows, seen = [], set()
+    rows, seen, errors, status = [], {}, [], 422
     for i, raw in enumerate(reader, start=2):
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items() if k}
         login = row.get("login") or row.get("student_id") or ""
-        if login_error(login):
-            raise HTTPException(422, f"line {i}: {login_error(login)}")
-        if login in seen:
-            raise HTTPException(422, f"line {i}: {login} is listed twice")
-        seen.add(login)
         role = (row.get("role") or "").lower() or None
-        if role is not None and role not in ROLES:
-            raise HTTPException(422, f"line {i}: role {role!r} is not one of {ROLES}")
-        if role not in (None, "student") and actor.role != "admin":
-            raise HTTPException(403, f"line {i}: only an administrator may make {login} a {role}")
-        rows.append((login, row.get("name", "")[:200], row.get("email", "")[:200], role))
+        if login_error(login):
+            errors.append(f"line {i}: {login_error(login)}")
+        elif login in seen:
+            errors.append(f"line {i}: {login} is listed twice (first on line {seen[login]})")
+        elif role is not None and role not in ROLES:
+            errors.append(f"line {i}: role {role!r} is not one of {', '.join(ROLES)}")
+        elif role not in (None, "student") and actor.role != "admin":
+            errors.append(f"line {i}: only an administrator may make {login} a {role}")
+            status = 403
+        else:
+            seen[login] = i
+            lms = row.get("lms_id", row.get("canvas_id"))
+            rows.append((login, row.get("name", "")[:200], row.get("email", "")[:200], role,
+                         None if lms is None else lms[:64]))
+    if errors:
+        more = f" (and {len(errors) - 100} more)" if len(errors) > 100 else ""
+        raise HTTPException(status, f"{len(errors)} bad line(s), nothing was imported: " + "; ".join(errors[:100]) + more)
     return rows
 
 
 def import_roster(session: Session, actor: User, text: str, reissue: bool = False) -> RosterOut:
-    """CSV with a header: login (or student_id), name, email, role. New users get a token
+    """CSV with a header: login (or student_id), name, email, role, lms_id (the LMS's own
+    user id, Canvas's "ID"). New users get a token
     (and the role of their row, student by default); an existing user's role changes only
     where the row has a `role` cell. `reissue` gives everyone listed a new token (old ones
     revoked). A TA changes and reissues student accounts only: a row naming another
@@ -313,7 +460,7 @@ def import_roster(session: Session, actor: User, text: str, reissue: bool = Fals
         raise HTTPException(422, f"the roster is not readable CSV: {e}") from None
     begin_write(session)
     out = RosterOut(created=[], updated=[], tokens={})
-    for login, name, email, role in rows:
+    for login, name, email, role, lms_id in rows:
         user = session.scalar(select(User).where(User.login == login))
         if user is not None and actor.role != "admin" and user.role != "student" and user.id != actor.id:
             session.rollback()
@@ -324,7 +471,7 @@ def import_roster(session: Session, actor: User, text: str, reissue: bool = Fals
             raise HTTPException(403, f"{login} is your own account: its role is changed by an administrator; "
                                      "nothing was imported")
         if user is None:
-            user = User(login=login, name=name, email=email, role=role or "student")
+            user = User(login=login, name=name, email=email, role=role or "student", lms_id=lms_id or "")
             session.add(user)
             session.flush()
             out.created.append(login)
@@ -333,6 +480,8 @@ def import_roster(session: Session, actor: User, text: str, reissue: bool = Fals
             user.name, user.email, user.active = name or user.name, email or user.email, True
             if role is not None:
                 user.role = role
+            if lms_id is not None:
+                user.lms_id = lms_id
             out.updated.append(login)
             if reissue:
                 auth.revoke_tokens(session, user)
@@ -342,35 +491,45 @@ def import_roster(session: Session, actor: User, text: str, reissue: bool = Fals
 
 
 # -- staff: batches and exports ------------------------------------------------------------
+@dataclass
+class BatchResult:
+    made: list[tuple[str, int]]  # (login, submission id), in the archive's order
+    skipped: list[tuple[str, str]]  # (entry, why it was left out)
+
+
 def batch_submit(app, session: Session, actor: User, a: AssignmentRow, data: bytes,
-                 submitted_at: datetime | None = None) -> list[tuple[str, int]]:
-    """A zip of `<login>.ipynb` / `<login>/<any>.ipynb`: every entry and login checked
-    before anything is stored (one bad file changes nothing); returns (login, submission
-    id) in the archive's order."""
+                 submitted_at: datetime | None = None) -> BatchResult:
+    """A zip of `<login>.ipynb` / `<login>/<any>.ipynb`: every file that can be placed is
+    stored and graded; the others (a login not on the roster, an unreadable file) are listed
+    with the reason. A hostile archive (paths outside it, links, a zip bomb) is refused whole."""
     from server.uploads import read_batch
 
     s = app.state.settings
+    skipped: list[tuple[str, str]] = []
     try:
         entries = read_batch(data, max_files=s.max_batch_files, max_total=s.max_batch_uncompressed_bytes,
-                             max_ratio=s.max_compression_ratio, max_entry=s.max_upload_bytes)
+                             max_ratio=s.max_compression_ratio, max_entry=s.max_upload_bytes, skipped=skipped)
     except UploadError as e:
         raise HTTPException(e.status, e.detail) from None
     logins = {e.login for e in entries}
     users = {u.login: u for u in session.scalars(select(User).where(User.login.in_(logins)))}
-    unknown = sorted(logins - set(users))
-    if unknown:
-        raise HTTPException(422, f"not on the roster: {', '.join(unknown[:20])}; nothing was stored")
+    placed = []
     for e in entries:
+        if e.login not in users:
+            skipped.append((f"{e.login}/{e.filename}", f"{e.login} is not on the roster"))
+            continue
         try:
             submission_kind(e.filename, e.data, s.max_upload_bytes)
         except UploadError as err:
-            raise HTTPException(err.status, f"{e.login}: {err.detail}; nothing was stored") from None
+            skipped.append((f"{e.login}/{e.filename}", err.detail))
+            continue
+        placed.append(e)
     out = []
-    for e in entries:
+    for e in placed:
         sub = submit(app, session, users[e.login], a, e.filename, e.data, source="batch", by=actor,
                      at=submitted_at or utcnow())
         out.append((e.login, sub.id))
-    return out
+    return BatchResult(out, skipped)
 
 
 def gradescope_zip(session: Session, a: AssignmentRow) -> bytes:
@@ -396,8 +555,12 @@ def gradescope_zip(session: Session, a: AssignmentRow) -> bytes:
             data = r.gradescope()
             factor = penalty_factor(a.late_policy, sub.days_late)
             if factor != 1.0:
-                data["score"] = late_score(r.score, a.late_policy, sub.days_late)
                 data["output"] = (data["output"] + f"\nlate by {sub.days_late} day(s): score x {factor:g}").strip()
+            for f, v in row.function_overrides.items():
+                data["output"] = (data["output"] + f"\n{f}'s tests scored {v:g} by course staff").strip()
+            if row.override is not None:
+                data["output"] = (data["output"] + f"\nscore set by course staff: {row.override_reason}").strip()
+            data["score"] = row.score  # what the score table says: penalty and overrides applied
             # Gradescope shows these strings as text to the student: escapes visible, not raw
             zf.writestr(f"{row.login}/results.json", json.dumps(visible_all(data), indent=2))
     return buf.getvalue()

@@ -103,7 +103,11 @@ class BatchEntry:
 
 
 def read_batch(data: bytes, *, max_files: int, max_total: int, max_ratio: float,
-               max_entry: int) -> list[BatchEntry]:
+               max_entry: int, skipped: list[tuple[str, str]] | None = None) -> list[BatchEntry]:
+    """The archive's submissions. An archive that is hostile (a path outside it, a link, a
+    zip bomb, too large) is refused whole; an entry that is only unreadable or badly named
+    is left out and listed in `skipped` as (entry, why)."""
+    skipped = [] if skipped is None else skipped
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
@@ -134,7 +138,8 @@ def read_batch(data: bytes, *, max_files: int, max_total: int, max_ratio: float,
                 body = f.read(max_entry + 1)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError) as e:
             # corrupt, truncated, encrypted or an unknown compression method
-            raise UploadError(422, f"the archive entry {name!r} cannot be read: {e}") from None
+            skipped.append((name, f"cannot be read: {e}"))
+            continue
         if len(body) > max_entry:
             raise UploadError(413, f"{name!r} inflates past {max_entry} bytes; refused")
         total += len(body)
@@ -142,8 +147,10 @@ def read_batch(data: bytes, *, max_files: int, max_total: int, max_ratio: float,
             raise UploadError(413, f"the archive inflates past {max_total} bytes; refused")
         login = parts[0] if len(parts) > 1 else PurePosixPath(parts[0]).stem
         if login_error(login):
-            raise UploadError(422, f"the archive entry {name!r}: {login_error(login)}; nothing was stored")
+            skipped.append((name, f"no login in its name: {login_error(login)}"))
+            continue
         entries.append(BatchEntry(login=login, filename=clean_filename(parts[-1]), data=body))
     if not entries:
-        raise UploadError(422, "the archive holds no .ipynb or .py files")
+        why = "; ".join(f"{n}: {w}" for n, w in skipped[:10])
+        raise UploadError(422, "the archive holds no .ipynb or .py files it could place" + (f" ({why})" if why else ""))
     return entries

@@ -29,6 +29,7 @@ from autograder.judge.student import (
     StudentCode,
     StudentFailure,
     SubmissionLoadError,
+    located,
     where_in,
 )
 from autograder.protocol.messages import Failure
@@ -69,9 +70,8 @@ class GradingPlugin:
         line_map = list(job.line_map)
         # Each finding names where it is in the student's notebook (cell and line), not in
         # the extracted code.
-        self.static_findings = [{**f.as_dict(), "where": where_in(line_map, f.line)}
-                                for f in scan(job.source, list(job.forbidden))]
-        self.result.flags = [{**f.as_dict(), "where": where_in(line_map, f.line)}
+        self.static_findings = [located(f.as_dict(), line_map) for f in scan(job.source, list(job.forbidden))]
+        self.result.flags = [located(f.as_dict(), line_map)
                              for f in scan_flags(job.source, list(job.allow_imports))]
         self._student = None
         self._outcomes: list[tuple[TestResult, scoring.Outcome, bool]] = []
@@ -97,7 +97,8 @@ class GradingPlugin:
     # -- hooks -----------------------------------------------------------------------------
     def pytest_configure(self, config):
         for line in ("points(n): points of the test", "visibility(v): public, hidden or after_deadline",
-                     "function(*names): the student functions the test grades"):
+                     "function(*names): the student functions the test grades",
+                     "title(text): the test's readable title for students (default: its docstring's first line)"):
             config.addinivalue_line("markers", line)
 
     @staticmethod
@@ -140,9 +141,11 @@ class GradingPlugin:
         fmark = item.get_closest_marker("function")
         functions = list(fmark.args) if fmark else []
         doc = (getattr(item.function, "__doc__", None) or "").strip().splitlines()
+        tmark = item.get_closest_marker("title")
+        title = str(tmark.args[0]) if tmark and tmark.args else (doc[0].strip() if doc else "")
         test = TestResult(name=item.name, points=0.0, max_points=max_points, visibility=visibility,
                           duration=round(rep.duration, 4), function=functions,
-                          description=doc[0] if doc else "")
+                          description=doc[0] if doc else "", title=title[:200])
         fraction, overloaded = None, False
         if rep.skipped:
             status = "skipped"
@@ -229,7 +232,7 @@ class GradingPlugin:
         if unique:
             forbidden_test.status = "failed"
             forbidden_test.feedback = "\n".join(
-                f"{f['api']} used in {f['function']} ({f.get('where') or 'line ' + str(f.get('line'))})"
+                f"{f['api']} used in {f['function']} ({f.get('where') or where_in([], f.get('line'))})"
                 for f in unique[:10])
         else:
             forbidden_test.feedback = "no forbidden library routine found"

@@ -37,6 +37,7 @@ class TestResult:
     duration: float = 0.0
     function: list[str] = field(default_factory=list)
     description: str = ""
+    title: str = ""  # the `title` mark, else the docstring's first line; pages fall back to the name
 
 
 @dataclass
@@ -52,7 +53,8 @@ class SubmissionResult:
     sandbox: dict = field(default_factory=dict)
     forbidden: list[dict] = field(default_factory=list)
     # Constructs that exist to evade (computed getattr, importlib, frames, gc, the engine's
-    # modules...), each {"construct", "function", "line", "where"}: flagged for a TA's review.
+    # modules...), each {"construct", "function", "cell", "line" (as the student sees it),
+    # "source_line", "where"}: flagged for a TA's review.
     flags: list[dict] = field(default_factory=list)
     duration: float = 0.0
     engine_version: str = ""
@@ -96,7 +98,7 @@ class SubmissionResult:
             passed = t.status == "passed" and t.points >= t.max_points
             tests.append({
                 "number": str(len(tests) + 1),
-                "name": t.name,
+                "name": t.title or t.name,
                 "score": t.points,
                 "max_score": t.max_points,
                 "status": "passed" if passed else "failed",

@@ -59,12 +59,32 @@ class StudentError(StudentFailure):
         return "\n".join(lines)
 
 
-def where_in(line_map: list, line: int) -> str:
-    """A line of the extracted source as the student sees it: cell and line in the notebook."""
+def position(line_map: list, line: int | None) -> tuple[int | None, int | None]:
+    """(cell, line in the cell) of a line of the extracted source: where the student sees it
+    (cell None for a .py file, whose line is the file's)."""
+    if line is None:
+        return None, None
     if 0 < line <= len(line_map) and line_map[line - 1]:
         cell, cell_line = line_map[line - 1]
-        return f"cell {cell}, line {cell_line}" if cell is not None else f"line {cell_line}"
-    return f"line {line}"
+        return cell, cell_line
+    return None, line
+
+
+def where_in(line_map: list, line: int | None) -> str:
+    """A line of the extracted source as the student sees it: cell and line in the notebook."""
+    cell, cell_line = position(line_map, line)
+    if cell_line is None:
+        return "while it ran"
+    return f"cell {cell}, line {cell_line}" if cell is not None else f"line {cell_line}"
+
+
+def located(finding: dict, line_map: list) -> dict:
+    """A finding with its place as the student sees it, the same in the JSON, the CLI and the
+    pages: `line` (of the cell, or of the .py file), `cell`, `where` in words; the line of
+    the extracted code kept as `source_line`."""
+    cell, cell_line = position(line_map, finding.get("line"))
+    return {**finding, "source_line": finding.get("line"), "line": cell_line, "cell": cell,
+            "where": where_in(line_map, finding.get("line"))}
 
 
 class MissingFunction(StudentError):
@@ -397,7 +417,7 @@ class StudentCode:
         key = (f.get("api"), f.get("function"), f.get("line"))
         if key not in self._seen_findings and len(self.forbidden_found) < MAX_FINDINGS:
             self._seen_findings.add(key)
-            self.forbidden_found.append(f)
+            self.forbidden_found.append(located(f, self.line_map))
 
     def _request(self, op: str, fn: str, args, kwargs, timeout, return_args, what,
                  inference: bool = False, watch: bool = False) -> CallResult:

@@ -29,7 +29,7 @@ NOT_FOUND = {404: {"description": "no such assignment or submission"}}
 
 @router.post("/assignments/{slug}/batch", response_model=BatchOut, status_code=201,
              responses={**NOT_FOUND, 400: {"description": "unsafe archive"}, 413: {"description": "too large"},
-                        422: {"description": "unreadable archive or unknown students"}},
+                        422: {"description": "unreadable archive, or no file in it could be placed"}},
              summary="grade a zip of notebooks named by student login (login.ipynb or login/any.ipynb)")
 @releases_session
 def batch_upload(slug: Slug, request: Request, user: StaffDep, session: SessionDep,
@@ -45,7 +45,8 @@ def batch_upload(slug: Slug, request: Request, user: StaffDep, session: SessionD
     if submitted_at is not None and submitted_at.tzinfo is None:
         raise HTTPException(422, "submitted_at needs a UTC offset")
     made = batch_submit(request.app, session, user, a, data, submitted_at)
-    return BatchOut(submissions=[sid for _, sid in made], by_login=dict(made))
+    return BatchOut(submissions=[sid for _, sid in made.made], by_login=dict(made.made),
+                    skipped=[{"entry": n, "why": w} for n, w in made.skipped])
 
 
 @router.post("/submissions/{sub_id}/regrade", response_model=RegradeOut, status_code=202, responses=NOT_FOUND)

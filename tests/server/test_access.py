@@ -24,7 +24,24 @@ ROUTES = [
     ("GET", "/api/v1/assignments/{slug}/scores.csv", "ta"),
     ("GET", "/api/v1/assignments/{slug}/gradescope.zip", "ta"),
     ("GET", "/api/v1/runs/failed", "ta"),
+    ("POST", "/api/v1/assignments/{slug}/extensions", "ta"),
+    ("POST", "/api/v1/assignments/{slug}/extensions.csv", "ta"),
+    ("GET", "/api/v1/assignments/{slug}/extensions", "ta"),
+    ("POST", "/api/v1/assignments/{slug}/overrides", "ta"),
+    ("GET", "/api/v1/assignments/{slug}/flags", "ta"),
+    ("POST", "/api/v1/submissions/{sub_id}/review", "ta"),
+    ("POST", "/api/v1/assignments/{slug}/release", "ta"),
+    ("GET", "/api/v1/assignments/{slug}/students/{login}/history", "ta"),
+    ("GET", "/api/v1/assignments/{slug}/tests/{name}/failures", "ta"),
 ]
+# the body each route takes (a student sending it must still be refused)
+BODIES = {
+    "/extensions": {"json": {"login": "alice", "deadline": "2030-01-01T00:00:00+00:00", "reason": "a letter"}},
+    "/extensions.csv": {"files": {"file": ("x.csv", b"login,deadline,reason\nalice,2030-01-01T00:00:00+00:00,a letter\n")}},
+    "/overrides": {"json": {"login": "alice", "score": 1, "reason": "graded by hand"}},
+    "/review": {"json": {"action": "note", "reason": "looked at it"}},
+    "/release": {"json": {"released": True}},
+}
 RANK = {"anyone": -1, "student": 0, "ta": 1, "admin": 2}
 
 
@@ -35,8 +52,9 @@ def test_every_route_is_in_the_table(course_app):
 
 
 def _call(c, who, method, path, sub_id):
-    url = path.replace("{slug}", "open").replace("{sub_id}", str(sub_id))
-    kw = {}
+    url = (path.replace("{slug}", "open").replace("{sub_id}", str(sub_id)).replace("{login}", "alice")
+           .replace("{name}", "test_double"))
+    kw = dict(BODIES.get("/" + path.rsplit("/", 1)[-1], {})) if method == "POST" else {}
     if path.endswith("/submissions") and method == "POST":
         kw["files"] = {"file": ("s.py", b"def double(x):\n    return 2 * x\n")}
     elif path.endswith("/roster"):
@@ -139,7 +157,23 @@ PAGES = [  # (method, path, least role) of the web pages; forms also need the CS
     ("POST", "/ui/ta/open/batch", "ta"),
     ("GET", "/ui/roster", "ta"),
     ("POST", "/ui/roster", "ta"),
+    ("GET", "/ui/roster/tokens/{key}.csv", "ta"),
+    ("GET", "/ui/ta/open/flags", "ta"),
+    ("GET", "/ui/ta/submissions/{sub_id}/review", "ta"),
+    ("POST", "/ui/ta/submissions/{sub_id}/review", "ta"),
+    ("GET", "/ui/ta/open/tests/test_double", "ta"),
+    ("POST", "/ui/ta/open/students/alice/extension", "ta"),
+    ("POST", "/ui/ta/open/students/alice/override", "ta"),
+    ("POST", "/ui/ta/open/release", "ta"),
+    ("POST", "/ui/ta/open/extensions.csv", "ta"),
 ]
+# the fields each form posts besides its CSRF value
+FORMS = {
+    "/review": {"action": "note", "reason": "looked at it"},
+    "/extension": {"deadline": "2030-01-01T00:00", "reason": "a letter"},
+    "/override": {"score": "1", "reason": "graded by hand"},
+    "/release": {"released": "1"},
+}
 
 
 def _batch_zip() -> bytes:
@@ -154,10 +188,12 @@ def _batch_zip() -> bytes:
 def test_every_page_is_in_the_table(course_app):
     from fastapi.routing import APIRoute
 
-    from server.pages import pages as router
-    served = {(m, r.path) for r in router.routes if isinstance(r, APIRoute) and r.path.startswith("/ui")
-              for m in r.methods}
-    listed = {(m, p.replace("open", "{slug}").replace("alice", "{login}")) for m, p, _ in PAGES}
+    from server.pages import pages
+    from server.staff_pages import staff_pages
+    routes = [r for router in (pages, staff_pages) for r in router.routes if isinstance(r, APIRoute)]
+    served = {(m, r.path) for r in routes if r.path.startswith("/ui") for m in r.methods}
+    listed = {(m, p.replace("open", "{slug}").replace("alice", "{login}").replace("test_double", "{name}"))
+              for m, p, _ in PAGES}
     assert served == listed, f"untested: {served - listed}; gone: {listed - served}"
 
 
@@ -172,13 +208,15 @@ def test_pages_who_may_and_who_may_not(course_app, method, path, least):
         secret = c.sign_in(who) if who else ""
         kw = {"follow_redirects": False}
         if method == "POST":
-            kw["data"] = {"csrf": csrf_for(secret) if who else ""}
+            kw["data"] = {"csrf": csrf_for(secret) if who else "", **FORMS.get("/" + path.rsplit("/", 1)[-1], {})}
             if path.endswith("/submit"):
                 kw["files"] = {"file": ("s.py", b"def double(x):\n    return 2 * x\n")}
             elif path.endswith("/batch"):
                 kw["files"] = {"file": ("b.zip", _batch_zip())}
             elif path == "/ui/roster":
                 kw["files"] = {"file": ("r.csv", b"login,name\ncarol,Carol\n")}
+            elif path.endswith("/extensions.csv"):
+                kw["files"] = {"file": ("x.csv", b"login,late_days,reason\nalice,2,a letter\n")}
         r = c.client.request(method, url, **kw)
         if who is None:
             assert r.status_code == 303 and r.headers["location"] == "/", (who, r.status_code)
@@ -186,9 +224,11 @@ def test_pages_who_may_and_who_may_not(course_app, method, path, least):
             assert r.status_code == 403, (who, r.status_code)
         elif who == "bob" and "{sub_id}" in path:
             assert r.status_code == 404, (who, r.status_code)
+        elif "{key}" in path:  # a random key nobody was given
+            assert r.status_code == 404, (who, r.status_code)
         else:
             assert r.status_code in (200, 303), (who, r.status_code, r.text[:300])
         if method == "POST" and who:  # the same form without its CSRF field
-            kw["data"] = {}
+            kw["data"] = {k: v for k, v in kw["data"].items() if k != "csrf"}
             assert c.client.request(method, url, **kw).status_code in (403, 404)
     c.client.cookies.clear()
