@@ -12,31 +12,11 @@ the raw text (JSON escapes it already); everything printed or rendered goes thro
 
 from __future__ import annotations
 
-import re
+# One function for the engine, the server and the student client (client/dlopt_submit,
+# which students install without the engine: standard library only).
+from dlopt_submit.text import visible
 
-# C0 controls but tab and newline, DEL, C1 controls, bidi marks, embeddings, overrides and
-# isolates (ALM, LRM, RLM, LRE..RLO, LRI..PDI), lone surrogates (cannot be encoded).
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_NAMED = {"\r": "\\r", "\b": "\\b", "\x0b": "\\v", "\x0c": "\\f", "\x00": "\\0"}
-
-
-def _shown(m: re.Match) -> str:
-    ch = m.group()
-    if ch in _NAMED:
-        return _NAMED[ch]
-    code = ord(ch)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-
-def visible(text) -> str:
-    """`text` (anything; None is "") with every control character but newline and tab, and
-    every bidi control, written as its escape (ESC as `\\x1b`); `\\r\\n` becomes `\\n`."""
-    if text is None:
-        return ""
-    s = text if isinstance(text, str) else str(text)
-    if "\r\n" in s:
-        s = s.replace("\r\n", "\n")
-    return _UNSAFE.sub(_shown, s)
+__all__ = ["visible", "visible_all"]
 
 
 def visible_all(value):

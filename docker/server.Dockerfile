@@ -16,6 +16,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 WORKDIR /opt/dlopt
 COPY pyproject.toml README.md constraints.txt ./
 COPY autograder ./autograder
+COPY client ./client
 COPY reference ./reference
 COPY server ./server
 COPY assignments ./assignments

@@ -134,7 +134,7 @@ def test_release_leaks_no_solution_hidden_test_or_reference(adam, tmp_path):
     out = tmp_path / "release"
     written = release(adam, out)
     names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert names == {"adam.ipynb", "tests/test_public.py", "harness.py", "assignment.toml"}, names
+    assert names == {"adam.ipynb", "tests/test_public.py", "harness.py", "assignment.toml", "SUBMIT.md"}, names
     assert {p.relative_to(out).as_posix() for p in written} == names
     released_text = "\n".join(p.read_text() for p in out.rglob("*") if p.is_file())
     # Every line of every solution region of the master is absent from everything released.

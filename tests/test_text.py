@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from autograder.cli import client
 from autograder.cli import commands as cli
 from autograder.judge.results import SubmissionResult, TestResult
 from autograder.text import visible, visible_all
+from dlopt_submit import cli as client
 
 CLEAR = "\x1b[2J\x1b[H SCORE 100 / 100"
 TITLE = "\x1b]0;pwned\x07"
@@ -63,12 +63,11 @@ def hostile_result(path: str) -> SubmissionResult:
 
 @pytest.fixture
 def captured(monkeypatch):
-    """The CLI's and the client's console, writing into a buffer (no colours: every ESC
-    byte in it would be the submission's)."""
+    """The CLI's console, writing into a buffer (no colours: every ESC byte in it would be
+    the submission's)."""
     buf = io.StringIO()
     con = Console(file=buf, width=400, force_terminal=False, color_system=None)
     monkeypatch.setattr(cli, "console", con)
-    monkeypatch.setattr(client, "console", con)
     return buf
 
 
@@ -116,16 +115,21 @@ def test_dlopt_check_lines_show_escapes():
     shows_escapes(buf.getvalue())
 
 
-def test_dlopt_submit_and_status_show_what_the_server_sends_as_escapes(captured):
+def test_dlopt_submit_and_status_show_what_the_server_sends_as_escapes(capsys):
+    """The student client (`dlopt-submit`, and the engine's `dlopt submit/status`), with no
+    rich: plain text, every escape shown."""
     sub = {"id": 7, "assignment": "adam", "filename": f"sol{TITLE}.py", "status": "done", "score": 1,
            "max_score": 5, "final_score": 1,
            "run": {"error": f"error: {HOSTILE}", "notes": [f"note: {HOSTILE}"],
                    "tests": [{"name": f"test {CLEAR}", "points": 0, "max_points": 2, "status": "failed",
                               "visibility": "public", "feedback": f"raised: {HOSTILE}"}]}}
-    client._print_result(sub)
-    out = captured.getvalue()
+    client.print_result(sub)
+    out = capsys.readouterr().out
     shows_escapes(out)
     assert "sol\\x1b]0;pwned\\x07.py" in out and "note: \\x1b[2J" in out
+    assert "[bold]markup[/bold]" in out and "score: 1 / 5" in out
+    rows = [[f"7{CLEAR}", f"sol{TITLE}.py", HOSTILE]]
+    shows_escapes(client.table(["id", "file", "status"], rows))
 
 
 def test_the_hostile_example_is_graded_and_printed_clean():

@@ -1,8 +1,9 @@
 """Release an assignment to students, and check it for CI.
 
 `release` writes what a student gets: the notebook with every solution replaced by a
-stub, the public tests, the harness they call, and an assignment.toml naming only
-those. `check` proves the master solution earns full marks and the released stub
+stub, the public tests, the harness they call, an assignment.toml naming only those, and
+SUBMIT.md: how to install the student client (`dlopt-submit`, from the course server's
+`/client`) and submit. `check` proves the master solution earns full marks and the released stub
 earns zero with no grader error (and, optionally, that each example scores as its
 `examples/scores.toml` says).
 """
@@ -25,8 +26,12 @@ from autograder.grading import find_submissions, grade
 from autograder.judge.forbidden import validate
 from autograder.text import visible
 
+PLACEHOLDER_SERVER = "https://COURSE-SERVER"
 
-def release(a: Assignment, out: Path) -> list[Path]:
+
+def release(a: Assignment, out: Path, server: str | None = None) -> list[Path]:
+    """The handout of `a` in `out`; `server`: the course server's address for SUBMIT.md
+    (else a placeholder the student replaces)."""
     validate(a)  # a misspelt forbidden name is an error here, not a rule that forbids nothing
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -58,7 +63,33 @@ def release(a: Assignment, out: Path) -> list[Path]:
     public["hidden_tests"] = []
     (out / "assignment.toml").write_text(_toml(public))
     written.append(out / "assignment.toml")
+    (out / "SUBMIT.md").write_text(submit_steps(a.slug, target.name, server))
+    written.append(out / "SUBMIT.md")
     return written
+
+
+def submit_steps(slug: str, notebook: str, server: str | None = None) -> str:
+    """The handout's SUBMIT.md: install the student client from the course server, sign
+    in, test, submit. The client holds no course material (client/ in this repository)."""
+    from dlopt_submit.build import wheel_name
+
+    base = (server or PLACEHOLDER_SERVER).rstrip("/")
+    steps = [(f"install the client, once ({base}/client shows the newest)",
+              f"python -m pip install {base}/client/{wheel_name()}"),
+             ("sign in: asks for your token once, kept in ~/.config/dlopt (mode 600)", f"dlopt-submit login {base}"),
+             ("the public tests in tests/, on your machine (they need the grading engine; it says what is missing)",
+              f"dlopt-submit test {notebook}"),
+             ("submit: upload, follow the grading, print your score and feedback",
+              f"dlopt-submit submit {slug} {notebook} --wait"),
+             (f"your submissions of {slug} and the latest result", f"dlopt-submit status {slug}")]
+    where = "" if server else (f"\n`{PLACEHOLDER_SERVER}` stands for your course server's address: your course "
+                               "staff sent it with your token.\n")
+    return (f"# Submitting {slug}\n\nYour work goes to the course server with `dlopt-submit`, a small command "
+            f"line (Python 3.9 or newer, nothing else needed).\n{where}\n```sh\n"
+            + "\n".join(f"# {why}\n{cmd}\n" for why, cmd in steps)
+            + "```\n\nThe hidden tests run only on the server: each submission shows the public tests' "
+            f"feedback and the hidden tests' points. Submit the notebook itself (`{notebook}`, or a `.py` "
+            "file with the same functions).\n")
 
 
 def _refuse_hidden_in_public(path: Path) -> None:

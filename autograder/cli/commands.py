@@ -154,7 +154,7 @@ def cmd_test(args) -> int:
 
 def cmd_release(args) -> int:
     a = assignments.load(args.assignment)
-    written = release(a, Path(args.out))
+    written = release(a, Path(args.out), server=args.server)
     for p in written:
         console.print(f"wrote {p}")
     return 0
@@ -318,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("release", help="write the student version of an assignment")
     r.add_argument("assignment")
     r.add_argument("out")
+    r.add_argument("--server", default=None, help="the course server's address, for the handout's SUBMIT.md "
+                                                 "(default: a placeholder)")
     r.set_defaults(fn=cmd_release)
 
     c = sub.add_parser("check", help="CI: masters get full marks, released stubs get zero")
