@@ -311,7 +311,7 @@ STUDENT_FILTERS = {
 STUDENT_SORTS = {
     "login": lambda r: r.login,
     "name": lambda r: (r.name or "").lower(),
-    "score": lambda r: (r.score is None, r.score if r.score is not None else 0.0),
+    "score": lambda r: r.score,
     "submissions": lambda r: r.submissions,
     "late": lambda r: r.days_late,
 }
@@ -323,7 +323,10 @@ def student_rows(rows: list, q: str, show: str, sort: str, desc: bool, page: int
     needle = q.strip().lower()[:64]
     keep = STUDENT_FILTERS.get(show, STUDENT_FILTERS["all"])[1]
     rows = [r for r in rows if keep(r) and (not needle or needle in r.login.lower() or needle in (r.name or "").lower())]
-    rows.sort(key=STUDENT_SORTS.get(sort, STUDENT_SORTS["login"]), reverse=desc)
+    key = STUDENT_SORTS.get(sort, STUDENT_SORTS["login"])
+    # students without a value (no score yet) come last either way
+    rows = (sorted((r for r in rows if key(r) is not None), key=key, reverse=desc)
+            + [r for r in rows if key(r) is None])
     pages = max(1, -(-len(rows) // PAGE_SIZE))
     page = min(max(1, page), pages)
     return rows[(page - 1) * PAGE_SIZE: page * PAGE_SIZE], len(rows), pages

@@ -198,9 +198,9 @@ def unreadable_code(app, a: AssignmentRow, name: str, data: bytes) -> str | None
         code = extract(path)
     if code.fatal:
         return f"{name}: {code.fatal}"
-    syntax = [n for n in code.notes if "syntax error" in n]
+    syntax = [n.split("; nothing in this cell")[0] for n in code.notes if "syntax error" in n]
     if syntax:
-        return f"{name} has a syntax error: " + "; ".join(syntax[:3])
+        return f"{name} cannot be run: " + "; ".join(syntax[:3]) + ". Fix it and submit again"
     wanted = _graded_names(app, a)
     if wanted:
         defined = {n.name for n in ast.parse(code.source).body

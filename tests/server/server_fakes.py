@@ -6,6 +6,7 @@ engine. The real engine is exercised by test_queue's end-to-end test and the bro
     # fake-sleep: 2.5    seconds to take
     # fake-raise         the grade function raises (an engine bug)
     # fake-escapes       terminal escape sequences in the feedback, error, notes and flags
+    # fake-flag          a flag on `double`, line 2 of the file (as the engine locates it)
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def grade(a, path, *, label=None, **_kw) -> SubmissionResult:
         TestResult(name="test_public", points=min(score, 2.0), max_points=2.0, visibility="public",
                    status="passed" if score >= 2 else "failed", feedback="public feedback"),
         TestResult(name="test_hidden", points=max(0.0, min(score - 2.0, 4.0)), max_points=4.0, visibility="hidden",
-                   status="passed" if score >= 6 else "failed", feedback="hidden feedback: expected 3, got 4"),
+                   status="passed" if score >= 6 else "failed", feedback="hidden feedback: expected 3, got 4",
+                   function=["double"], title="double of a hidden vector"),
         TestResult(name="test_after", points=max(0.0, score - 6.0), max_points=4.0, visibility="after_deadline",
                    status="passed" if score >= 10 else "failed", feedback="after-deadline feedback"),
     ]
@@ -51,6 +53,9 @@ def grade(a, path, *, label=None, **_kw) -> SubmissionResult:
         r.error = f"error: {ESCAPES}"
         r.notes = [f"note: {ESCAPES}"]
         r.flags = [{"construct": f"flag {ESCAPES}", "function": f"fn {ESCAPES}", "line": 1, "where": "cell 1"}]
+    if "# fake-flag" in text:
+        r.flags = [{"construct": "getattr with a computed name", "function": "double", "statement": "code",
+                    "cell": None, "line": 2, "source_line": 1, "where": "line 2"}]
     r.total()
     r.sandbox = {"strong": False, "runner": "fake"}
     return r
