@@ -51,9 +51,10 @@ def table(headers: list[str], rows: list[list], right: tuple[int, ...] = ()) -> 
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
 
     def fmt(row):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        cols = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        return "  ".join(cols).rstrip()
 
-    return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells]).rstrip()
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells])
 
 
 def points(value) -> str:
