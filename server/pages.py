@@ -36,6 +36,7 @@ from server.service import (
     final_runs,
     get_assignment,
     gradescope_zip,
+    hold_tokens_csv,
     import_roster,
     load_submission,
     regrade,
@@ -432,11 +433,9 @@ def roster_import_page(request: Request, user: StaffPageUser, session: SessionDe
     except HTTPException as e:
         return render(request, "error.html", status=e.status_code, user=user, message=e.detail, back="/ui/roster",
                       title="Roster refused")
-    from server.staff_pages import keep_tokens_csv
-
     users = session.scalars(select(User).order_by(User.role.desc(), User.login)).all()
     return render(request, "roster.html", user=user, staff=True, users=users, tokens=out.tokens, result=out,
-                  tokens_csv=keep_tokens_csv(request.app, out.tokens, users))
+                  tokens_csv=hold_tokens_csv(request.app, out.tokens, users))
 
 
 @pages.get("/ui/ta/{slug}/scores.csv")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -488,6 +490,31 @@ def import_roster(session: Session, actor: User, text: str, reissue: bool = Fals
                 out.tokens[login] = auth.issue_token(session, user)
     session.commit()
     return out
+
+
+# -- the roster's new tokens, once ------------------------------------------------------------
+TOKEN_CSV_SECONDS = 15 * 60
+
+
+def hold_tokens_csv(app, tokens: dict[str, str], users) -> str | None:
+    """Hold the new tokens as a CSV for one download within 15 minutes (in memory only);
+    returns its key."""
+    if not tokens:
+        return None
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(["login", "name", "email", "token"])
+    by_login = {u.login: u for u in users}
+    for login, token in sorted(tokens.items()):
+        u = by_login.get(login)
+        w.writerow([csv_cell(login), csv_cell(u.name if u else ""), csv_cell(u.email if u else ""), token])
+    held = app.state.__dict__.setdefault("token_csvs", {})
+    now = time.monotonic()
+    for k in [k for k, (at, _) in held.items() if now - at > TOKEN_CSV_SECONDS]:
+        del held[k]
+    key = secrets.token_urlsafe(24)
+    held[key] = (now, buf.getvalue())
+    return key
 
 
 # -- staff: batches and exports ------------------------------------------------------------

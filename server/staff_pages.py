@@ -8,9 +8,6 @@ server (Pygments, CSS classes only: the CSP allows no inline style)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import secrets
 import tempfile
 import time
 from datetime import datetime
@@ -28,12 +25,17 @@ from server.db import SessionDep, begin_write, releases_session
 from server.pages import StaffPageUser, _csrf, render
 from server.policy import tz_from_offset
 from server.schemas import Slug, SubmissionId
-from server.security import LOGIN_PATTERN, csv_cell
-from server.service import final_runs, get_assignment, load_submission, score_table
+from server.security import LOGIN_PATTERN
+from server.service import (
+    TOKEN_CSV_SECONDS,
+    final_runs,
+    get_assignment,
+    load_submission,
+    score_table,
+)
 
 staff_pages = APIRouter(include_in_schema=False)
 Login = Annotated[str, PathParam(max_length=64, pattern=LOGIN_PATTERN)]
-TOKEN_CSV_SECONDS = 15 * 60
 
 
 def _error(request: Request, user, e: HTTPException, back: str, title: str) -> HTMLResponse:
@@ -211,27 +213,6 @@ def extensions_csv_post(slug: Slug, request: Request, user: StaffPageUser, sessi
 
 
 # -- the roster's new tokens, once -----------------------------------------------------------
-def keep_tokens_csv(app, tokens: dict[str, str], users) -> str | None:
-    """Hold the new tokens as a CSV for one download within 15 minutes (in memory only);
-    returns its key."""
-    if not tokens:
-        return None
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(["login", "name", "email", "token"])
-    by_login = {u.login: u for u in users}
-    for login, token in sorted(tokens.items()):
-        u = by_login.get(login)
-        w.writerow([csv_cell(login), csv_cell(u.name if u else ""), csv_cell(u.email if u else ""), token])
-    held = app.state.__dict__.setdefault("token_csvs", {})
-    now = time.monotonic()
-    for k in [k for k, (at, _) in held.items() if now - at > TOKEN_CSV_SECONDS]:
-        del held[k]
-    key = secrets.token_urlsafe(24)
-    held[key] = (now, buf.getvalue())
-    return key
-
-
 @staff_pages.get("/ui/roster/tokens/{key}.csv")
 @releases_session
 def tokens_csv(key: Annotated[str, PathParam(max_length=64)], request: Request, user: StaffPageUser,

@@ -26,7 +26,7 @@ from autograder.judge.results import SubmissionResult
 from autograder.sandbox import sandbox_report
 from autograder.text import visible, visible_all
 
-from . import client
+from . import client, staff
 
 console = Console()
 if not console.is_terminal:
@@ -361,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # A student's commands for a course server (standard library only).
     client.register(sub)
+    staff.register(sub)
 
     # Commands of other packages (the server's serve, worker, token) register themselves
     # through the `dlopt.commands` entry point: the engine never imports the server.

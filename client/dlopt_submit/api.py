@@ -117,7 +117,8 @@ class Server:
         self.url, self.token, self.prog, self.timeout = url.rstrip("/"), token, prog, timeout
 
     def request(self, path: str, method: str = "GET", body: bytes | None = None,
-                content_type: str | None = None):
+                content_type: str | None = None, raw: bool = False):
+        """The answer's JSON (or its bytes, `raw`)."""
         url = self.url + path
         headers = {"Accept": "application/json", "User-Agent": f"dlopt-submit/{__version__}"}
         if content_type:
@@ -126,7 +127,8 @@ class Server:
         req.add_unredirected_header("Authorization", f"Bearer {self.token}")
         try:
             with _OPENER.open(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read() or b"null")
+                data = resp.read()
+                return data if raw else json.loads(data or b"null")
         except _Redirected as e:
             raise ClientError(f"the server redirected {e.args[0]} to {e.args[1]}: run `{self.prog} login` with the "
                               "address it names (https, and the right path) if that is your course's server") from None
@@ -155,8 +157,8 @@ class Server:
         query = {k: v for k, v in query.items() if v is not None}
         return self.request(path + ("?" + urllib.parse.urlencode(query) if query else ""))
 
-    def upload(self, path: str, filename: str, data: bytes):
-        body, ctype = multipart("file", filename, data)
+    def upload(self, path: str, filename: str, data: bytes, fields: dict[str, str] | None = None):
+        body, ctype = multipart("file", filename, data, fields)
         return self.request(path, "POST", body, ctype)
 
 
@@ -165,11 +167,14 @@ def quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
 
-def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+def multipart(field: str, filename: str, data: bytes, fields: dict[str, str] | None = None) -> tuple[bytes, str]:
+    """A form with one file and, optionally, text fields."""
     boundary = "dlopt" + secrets.token_hex(16)
+    text = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
+                    for k, v in (fields or {}).items())
     ctype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
     # As browsers send it (WHATWG): the UTF-8 name with ", CR and LF percent-escaped.
     quoted = filename.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{quoted}\"\r\n"
             f"Content-Type: {ctype}\r\n\r\n").encode()
-    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+    return text + head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
