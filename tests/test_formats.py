@@ -160,6 +160,19 @@ def test_otter_master_releases_as_otter_documents(tmp_path):
     assert "otter_answer_cell" in nb.cells[2].metadata["tags"]
 
 
+def test_otter_strip_solutions_from_all_cells_takes_lecture_solutions_out(tmp_path):
+    """A lecture notebook: solution lines outside any question. Without the option the leak
+    check refuses the release; with it they are replaced as in a solution block."""
+    lecture = [new_markdown_cell("# Lecture 3"),
+               new_code_cell("def lr_schedule(t):\n    return 0.1 / (1 + t) # SOLUTION\n"),
+               new_code_cell("# BEGIN SOLUTION\nsecret = 42\n# END SOLUTION\nshown = 1")]
+    config = "# ASSIGNMENT CONFIG\nname: lecture3\nstrip_solutions_from_all_cells: true"
+    nb = released(tmp_path, [new_raw_cell(config), *lecture])
+    assert [c.source for c in nb.cells] == ["# Lecture 3", "def lr_schedule(t):\n    ...\n", "...\nshown = 1"]
+    with pytest.raises(ReleaseError, match="SOLUTION marker"):
+        released(tmp_path, [new_raw_cell("# ASSIGNMENT CONFIG\nname: lecture3"), *lecture], name="off.ipynb")
+
+
 def test_otter_tests_are_split_public_and_hidden():
     nb = new_notebook(cells=otter_master())
     _, questions = release_otter(nb)

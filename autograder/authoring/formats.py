@@ -14,7 +14,9 @@ A master is read in the dialect it is written in (`detect`):
 - **otter** (Otter Assign's current format; its v0 was removed in otter 5.0): raw cells
   (or a markdown cell holding one ```` ```otter ```` block) whose first line is
   `# ASSIGNMENT CONFIG` or `# BEGIN|END QUESTION|PROMPT|SOLUTION|TESTS`. Boundary cells,
-  the config and test cells leave; in a solution block code lines marked `# SOLUTION`
+  the config and test cells leave (its `strip_solutions_from_all_cells: true` takes the
+  solution lines out of every code cell, as below, not only those of solution blocks);
+  in a solution block code lines marked `# SOLUTION`
   become `...` (an assignment keeps its target: `x = ...`), `# BEGIN SOLUTION` ...
   `# END SOLUTION` becomes one `...`, the `NO PROMPT` forms, `# SEED` lines and the
   prompt's own marker lines go, markdown goes (kept when tagged `otter_include`; a manual
@@ -323,10 +325,13 @@ def release_otter(nb):
     questions: list[OtterQuestion] = []
     question: OtterQuestion | None = None
     block, had_prompt, had_solution, response_added = None, False, False, False
+    strip_everywhere = False  # the assignment config's strip_solutions_from_all_cells
     for k, cell in enumerate(src_nb.cells, start=1):
         where, text = f"cell {k}", _boundary_text(cell)
         first = _first_line(text) if text is not None else ""
         if text is not None and OTTER_CONFIG.match(first):
+            config = _yaml("\n".join(text.split("\n")[1:]), where)
+            strip_everywhere = bool(config.get("strip_solutions_from_all_cells", False))
             continue
         if text is not None and OTTER_BOUNDARY.match(first):
             m = OTTER_BOUNDARY.match(first)
@@ -389,6 +394,9 @@ def release_otter(nb):
                     response_added = True
                 continue
         else:
+            if strip_everywhere and cell.get("cell_type") == "code":
+                # a lecture notebook's solution lines outside any question, as inside one
+                lines = otter_replace_solutions(lines, where)
             cell.source = "\n".join(ln for ln in lines if not ln.rstrip().endswith("# SEED"))
             if block == "prompt":
                 cell.metadata.setdefault("tags", []).append("otter_answer_cell")
