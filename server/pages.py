@@ -56,16 +56,19 @@ def _finalize(value):
     return value if isinstance(value, Markup) or not isinstance(value, str) else visible(value)
 
 
+def zone_name(offset: str) -> str:
+    """A course zone as a page names it: UTC, or UTC-05:00."""
+    return "UTC" if offset in ("", "UTC", "Z", "+00:00", "-00:00") else f"UTC{offset}"
+
+
 def when(at, offset: str = "UTC") -> Markup:
     """A time as a page shows it: in the course's zone, named (the server's text), which
     /static/localtime.js replaces by the reader's own local time with its zone named."""
     if at is None:
         return Markup("none")
-    zone = tz_from_offset(offset)
-    local = at.astimezone(zone)
-    name = "UTC" if offset in ("", "UTC", "Z") else f"UTC{offset}"
+    local = at.astimezone(tz_from_offset(offset))
     return Markup('<time datetime="{}" data-local>{} {}</time>').format(at.isoformat(), f"{local:%Y-%m-%d %H:%M}",
-                                                                      name)
+                                                                      zone_name(offset))
 
 
 def countdown(at, prefix: str = "in", after: str = "now") -> Markup:
@@ -76,7 +79,7 @@ def countdown(at, prefix: str = "in", after: str = "now") -> Markup:
 
 
 templates.env.finalize = _finalize  # before any template is compiled: finalize is compiled in
-templates.env.globals.update(when=when, countdown=countdown)
+templates.env.globals.update(when=when, countdown=countdown, zone_name=zone_name)
 pages = APIRouter(include_in_schema=False)
 
 

@@ -109,7 +109,7 @@ def test_student_uploads_and_watches_the_result_then_a_ta_regrades(live_server, 
     shots(page, "1-student-assignment-list")
     page.click("#assignment-open a")
     page.wait_for_url("**/ui/assignments/open")
-    assert "Deadline" in page.locator("#deadline").inner_text()
+    assert "Your deadline" in page.locator("#deadline").inner_text()
     shots(page, "2-assignment-page")
     page.locator("#upload input[type=file]").set_input_files(str(good))
     page.locator("#upload button[type=submit]").click()
@@ -218,3 +218,134 @@ def test_bad_tokens_and_forged_forms_are_refused(live_server, browser, shots):
     page = sign_in(browser, base, tokens["ta1"])
     r = page.request.post(base + "/ui/ta/open/regrade", form={"only_failed": ""})
     assert r.status == 403
+
+
+def _api_submit(base, token, slug, path) -> int:
+    import httpx
+    r = httpx.post(f"{base}/api/v1/assignments/{slug}/submissions", headers={"Authorization": f"Bearer {token}"},
+                   files={"file": (path.name, path.read_bytes())}, timeout=30)
+    assert r.status_code == 201, r.text
+    return r.json()["submission"]["id"]
+
+
+def _api_wait(base, token, sid) -> dict:
+    import httpx
+    for _ in range(900):
+        d = httpx.get(f"{base}/api/v1/submissions/{sid}", headers={"Authorization": f"Bearer {token}"}).json()
+        if d["status"] in ("done", "failed"):
+            return d
+        time.sleep(0.2)
+    raise AssertionError(f"submission {sid} not graded: {d}")
+
+
+def test_a_ta_runs_the_class_from_the_pages(live_server, browser, shots, tmp_path):
+    """The tour of issue 27: the flag review with the source shown, the drill-down of a failing
+    test, an extension and an override from a student's page, the release of hidden
+    feedback, the similarity report, and what the students see of each."""
+    base, tokens = live_server
+    helper = ("def running_mean(values, beta):\n    out, avg, seen = [], 0.0, 0\n    for value in values:\n"
+              "        seen += 1\n        avg = beta * avg + (1 - beta) * value\n"
+              "        out.append(avg / (1 - beta ** seen))\n    return out\n\n")
+    good = tmp_path / "alice.py"
+    good.write_text(helper + "def double(x):\n    return 2 * x\n\ndef square(v):\n    return v * v\n")
+    flagged = tmp_path / "bob.py"
+    flagged.write_text("def double(x):\n    name = '__m' + 'ul__'\n    return getattr(x, name)(2)\n\n"
+                       "def square(v):\n    return v * v\n")
+    wrong = tmp_path / "carol.py"
+    copied = helper.replace("values", "xs").replace("value", "x_i").replace("avg", "m").replace("seen", "k")
+    wrong.write_text("def double(x):\n    return x + x\n\ndef square(v):\n    return v * abs(v)\n\n" + copied)
+    import httpx
+    r = httpx.post(base + "/api/v1/roster", headers={"Authorization": f"Bearer {tokens['admin']}"},
+                   files={"file": ("r.csv", "login,name\ncarol,Carol\n")})
+    tokens = {**tokens, **r.json()["tokens"]}
+    ids = {who: _api_submit(base, tokens[who], "open", p) for who, p in
+           (("alice", good), ("bob", flagged), ("carol", wrong))}
+    for sid in ids.values():
+        assert _api_wait(base, tokens["ta1"], sid)["status"] == "done"
+
+    ta = sign_in(browser, base, tokens["ta1"])
+    csp = watch_csp(ta)
+    ta.goto(base + "/ui/ta/open")
+    assert "1 flagged submission(s) unreviewed" in ta.locator("#unreviewed").inner_text()
+    shots(ta, "1-dashboard")
+    # the flag review: the queue, then the submission's flags first and its source, the line marked
+    ta.click("#unreviewed")
+    ta.wait_for_url("**/ui/ta/open/flags")
+    assert ta.locator("#queue tr", has_text="bob").count() == 1
+    shots(ta, "2-flag-queue")
+    ta.click("#queue a.open-review")
+    ta.wait_for_url(f"**/ui/ta/submissions/{ids['bob']}/review")
+    assert "getattr with a computed name" in ta.locator("#flags").inner_text()
+    assert "line 3" in ta.locator("#flags").inner_text()
+    assert ta.locator("#source .hll").count() == 1  # the flagged line, marked
+    assert "getattr" in ta.locator("#source .hll").inner_text()
+    shots(ta, "3-flag-review-source")
+    ta.select_option("#action", "zeroed")
+    ta.select_option("#function", "double")
+    ta.fill("#reason", "double multiplies through a name built from strings")
+    ta.click("#record-review")
+    ta.wait_for_selector("#reviewed")
+    assert ta.locator("#queue-empty").is_visible()
+    shots(ta, "4-flag-reviewed")
+    # the drill-down: a failing test's bar leads to who fails it, grouped by message
+    ta.goto(base + "/ui/ta/open")
+    ta.locator("#pass-rates a[href$='/tests/test_square_partial']").click()
+    ta.wait_for_url("**/ui/ta/open/tests/test_square_partial")
+    assert "carol" in ta.locator("details.group").first.inner_text()
+    shots(ta, "5-test-drill-down")
+    # an extension and an override from the student's page, each in the history
+    ta.goto(base + "/ui/ta/open/students/alice")
+    ta.fill("#ext-days", "2")
+    ta.fill("#ext-reason", "accommodation letter")
+    ta.click("#ext-save")
+    ta.wait_for_selector("#done")
+    ta.fill("#ovr-score", "9")
+    ta.fill("#ovr-reason", "question 2 regraded by hand")
+    ta.click("#ovr-save")
+    ta.wait_for_selector("#done")
+    assert "set by staff" in ta.locator("#final").inner_text()
+    events = ta.locator("#events").inner_text()
+    assert "accommodation letter" in events and "question 2 regraded by hand" in events and "ta1" in events
+    shots(ta, "6-extension-and-override")
+    # the release of hidden feedback
+    ta.goto(base + "/ui/ta/open")
+    ta.click("#release-button")
+    ta.wait_for_selector("#done")
+    assert "released to students" in ta.locator("#release-state").inner_text()
+    shots(ta, "7-feedback-released")
+    # the similarity report, computed from the page
+    ta.click("#similarity-link")
+    ta.wait_for_url("**/ui/ta/open/similarity")
+    ta.locator("#similarity-recompute button").click()
+    for _ in range(300):
+        ta.goto(base + "/ui/ta/open/similarity")
+        if ta.locator("#similarity-pairs").count():
+            break
+        time.sleep(0.5)
+    assert ta.locator("#similarity-pairs tr").count() >= 2
+    first = ta.locator("#similarity-pairs tr").nth(1).inner_text()
+    assert "alice" in first and "carol" in first  # the renamed copy ranks first
+    shots(ta, "8-similarity-report")
+    ta.locator("#similarity-pairs a[href*='/similarity/1']").first.click()
+    ta.wait_for_url("**/ui/ta/open/similarity/1")
+    shots(ta, "9-similarity-pair")
+    assert not csp, csp
+
+    # what the students see
+    alice = sign_in(browser, base, tokens["alice"])
+    csp = watch_csp(alice)
+    alice.goto(base + "/ui/assignments/open")
+    assert "extended for you" in alice.locator("#extended").inner_text()
+    assert "question 2 regraded by hand" in alice.locator("#override-1").inner_text()
+    # local time: the script put the reader's own zone on every time, the server's text kept as a title
+    assert alice.locator("#deadline time").first.get_attribute("title")
+    shots(alice, "10-student-extension-override")
+    alice.goto(base + f"/ui/submissions/{ids['alice']}")
+    assert alice.locator("#tests tr", has_text="grader_bug").count() == 1  # a hidden test, released
+    bob = sign_in(browser, base, tokens["bob"])
+    bob.goto(base + "/ui/assignments/open")
+    assert "a name built from strings" in bob.locator("#override-1").inner_text()
+    alice.goto(base + "/ui/assignments/past_last")
+    assert alice.locator("#late-warning").is_visible() and alice.locator("#accept-late").count() == 1
+    shots(alice, "11-late-upload-warning")
+    assert not csp, csp
