@@ -93,3 +93,22 @@ def test_a_ta_runs_the_course_from_the_command_line(served, tmp_path):
     # a student's token: the server refuses, the command says so
     r = staff(url, c.tokens["alice"], "scores", "late")
     assert r.returncode == 2 and "403" in r.stderr and "staff" in r.stderr
+
+
+def test_every_staff_command_in_the_readme_parses_as_written():
+    """The README's `dlopt staff` lines are the commands' real shapes (parsed, not run: they
+    need a server)."""
+    import argparse
+    import shlex
+    from pathlib import Path
+
+    from autograder.cli import staff as staff_cli
+
+    parser = argparse.ArgumentParser(prog="dlopt")
+    staff_cli.register(parser.add_subparsers(dest="cmd", required=True))
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    lines = [ln.split("  #")[0].strip() for ln in readme.splitlines() if ln.startswith("dlopt staff ")]
+    assert len(lines) >= 12
+    for ln in lines:
+        args = parser.parse_args(shlex.split(ln)[1:])
+        assert args.staff_command in staff_cli.COMMANDS, ln
