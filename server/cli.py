@@ -36,6 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--data-dir", default=None, help="as for token")
     r.set_defaults(fn=roster)
 
+    m = sub.add_parser("similarity", help="(staff, on the server) pairwise similarity of an assignment's final "
+                                          "submissions (copydetect; the released notebook as boilerplate): saved "
+                                          "for the staff page, the top pairs printed")
+    m.add_argument("slug")
+    m.add_argument("--top", type=int, default=200, help="pairs kept in the report (default 200)")
+    m.add_argument("--show", type=int, default=20, help="pairs printed (default 20)")
+    m.add_argument("--data-dir", default=None, help="as for token")
+    m.set_defaults(fn=similarity)
+
 
 def serve(args) -> int:
     import uvicorn
@@ -136,3 +145,10 @@ def token(args) -> int:
         session.commit()
     print(t)
     return 0
+
+
+def similarity(args) -> int:
+    from server.similarity import command
+
+    db = _server_database(args)
+    return 2 if db is None else command(args, db)

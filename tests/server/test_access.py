@@ -33,6 +33,7 @@ ROUTES = [
     ("POST", "/api/v1/assignments/{slug}/release", "ta"),
     ("GET", "/api/v1/assignments/{slug}/students/{login}/history", "ta"),
     ("GET", "/api/v1/assignments/{slug}/tests/{name}/failures", "ta"),
+    ("GET", "/api/v1/assignments/{slug}/similarity", "ta"),
 ]
 # the body each route takes (a student sending it must still be refused)
 BODIES = {
@@ -158,6 +159,9 @@ PAGES = [  # (method, path, least role) of the web pages; forms also need the CS
     ("GET", "/ui/roster", "ta"),
     ("POST", "/ui/roster", "ta"),
     ("GET", "/ui/roster/tokens/{key}.csv", "ta"),
+    ("GET", "/ui/ta/open/similarity", "ta"),
+    ("POST", "/ui/ta/open/similarity", "ta"),
+    ("GET", "/ui/ta/open/similarity/{number}", "ta"),
     ("GET", "/ui/ta/open/flags", "ta"),
     ("GET", "/ui/ta/submissions/{sub_id}/review", "ta"),
     ("POST", "/ui/ta/submissions/{sub_id}/review", "ta"),
@@ -189,8 +193,9 @@ def test_every_page_is_in_the_table(course_app):
     from fastapi.routing import APIRoute
 
     from server.pages import pages
+    from server.similarity_pages import similarity_pages
     from server.staff_pages import staff_pages
-    routes = [r for router in (pages, staff_pages) for r in router.routes if isinstance(r, APIRoute)]
+    routes = [r for router in (pages, staff_pages, similarity_pages) for r in router.routes if isinstance(r, APIRoute)]
     served = {(m, r.path) for r in routes if r.path.startswith("/ui") for m in r.methods}
     listed = {(m, p.replace("open", "{slug}").replace("alice", "{login}").replace("test_double", "{name}"))
               for m, p, _ in PAGES}
@@ -202,7 +207,7 @@ def test_pages_who_may_and_who_may_not(course_app, method, path, least):
     from server.auth import csrf_for
     c = course_app
     sub_id = c.submit("alice", "open").json()["submission"]["id"]
-    url = path.replace("{sub_id}", str(sub_id))
+    url = path.replace("{sub_id}", str(sub_id)).replace("{number}", "1")
     for who in (None, "bob", "alice", "ta1"):
         c.client.cookies.clear()
         secret = c.sign_in(who) if who else ""
@@ -224,7 +229,7 @@ def test_pages_who_may_and_who_may_not(course_app, method, path, least):
             assert r.status_code == 403, (who, r.status_code)
         elif who == "bob" and "{sub_id}" in path:
             assert r.status_code == 404, (who, r.status_code)
-        elif "{key}" in path:  # a random key nobody was given
+        elif "{key}" in path or "{number}" in path:  # a random key nobody was given; no similarity report yet
             assert r.status_code == 404, (who, r.status_code)
         else:
             assert r.status_code in (200, 303), (who, r.status_code, r.text[:300])
