@@ -76,7 +76,8 @@ def test_dynamic_check_sees_direct_calls_only():
     code = StudentCode(src, Limits(), forbidden_patterns=PATTERNS)
     try:
         assert torch.equal(code.call("f", torch.ones(2)).value, torch.full((2,), 2.0))
-        assert code.forbidden_found == [{"api": "torch._foreach_add_", "function": "f", "line": 3}]
+        assert code.forbidden_found == [{"api": "torch._foreach_add_", "function": "f", "line": 3, "source_line": 3,
+                                         "cell": None, "where": "line 3"}]  # located as the student sees it
         code.forbidden_found.clear()
         code.call("g", torch.ones(2))
         assert code.forbidden_found == []
