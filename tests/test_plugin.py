@@ -116,3 +116,21 @@ def test_a_function_or_class_with_the_wrong_signature_is_named_in_the_feedback(a
     assert "sgd_momentum_step(only_one, " in fb and "Traceback" not in fb
     task = by["test_adamw_trains_like_torch_default_hyperparameters"]
     assert task.points == 0 and "called your code as the assignment specifies" in task.feedback, task.feedback
+
+
+def test_a_flag_names_the_cell_and_line_the_student_sees_and_its_title(probe, tmp_path):
+    """One place for a flag: `cell` and `line` where the student sees it (a markdown cell and
+    a dropped statement before it change nothing), the same in `where`; the extracted code's
+    line kept apart as `source_line`. A test's title is its docstring's first line."""
+    from nbformat.v4 import new_markdown_cell
+    nb = new_notebook(cells=[new_markdown_cell("# work"), new_code_cell("print('scratch')\nx = 1"),
+                             new_code_cell("def double(x):\n    name = '__m' + 'ul__'\n    return getattr(x, name)(2)"),
+                             new_code_cell("def square(v):\n    return v * v")])
+    p = tmp_path / "s.ipynb"
+    nbformat.write(nb, str(p))
+    r = grade(probe, p)
+    flag = r.flags[0]
+    assert (flag["cell"], flag["line"], flag["where"]) == (3, 3, "cell 3, line 3"), flag
+    assert flag["source_line"] == 4  # x = 1, then double: line 4 of the extracted code
+    assert by_name(r)["test_square_partial"].title == "Four cases; each is a quarter of the points."
+    assert by_name(r)["test_double"].title == ""  # no docstring: pages show the name
