@@ -34,6 +34,7 @@ import io
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -292,7 +293,8 @@ def server_run(slug: str, sources: dict[str, str], top: int) -> tuple[float, dic
         admin = s.scalar(select(User).where(User.role == "admin"))
         import_roster(s, admin, roster)
         batch_submit(app, s, admin, get_assignment(s, slug), buf.getvalue())
-    print(f"server data folder {data_dir}: {len(sources)} students, batch stored in {time.perf_counter() - t:.1f} s")
+    print(f"server data folder {data_dir} (removed at the end): {len(sources)} students, batch stored in "
+          f"{time.perf_counter() - t:.1f} s")
     app.state.db.engine.dispose()
     env = dict(os.environ, DLOPT_ASSIGNMENTS_DIR=str(REPO / "assignments"))
     cmd = [sys.executable, "-m", "autograder.cli", "similarity", slug, "--data-dir", str(data_dir),
@@ -304,6 +306,7 @@ def server_run(slug: str, sources: dict[str, str], top: int) -> tuple[float, dic
     if proc.returncode != 0:
         raise SystemExit(f"dlopt similarity failed ({proc.returncode})")
     saved = json.loads((data_dir / "similarity" / f"{slug}.json").read_text())
+    shutil.rmtree(data_dir, ignore_errors=True)
     return wall, saved
 
 
