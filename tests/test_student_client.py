@@ -45,18 +45,25 @@ def test_the_wheel_holds_the_client_and_nothing_of_the_course(wheel):
     for name in names:
         assert name.startswith(("dlopt_submit/", f"{DIST_INFO}/")), name
         assert not name.startswith(("autograder/", "reference/", "assignments/", "server/", "tests/")), name
-    # Nothing of any file of the course's material, whatever its name: no hidden suite, no
-    # reference, no master notebook, no released test (their distinctive lines absent).
-    body = b"\n".join(zipfile.ZipFile(io.BytesIO(wheel)).read(n) for n in names)
+    assert_no_course_material(wheel)
+
+
+def assert_no_course_material(wheel: bytes, engine: bool = False) -> None:
+    """Nothing of any file of the course's material, whatever its name: no hidden suite, no
+    reference, no master notebook, no released test (their distinctive lines absent; for the
+    engine's wheel, a line the engine's own code also has, a helper's call, is the engine's)."""
+    own = {ln.strip() for p in (REPO / "autograder").rglob("*.py") for ln in p.read_bytes().splitlines()} if engine else set()
+    zf = zipfile.ZipFile(io.BytesIO(wheel))
+    body = b"\n".join(zf.read(n) for n in zf.namelist())
     course = [p for p in (REPO / "assignments").rglob("*") if p.is_file() and p.suffix in (".py", ".ipynb")]
     course += list((REPO / "reference").rglob("*.py"))
     assert any("test_hidden" in p.name for p in course) and any(p.suffix == ".ipynb" for p in course)
     for path in course:
         for line in path.read_bytes().splitlines():
             line = line.strip()
-            if len(line) >= 40 and b"import" not in line:
+            if len(line) >= 40 and b"import" not in line and line not in own:
                 assert line not in body, (path, line)
-    assert b"BEGIN SOLUTION" not in body
+    assert engine or b"BEGIN SOLUTION" not in body  # (the engine reads such markers: its code names them)
 
 
 def test_the_wheel_is_valid_and_its_record_is_right(wheel):
@@ -262,3 +269,45 @@ def test_the_readme_student_commands_are_the_clients():
         args = parser().parse_args(argv)
         assert callable(args.fn), argv
     assert "pip install` of this repository" not in part
+
+
+# -- the engine's wheel: autograder/ only, for `dlopt-submit test` ---------------------------------
+def test_the_engine_wheel_holds_the_engine_and_nothing_of_the_course():
+    from autograder.distribution import REQUIRES, engine_wheel, engine_wheel_name
+
+    name, data = engine_wheel()
+    assert name == engine_wheel_name() and engine_wheel()[1] == data  # deterministic
+    names = names_of(data)
+    info = name.split("-py3")[0] + ".dist-info/"
+    assert all(n.startswith(("autograder/", info)) for n in names), [n for n in names if not n.startswith("autograder/")][:5]
+    assert "autograder/judge/plugin.py" in names and "autograder/cli/__init__.py" in names
+    assert_no_course_material(data, engine=True)
+    meta = zipfile.ZipFile(io.BytesIO(data)).read(info + "METADATA").decode()
+    assert all(f"Requires-Dist: {r}" in meta for r in REQUIRES)
+    # the engine's requirements are the project's own
+    import tomllib
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert set(REQUIRES) - {f"dlopt-submit=={__version__}"} == set(project)
+
+
+@pytest.mark.slow
+def test_the_engine_wheel_runs_the_public_tests_outside_the_repository(tmp_path):
+    """Installed (beside the client's wheel, no repository on the path), `dlopt-submit test`
+    runs a handout's public tests on it."""
+    from autograder.distribution import engine_wheel
+
+    name, data = engine_wheel()
+    (tmp_path / name).write_bytes(data)
+    client = build.write_wheel(tmp_path)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(site),
+                    str(tmp_path / name), str(client)], check=True, timeout=300)
+    handout = probe_handout(tmp_path / "h")
+    env = _env(tmp_path) | {"PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import autograder; print(autograder.__file__)"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout
+    assert where.startswith(str(site)), where  # the wheel's engine, not the repository's
+    r = subprocess.run([sys.executable, "-m", "dlopt_submit", "test", str(handout / "mine.py")],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "public tests: 10 / 10" in r.stdout

@@ -71,13 +71,17 @@ def release(a: Assignment, out: Path, server: str | None = None) -> list[Path]:
 def submit_steps(slug: str, notebook: str, server: str | None = None) -> str:
     """The handout's SUBMIT.md: install the student client from the course server, sign
     in, test, submit. The client holds no course material (client/ in this repository)."""
+    from autograder.distribution import engine_wheel_name
     from dlopt_submit.build import wheel_name
 
     base = (server or PLACEHOLDER_SERVER).rstrip("/")
     steps = [(f"install the client, once ({base}/client shows the newest)",
               f"python -m pip install {base}/client/{wheel_name()}"),
+             ("to run the public tests on your machine, the grading engine too (Python 3.11+, brings torch; "
+              "no hidden test or reference is in it)",
+              f"python -m pip install {base}/client/{wheel_name()} {base}/client/{engine_wheel_name()}"),
              ("sign in: asks for your token once, kept in ~/.config/dlopt (mode 600)", f"dlopt-submit login {base}"),
-             ("the public tests in tests/, on your machine (they need the grading engine; it says what is missing)",
+             ("the public tests in tests/, on your machine (with the engine installed; it says what is missing)",
               f"dlopt-submit test {notebook}"),
              ("submit: upload, follow the grading, print your score and feedback",
               f"dlopt-submit submit {slug} {notebook} --wait"),

@@ -30,12 +30,12 @@ PACKAGE = Path(__file__).resolve().parent
 EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold
 
 
-def wheel_name() -> str:
-    return f"{DIST}-{__version__}-{TAG}.whl"
+def wheel_name(dist: str = DIST, version: str = __version__) -> str:
+    return f"{dist}-{version}-{TAG}.whl"
 
 
-def dist_info() -> str:
-    return f"{DIST}-{__version__}.dist-info"
+def dist_info(dist: str = DIST, version: str = __version__) -> str:
+    return f"{dist}-{version}.dist-info"
 
 
 def package_files(package: Path = PACKAGE) -> list[Path]:
@@ -43,27 +43,29 @@ def package_files(package: Path = PACKAGE) -> list[Path]:
     return sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
 
 
-def metadata() -> str:
-    return (f"Metadata-Version: 2.1\nName: {NAME}\nVersion: {__version__}\nSummary: {SUMMARY}\n"
-            f"Requires-Python: {REQUIRES_PYTHON}\n")
+def metadata(name: str = NAME, version: str = __version__, summary: str = SUMMARY,
+             requires_python: str = REQUIRES_PYTHON, requires: tuple[str, ...] = ()) -> str:
+    return (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: {summary}\n"
+            f"Requires-Python: {requires_python}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires))
 
 
 def _wheel_file() -> str:
     return f"Wheel-Version: 1.0\nGenerator: dlopt_submit.build {__version__}\nRoot-Is-Purelib: true\nTag: {TAG}\n"
 
 
-def _entry_points() -> str:
-    return "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in SCRIPTS.items())
+def _entry_points(scripts: dict[str, str] = SCRIPTS) -> str:
+    return "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in scripts.items())
 
 
 def record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def _zip(entries: list[tuple[str, bytes]]) -> bytes:
+def _zip(entries: list[tuple[str, bytes]], info_dir: str | None = None) -> bytes:
     """A wheel of these (name, bytes) with its RECORD last."""
+    info_dir = info_dir or dist_info()
     record = "".join(f"{name},{record_hash(data)},{len(data)}\n" for name, data in entries)
-    entries = [*entries, (f"{dist_info()}/RECORD", (record + f"{dist_info()}/RECORD,,\n").encode())]
+    entries = [*entries, (f"{info_dir}/RECORD", (record + f"{info_dir}/RECORD,,\n").encode())]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data in entries:
@@ -83,6 +85,21 @@ def wheel_bytes(package: Path = PACKAGE) -> bytes:
     """The wheel of the package in `package` (default: this one)."""
     files = [(f"{DIST}/{p.relative_to(package).as_posix()}", p.read_bytes()) for p in package_files(package)]
     return _zip(files + _meta_entries())
+
+
+def pure_wheel(name: str, version: str, packages: dict[str, Path], *, summary: str, requires_python: str,
+               requires: tuple[str, ...] = (), scripts: dict[str, str] | None = None) -> tuple[str, bytes]:
+    """(file name, bytes) of a pure-Python wheel of other packages (name in the wheel -> its
+    folder), built the same way: the course server's engine wheel."""
+    dist = name.replace("-", "_")
+    info = dist_info(dist, version)
+    files = [(f"{pkg}/{p.relative_to(root).as_posix()}", p.read_bytes())
+             for pkg, root in sorted(packages.items()) for p in package_files(root)]
+    meta = [(f"{info}/METADATA", metadata(name, version, summary, requires_python, requires).encode()),
+            (f"{info}/WHEEL", _wheel_file().encode())]
+    if scripts:
+        meta.append((f"{info}/entry_points.txt", _entry_points(scripts).encode()))
+    return wheel_name(dist, version), _zip(files + meta, info)
 
 
 def write_wheel(folder: str | Path) -> Path:

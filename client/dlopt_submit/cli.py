@@ -260,8 +260,9 @@ def cmd_test(args, config: Config, prog: str) -> int:
         if "pytest" in missing:
             advice.append("- pytest: python -m pip install pytest")
         if any(m.startswith("the grading engine") for m in missing):
-            advice.append("- the engine is not part of this client: the server runs these same public tests on "
-                          "every submission and shows you their feedback.")
+            advice.append("- the grading engine: the course server's /client page serves it (dlopt_engine-...whl, "
+                          "Python 3.11 or newer; see SUBMIT.md in your handout). Without it, the server runs these "
+                          "same public tests on every submission and shows you their feedback.")
         print("\n".join(advice + [after]), file=sys.stderr)
         return 2
     out(after)

@@ -15,6 +15,7 @@ from functools import lru_cache
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
+from autograder.distribution import engine_wheel
 from dlopt_submit import build
 
 router = APIRouter(include_in_schema=False)
@@ -25,6 +26,13 @@ def wheel() -> tuple[str, bytes, str]:
     """(file name, bytes, sha256 hex) of the client's wheel."""
     data = build.wheel_bytes()
     return build.wheel_name(), data, hashlib.sha256(data).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def engine() -> tuple[str, bytes, str]:
+    """(file name, bytes, sha256 hex) of the grading engine's wheel (autograder/ only)."""
+    name, data = engine_wheel()
+    return name, data, hashlib.sha256(data).hexdigest()
 
 
 def base_url(request: Request) -> str:
@@ -38,6 +46,9 @@ def instructions(base: str) -> list[tuple[str, str]]:
     name, _, sha = wheel()
     return [("install the client (Python 3.9 or newer; it needs nothing else)",
              f"python -m pip install {base}/client/{name}"),
+            ("only to run the public tests on your machine: the grading engine (Python 3.11 or newer; it brings "
+             "torch, pytest and nbformat; it holds no hidden test and no reference)",
+             f"python -m pip install {base}/client/{name} {base}/client/{engine()[0]}"),
             ("sign in with the token your course staff sent (asked for once, kept in ~/.config/dlopt)",
              f"dlopt-submit login {base}"),
             ("the handout's public tests, on your machine (where the grading engine is installed)",
@@ -59,7 +70,9 @@ def client_page(request: Request) -> HTMLResponse:
             f"results. It holds no course material and needs only Python's standard library.</p>\n"
             f"<ol>{steps}</ol>\n"
             f"<p>The wheel: <a href=\"/client/{html.escape(name)}\">{html.escape(name)}</a> "
-            f"({len(data):,} bytes, sha256 <code>{sha}</code>). The hidden tests run only on this server.</p>\n"
+            f"({len(data):,} bytes, sha256 <code>{sha}</code>); the engine's: "
+            f"<a href=\"/client/{html.escape(engine()[0])}\">{html.escape(engine()[0])}</a> "
+            f"(sha256 <code>{engine()[2]}</code>). The hidden tests run only on this server.</p>\n"
             f"</main>\n</body>\n</html>\n")
     return HTMLResponse(page)
 
@@ -67,7 +80,10 @@ def client_page(request: Request) -> HTMLResponse:
 @router.get("/client/{filename}")
 def client_wheel(filename: str) -> Response:
     name, data, sha = wheel()
-    if filename != name:
-        raise HTTPException(404, f"no such file: the client's wheel is /client/{name}")
+    if filename == engine()[0]:
+        name, data, sha = engine()
+    elif filename != name:
+        raise HTTPException(404, f"no such file: the client's wheel is /client/{name}, the engine's "
+                                 f"/client/{engine()[0]}")
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-cache"})

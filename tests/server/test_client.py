@@ -172,6 +172,12 @@ def test_client_serves_the_wheel_to_anyone_with_install_steps(course_app):
         assert r.status_code == 404 and b"PK" not in r.content[:2], (wrong, r.text[:200])
         assert "%2F" in wrong or name in r.text  # the one file there is
     assert "/client" not in c.client.get("/openapi.json").json()["paths"]  # not part of the API
+    # the engine's wheel (for `dlopt-submit test`), beside it
+    from autograder.distribution import engine_wheel
+    engine_name, engine_data = engine_wheel()
+    assert f"http://testserver/client/{name} http://testserver/client/{engine_name}" in page.text
+    r = c.client.get(f"/client/{engine_name}")
+    assert r.status_code == 200 and r.content == engine_data
 
 
 def test_client_names_the_configured_public_address(make_course):
