@@ -22,9 +22,11 @@ from rich.markup import escape
 from autograder.assignment import Assignment, read_config
 from autograder.authoring.audit import stale
 from autograder.authoring.notebook import ReleaseError, release_notebook
+from autograder.distribution import engine_wheel_name
 from autograder.grading import find_submissions, grade
 from autograder.judge.forbidden import validate
 from autograder.text import visible
+from dlopt_submit.build import wheel_name
 
 PLACEHOLDER_SERVER = "https://COURSE-SERVER"
 
@@ -71,9 +73,6 @@ def release(a: Assignment, out: Path, server: str | None = None) -> list[Path]:
 def submit_steps(slug: str, notebook: str, server: str | None = None) -> str:
     """The handout's SUBMIT.md: install the student client from the course server, sign
     in, test, submit. The client holds no course material (client/ in this repository)."""
-    from autograder.distribution import engine_wheel_name
-    from dlopt_submit.build import wheel_name
-
     base = (server or PLACEHOLDER_SERVER).rstrip("/")
     steps = [(f"install the client, once ({base}/client shows the newest)",
               f"python -m pip install {base}/client/{wheel_name()}"),
