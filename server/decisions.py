@@ -278,29 +278,28 @@ def history(session: Session, a: AssignmentRow, user: User) -> list[Event]:
 # -- what a TA reviews -----------------------------------------------------------------------
 def flag_queue(session: Session, a: AssignmentRow, unreviewed_only: bool = True, limit: int = 500) -> list[dict]:
     """The flagged submissions of an assignment: the newest finished run of each submission
-    whose code is flagged, with its reviews; unreviewed first, newest first."""
+    whose code is flagged, with its reviews; unreviewed first, newest first. Only the flagged
+    runs' results are read (`flag_count`), whatever the size of the class."""
+    from sqlalchemy import func
     from sqlalchemy.orm import selectinload
 
     from server.models import GradingRun
 
+    newest = (select(func.max(GradingRun.id)).join(Submission)
+              .where(Submission.assignment_id == a.id, GradingRun.status == "done")
+              .group_by(GradingRun.submission_id))
     runs = session.scalars(
-        select(GradingRun).join(Submission).where(Submission.assignment_id == a.id, GradingRun.status == "done")
+        select(GradingRun).where(GradingRun.id.in_(newest), GradingRun.flag_count > 0)
         .options(selectinload(GradingRun.submission).selectinload(Submission.user))
-        .order_by(GradingRun.id.desc()).limit(20000)).all()
-    newest, seen = [], set()
-    for run in runs:
-        if run.submission_id not in seen:
-            seen.add(run.submission_id)
-            if (run.result or {}).get("flags"):
-                newest.append(run)
-    done = reviews(session, [r.submission_id for r in newest])
+        .order_by(GradingRun.id.desc())).all()
+    done = reviews(session, [r.submission_id for r in runs])
     out = []
-    for run in newest:
+    for run in runs:
         rows = done.get(run.submission_id, [])
         if unreviewed_only and rows:
             continue
         out.append({"submission_id": run.submission_id, "login": run.submission.user.login, "score": run.score,
-                    "flags": list(run.result["flags"]), "reviewed": bool(rows), "run": run,
+                    "flags": list((run.result or {}).get("flags", [])), "reviewed": bool(rows), "run": run,
                     "reviews": [{"action": r.action, "function": r.function, "reason": r.reason,
                                  "by": r.actor.login, "at": r.created_at} for r in rows]})
     out.sort(key=lambda d: (d["reviewed"], -d["submission_id"]))

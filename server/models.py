@@ -168,6 +168,7 @@ class GradingRun(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)  # shown to the student
     grader_errors: Mapped[list | None] = mapped_column(JSON, nullable=True)  # staff only
     result: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # the engine's whole result
+    flag_count: Mapped[int] = mapped_column(Integer, default=0)  # len(result["flags"]): the review queue's index
 
     submission: Mapped[Submission] = relationship(back_populates="runs")
     tests: Mapped[list[TestResultRow]] = relationship(back_populates="run", order_by="TestResultRow.id")

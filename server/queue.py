@@ -141,7 +141,7 @@ class GradingQueue:
                 status="done", finished_at=utcnow(), lease_until=None, duration=result.duration,
                 score=result.score, max_score=result.max_score, error=result.error,
                 grader_errors=list(result.grader_errors), sandbox=dict(result.sandbox),
-                engine_version=result.engine_version, result=result.as_dict()))
+                engine_version=result.engine_version, result=result.as_dict(), flag_count=len(result.flags)))
             if res.rowcount != 1:
                 s.rollback()
                 return False

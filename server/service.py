@@ -304,8 +304,9 @@ def score_table(session: Session, a: AssignmentRow) -> ScoreTable:
     replaces that function's points before the penalty, and an override of the assignment
     replaces the final score (no penalty applied to it). The graded score stays beside it."""
     students = session.scalars(select(User).where(User.role == "student").order_by(User.login)).all()
+    # the runs' scores and states, not their whole results (read on demand where needed)
     subs = session.scalars(select(Submission).where(Submission.assignment_id == a.id)
-                           .options(selectinload(Submission.runs))).all()
+                           .options(selectinload(Submission.runs).defer(GradingRun.result))).all()
     exts = decisions.extensions(session, a)
     overridden = decisions.overrides(session, a)
     by_user: dict[int, list[Submission]] = {}
@@ -333,7 +334,7 @@ def score_table(session: Session, a: AssignmentRow) -> ScoreTable:
         best = final_score(graded, a.score_policy, a.late_policy)
         whole = overridden.get(u.id, {}).get("")
         pending = sum(1 for s in mine if s.runs and s.runs[-1].status in ("queued", "running"))
-        flagged = [s for s in mine if (latest_done(s) and (latest_done(s).result or {}).get("flags"))]
+        flagged = [s for s in mine if latest_done(s) and latest_done(s).flag_count]
         ext = exts.get(u.id)
         rows.append(ScoreRow(login=u.login, name=u.name, lms_id=u.lms_id,
                              score=whole.score if whole else (best[0] if best else None),

@@ -88,11 +88,17 @@ def upgrade() -> None:
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.add_column(sa.Column("lms_id", sa.String(length=64), nullable=False, server_default=""))
 
+    with op.batch_alter_table('grading_runs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column("flag_count", sa.Integer(), nullable=False, server_default="0"))
+
 
 
 def downgrade() -> None:
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.drop_column('lms_id')
+
+    with op.batch_alter_table('grading_runs', schema=None) as batch_op:
+        batch_op.drop_column('flag_count')
 
     with op.batch_alter_table('overrides', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_overrides_user_id'))
