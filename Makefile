@@ -56,12 +56,12 @@ check: setup
 
 # pytest: $(JOBS) workers, each taking a whole test file at a time (many tests wait on timeouts and children).
 test: setup
-	$(VENV)/bin/ruff check autograder reference server tests bench assignments docker
+	$(VENV)/bin/ruff check autograder client reference server tests bench assignments docker
 	$(DLOPT) check --examples --jobs $(JOBS)
 	TRITON_INTERPRET=1 $(VENV)/bin/pytest -q -n $(JOBS) --dist loadfile --durations=15 tests
 
 lint: setup
-	$(VENV)/bin/ruff check autograder reference server tests bench assignments docker
+	$(VENV)/bin/ruff check autograder client reference server tests bench assignments docker
 
 bench: setup
 	$(PY) bench/overhead.py
