@@ -136,6 +136,18 @@ def cmd_submit(args, config: Config, prog: str) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise ClientError(f"{path}: no such file")
+    late = server.get(f"/api/v1/assignments/{quote(args.slug)}")
+    if late.get("state") == "late" and not args.late_ok:
+        # as the upload page does: the penalty first, then a confirmation
+        warning = (f"your deadline for {line(args.slug)} has passed: a submission now is {late.get('days_late_now')} "
+                   f"day(s) late and loses {100 * float(late.get('penalty_now') or 0):.0f}% of its score "
+                   f"({line(late.get('partial_days') or '')})")
+        if not sys.stdin.isatty():
+            raise ClientError(warning + f"; to submit anyway: `{prog} submit {line(args.slug)} {line(path)} --late-ok`")
+        out(warning)
+        if input("submit late? [y/N] ").strip().lower() not in ("y", "yes"):
+            out("not submitted")
+            return 1
     answer = server.upload(f"/api/v1/assignments/{quote(args.slug)}/submissions", path.name, path.read_bytes())
     sub = answer["submission"]
     out(visible(answer.get("message") or f"submission {sub['id']} received"))
@@ -309,6 +321,8 @@ def add_commands(sub, prog: str, config: Callable[[], Config], names=COMMANDS) -
         sm.add_argument("--wait", action="store_true", help="follow the grading and show the result")
         sm.add_argument("--timeout", type=float, default=1800.0, help="seconds --wait waits (default 1800)")
         sm.add_argument("--poll", type=float, default=2.0, help="seconds between status checks (default 2)")
+        sm.add_argument("--late-ok", action="store_true",
+                        help="after the deadline: submit without asking (the penalty is stated first otherwise)")
         sm.set_defaults(fn=guarded(cmd_submit))
     if "status" in names:
         st = sub.add_parser("status", help=who + "the assignments and your latest submissions, "

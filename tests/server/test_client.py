@@ -103,6 +103,13 @@ def login_submit_wait_and_status(url, course, tmp_path, prog):
     r = dlopt("submit", "no_such", str(nb), env=env, prog=prog)
     assert r.returncode == 2 and "404" in r.stderr
 
+    # after the deadline the penalty is stated first; without a terminal to ask, --late-ok
+    r = dlopt("submit", "late", str(nb), env=env, prog=prog)
+    assert r.returncode == 2 and "3 day(s) late and loses 30%" in r.stderr and "--late-ok" in r.stderr, r.stderr
+    assert "a day that has begun counts as a whole day" in r.stderr
+    r = dlopt("submit", "late", str(nb), "--late-ok", env=env, prog=prog)
+    assert r.returncode == 0 and "late by 3 day(s)" in r.stdout, r.stdout + r.stderr
+
 
 @pytest.mark.parametrize("prog", ["dlopt-submit", "dlopt"])
 def test_commands_say_what_is_missing(tmp_path, prog):

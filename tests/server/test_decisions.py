@@ -233,3 +233,35 @@ def test_roster_lines_are_all_reported_and_tokens_download_once_as_csv(graded):
     text = c.get("ta1", "/api/v1/assignments/open/scores.csv?format=canvas").text.lstrip("\ufeff")
     rows = list(csv.reader(io.StringIO(text)))
     assert [r[1] for r in rows if r[2] == "new1"] == ["4242"]
+
+
+def test_an_upload_defining_none_of_the_graded_functions_is_refused_before_it_counts():
+    """With a master (adam's), the functions it defines are the ones graded: an upload
+    defining none of them (the wrong file, an unsaved notebook) is refused with the names."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from server.service import unreadable_code
+
+    repo = Path(__file__).resolve().parents[2]
+    app = SimpleNamespace(state=SimpleNamespace(settings=SimpleNamespace(assignments_dir=repo / "assignments")))
+    a = SimpleNamespace(slug="adam", loaded_at=datetime.now(UTC))
+    why = unreadable_code(app, a, "wrong.py", b"def double(x):\n    return 2 * x\n")
+    assert why and "defines none of the functions adam grades" in why and "was it saved" in why
+    master_names = ("def adam_step", "class AdamW")
+    src = (repo / "assignments" / "adam" / "examples" / "correct_alternative.py").read_bytes()
+    assert any(n.encode() in src for n in master_names)
+    assert unreadable_code(app, a, "mine.py", src) is None
+    assert "syntax error at line 2" in unreadable_code(app, a, "bad.py", b"x = 1\ndef f(:\n")
+
+
+def test_the_canvas_export_keeps_a_title_with_commas_whole():
+    from server.schemas import ScoreRow, ScoreTable
+    from server.service import scores_csv
+
+    table = ScoreTable(assignment="adam", policy="best", points=10, rows=[
+        ScoreRow(login="alice", name="Alice, A.", lms_id="101", score=9.5, max_score=10, submission_id=1, late=False,
+                 days_late=0, submissions=1, pending=0)])
+    rows = list(csv.reader(io.StringIO(scores_csv(table, "canvas", "Adam, AdamW and SGD", "77"))))
+    assert rows[0][-1] == "Adam, AdamW and SGD (77)" and rows[2] == ["Alice, A.", "101", "alice", "alice", "", "9.5"]
