@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -137,8 +138,12 @@ def submit(app, session: Session, user: User, a: AssignmentRow, filename: str | 
     except UploadError as e:
         raise HTTPException(e.status, e.detail) from None
     if source == "upload":
+        if not _refusals_left(app, user):
+            raise HTTPException(429, f"{REFUSALS_PER_WINDOW} of your uploads were refused as unreadable in the last "
+                                     f"{REFUSAL_WINDOW / 60:.0f} minutes; fix the file and try again later")
         refusal = unreadable_code(app, a, name, data)
         if refusal:
+            _count_refusal(app, user)
             raise HTTPException(422, refusal + "; this upload was not counted against your daily limit")
     # No transaction is held while the file is written and synced (SQLite has one writer);
     # the limit is checked again in the transaction that inserts the row.
@@ -161,10 +166,17 @@ def submit(app, session: Session, user: User, a: AssignmentRow, filename: str | 
     return sub
 
 
+TOP_LEVEL_NAME = re.compile(r"^(?:async\s+def|def|class)\s+([A-Za-z_]\w*)", re.MULTILINE)
+
+
+def _top_level_names(source: str) -> frozenset[str]:
+    """The functions and classes extracted code defines at its top level (a linear scan:
+    nothing a student wrote is parsed in the server's process)."""
+    return frozenset(TOP_LEVEL_NAME.findall(source))
+
+
 def _graded_names(app, a: AssignmentRow) -> frozenset[str]:
     """The top-level names the master defines (the functions and classes a student fills in)."""
-    import ast
-
     from autograder import assignment as engine_assignments
     from autograder.authoring.notebook import extract
     from server import catalog
@@ -176,40 +188,53 @@ def _graded_names(app, a: AssignmentRow) -> frozenset[str]:
         try:
             master = engine_assignments.load(catalog.folder_of(app.state.settings.assignments_dir, a.slug)).master
             if master is not None:
-                tree = ast.parse(extract(master).source)
-                names = frozenset(n.name for n in tree.body
-                                  if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef))
+                names = _top_level_names(extract(master).source)  # the course's own file
         except Exception:  # noqa: BLE001  (no master on this host: nothing refused on its account)
             names = frozenset()
         cache[key] = names
     return cache[key]
 
 
+REFUSALS_PER_WINDOW, REFUSAL_WINDOW = 10, 600.0
+
+
+def _refusals_left(app, user: User) -> bool:
+    """A student's uploads refused as unreadable cost the server a bounded reading each:
+    at most REFUSALS_PER_WINDOW of them in REFUSAL_WINDOW seconds."""
+    now = time.monotonic()
+    seen = app.state.__dict__.setdefault("refused_uploads", {})
+    recent = [t for t in seen.get(user.id, []) if now - t < REFUSAL_WINDOW]
+    seen[user.id] = recent
+    return len(recent) < REFUSALS_PER_WINDOW
+
+
+def _count_refusal(app, user: User) -> None:
+    app.state.__dict__.setdefault("refused_uploads", {}).setdefault(user.id, []).append(time.monotonic())
+
+
 def unreadable_code(app, a: AssignmentRow, name: str, data: bytes) -> str | None:
     """Why an upload cannot be graded at all (a syntax error, or none of the functions the
-    assignment grades), before it counts; None when it can."""
-    import ast
+    assignment grades), before it counts; None when it can. The file is read as the grader
+    reads it, in a child process bounded in time and memory (extract_bounded): nothing a
+    student wrote is parsed in the server's process."""
     import tempfile
     from pathlib import Path, PurePosixPath
 
-    from autograder.authoring.notebook import extract
+    from autograder.authoring.notebook import extract_bounded
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"upload{PurePosixPath(name).suffix.lower()}"
         path.write_bytes(data)
-        code = extract(path)
+        code = extract_bounded(path)
     if code.fatal:
         return f"{name}: {code.fatal}"
     syntax = [n.split("; nothing in this cell")[0] for n in code.notes if "syntax error" in n]
     if syntax:
         return f"{name} cannot be run: " + "; ".join(syntax[:3]) + ". Fix it and submit again"
     wanted = _graded_names(app, a)
-    if wanted:
-        defined = {n.name for n in ast.parse(code.source).body
-                   if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
-        if not defined & wanted:
-            return (f"{name} defines none of the functions {a.slug} grades ({', '.join(sorted(wanted)[:8])}); "
-                    "was it saved, and is it the right assignment?")
+    if wanted and not _top_level_names(code.source) & wanted:
+        return (f"{name} defines none of the functions {a.slug} grades ({', '.join(sorted(wanted)[:8])}); "
+                "was it saved, and is it the right assignment?")
     return None
 
 

@@ -273,7 +273,9 @@ def _intake_limits() -> None:  # pragma: no cover - runs in the intake process
 def extract_bounded(path: str | Path, mode: str = "definitions") -> ExtractedCode:
     """`extract` in a process of its own, bounded in time (INTAKE_SECONDS of CPU, twice
     that of wall time) and memory (INTAKE_MEMORY_BYTES): a hostile file ends as that
-    file's `fatal` reason, never as a stalled or swollen grader."""
+    file's `fatal` reason, never as a stalled or swollen grader. The child sets the bounds
+    on itself as it starts (no preexec_fn: a process with threads, as the server and a
+    pool of judges are, can deadlock in one)."""
     import subprocess
     import sys
 
@@ -290,8 +292,7 @@ def extract_bounded(path: str | Path, mode: str = "definitions") -> ExtractedCod
                                                     if kind == "notebook" else ""))
     try:
         proc = subprocess.run([sys.executable, "-m", "autograder.authoring.notebook", "extract", str(path), mode],
-                              capture_output=True, timeout=2 * INTAKE_SECONDS, stdin=subprocess.DEVNULL,
-                              preexec_fn=_intake_limits)
+                              capture_output=True, timeout=2 * INTAKE_SECONDS, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return ExtractedCode(kind=kind, fatal=f"reading the file took more than {2 * INTAKE_SECONDS} s; "
                              "it is too large or too deeply nested to grade")
@@ -410,6 +411,7 @@ if __name__ == "__main__":  # `python -m autograder.authoring.notebook extract P
     import sys
 
     if len(sys.argv) == 4 and sys.argv[1] == "extract":
+        _intake_limits()  # the bounds on this process, before any file is read
         sys.stdout.write(json.dumps(extract(sys.argv[2], sys.argv[3]).as_dict()))
     else:
         sys.exit("usage: python -m autograder.authoring.notebook extract PATH MODE")
