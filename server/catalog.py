@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from autograder import assignment as engine_assignments
+from server import decisions
 from server.models import AssignmentRow, utcnow
 
 
@@ -41,6 +42,7 @@ def sync(session: Session, root: Path, include_unfinished: bool = False) -> list
         if deadline is not None and deadline.tzinfo is None:
             raise engine_assignments.AssignmentError(f"{folder}: the deadline needs a UTC offset")
         row = session.scalar(select(AssignmentRow).where(AssignmentRow.slug == a.slug)) or AssignmentRow(slug=a.slug)
+        before = (row.deadline, dict(row.late_policy or {})) if row.id is not None else None
         row.title, row.points, row.gpu = a.title, a.points, a.gpu
         row.deadline, row.timezone = deadline, _offset(deadline)
         row.late_policy = dict(a.late_policy)
@@ -49,6 +51,10 @@ def sync(session: Session, root: Path, include_unfinished: bool = False) -> list
         row.feedback_after_deadline = a.feedback_after_deadline
         row.active, row.loaded_at = True, utcnow()
         session.add(row)
+        if before is not None and before != (row.deadline, row.late_policy):
+            # a moved deadline or a new late policy: every submission's lateness counted again
+            session.flush()
+            decisions.recount_assignment(session, row)
         seen.append(a.slug)
     for row in session.scalars(select(AssignmentRow).where(AssignmentRow.slug.not_in(seen))):
         row.active = False

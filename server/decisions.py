@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import HTTPException
 from sqlalchemy import select
@@ -27,6 +27,7 @@ from server.models import (
     Override,
     Submission,
     User,
+    utcnow,
 )
 from server.policy import lateness, own_deadline
 
@@ -122,6 +123,17 @@ def recount_lateness(session: Session, a: AssignmentRow, user: User, deadline: d
     return changed
 
 
+def recount_assignment(session: Session, a: AssignmentRow) -> int:
+    """The course deadline or late policy changed: count every student's lateness again,
+    each from their own deadline; returns how many submissions changed."""
+    exts = extensions(session, a)
+    changed = 0
+    for user in session.scalars(select(User).join(Submission, Submission.user_id == User.id)
+                                .where(Submission.assignment_id == a.id).distinct()):
+        changed += recount_lateness(session, a, user, own_deadline(a.deadline, exts.get(user.id)))
+    return changed
+
+
 def grant_extension(session: Session, actor: User, a: AssignmentRow, user: User, *, deadline: datetime | None = None,
                     late_days: int | None = None, reason: str) -> Extension:
     """A new deadline, or the course's moved by `late_days` days (neither: withdraw)."""
@@ -130,6 +142,8 @@ def grant_extension(session: Session, actor: User, a: AssignmentRow, user: User,
         raise HTTPException(422, "give either a new deadline or a number of late days, not both")
     if deadline is not None and deadline.tzinfo is None:
         raise HTTPException(422, "the deadline needs a UTC offset (2026-12-10T23:59:00-05:00)")
+    if deadline is not None and abs(deadline - (a.deadline or utcnow())) > timedelta(days=730):
+        raise HTTPException(422, "the new deadline is more than two years from the course's: a typo?")
     if late_days is not None and not 0 < late_days <= 365:
         raise HTTPException(422, "late_days must be between 1 and 365")
     if late_days is not None and a.deadline is None:
@@ -142,12 +156,37 @@ def grant_extension(session: Session, actor: User, a: AssignmentRow, user: User,
     return row
 
 
+def function_points(session: Session, a: AssignmentRow) -> dict[str, float]:
+    """function -> the points of the tests that grade it (from the newest graded run of the
+    assignment: every run of one suite has the same tests)."""
+    from server.models import GradingRun, TestResultRow
+
+    run_id = session.scalar(select(GradingRun.id).join(Submission)
+                            .where(Submission.assignment_id == a.id, GradingRun.status == "done")
+                            .order_by(GradingRun.id.desc()).limit(1))
+    points: dict[str, float] = {}
+    if run_id is not None:
+        for t in session.scalars(select(TestResultRow).where(TestResultRow.run_id == run_id)):
+            for fn in t.functions or []:
+                points[fn] = points.get(fn, 0.0) + float(t.max_points)
+    return points
+
+
 def set_override(session: Session, actor: User, a: AssignmentRow, user: User, *, score: float | None, reason: str,
                  function: str = "", submission_id: int | None = None) -> Override:
-    """A manual score for the assignment (or for one function's tests); None withdraws it."""
+    """A manual score for the assignment (or for one function's tests); None withdraws it.
+    A function's score is at most its tests' points, and only a function a test grades."""
     reason = _reason(reason)
     if score is not None and not 0 <= score <= a.points:
         raise HTTPException(422, f"the score must be between 0 and {a.points:g}")
+    if function:
+        graded = function_points(session, a)
+        if function not in graded:
+            known = ", ".join(sorted(graded)) or "none graded yet"
+            raise HTTPException(422, f"no test of {a.slug} grades {function!r} (the graded functions: {known})")
+        if score is not None and score > graded[function]:
+            raise HTTPException(422, f"{function}'s tests are worth {graded[function]:g} points; the score must be "
+                                     f"between 0 and {graded[function]:g}")
     row = Override(user_id=user.id, assignment_id=a.id, function=function[:200], score=score, reason=reason,
                    submission_id=submission_id, actor_id=actor.id)
     session.add(row)

@@ -438,7 +438,7 @@ def roster_import_page(request: Request, user: StaffPageUser, session: SessionDe
                       title="Roster refused")
     users = session.scalars(select(User).order_by(User.role.desc(), User.login)).all()
     return render(request, "roster.html", user=user, staff=True, users=users, tokens=out.tokens, result=out,
-                  tokens_csv=hold_tokens_csv(request.app, out.tokens, users))
+                  tokens_csv=hold_tokens_csv(request.app, out.tokens, users, user))
 
 
 @pages.get("/ui/ta/{slug}/scores.csv")

@@ -54,10 +54,6 @@ def get_assignment(session: Session, slug: str) -> AssignmentRow:
     return row
 
 
-def deadline_passed(a: AssignmentRow, now: datetime) -> bool:
-    return a.deadline is not None and now > a.deadline
-
-
 def submissions_today(session: Session, user: User, a: AssignmentRow, now: datetime) -> int:
     start = day_start(now, tz_from_offset(a.timezone))
     return session.scalar(select(func.count(Submission.id)).where(
@@ -247,17 +243,38 @@ def regrade(app, session: Session, subs: list[Submission]) -> list[GradingRun]:
 
 
 # -- views -------------------------------------------------------------------------
-def _feedback_visible(visibility: str, a: AssignmentRow, now: datetime, released: bool | None = None) -> bool:
-    """public: always; after_deadline: once the course deadline has passed; hidden: once
-    staff released it from the page (or, never released nor hidden there, after the deadline
-    where assignment.toml says feedback_after_deadline)."""
+@dataclass(frozen=True)
+class Viewing:
+    """What decides the feedback a student may read: the release from the page (None: as
+    assignment.toml says) and the student's own deadline (an extension's, else the course's)."""
+
+    released: bool | None
+    deadline: datetime | None
+    extended: bool
+
+    def passed(self, now: datetime) -> bool:
+        return self.deadline is not None and now > self.deadline
+
+
+def viewing(session: Session, a: AssignmentRow, student: User) -> Viewing:
+    ext = decisions.extension_for(session, a, student)
+    return Viewing(decisions.feedback_released(session, a), own_deadline(a.deadline, ext), ext is not None)
+
+
+def _feedback_visible(visibility: str, a: AssignmentRow, now: datetime, view: Viewing) -> bool:
+    """public: always; after_deadline: once the student's own deadline has passed; hidden:
+    once staff released it from the page, or (never released nor hidden there) after the
+    student's own deadline where assignment.toml says feedback_after_deadline. A student whose
+    extension still runs sees neither before it ends: it would be the answers."""
     if visibility == "public":
         return True
+    if view.extended and not view.passed(now):
+        return False
     if visibility == "after_deadline":
-        return deadline_passed(a, now) or bool(released)
-    if released is not None:
-        return released
-    return a.feedback_after_deadline and deadline_passed(a, now)
+        return view.passed(now) or bool(view.released)
+    if view.released is not None:
+        return view.released
+    return a.feedback_after_deadline and view.passed(now)
 
 
 def test_titles(run: GradingRun) -> dict[str, str]:
@@ -265,12 +282,12 @@ def test_titles(run: GradingRun) -> dict[str, str]:
             for t in (run.result or {}).get("tests", []) if isinstance(t, dict)}
 
 
-def run_out(run: GradingRun, a: AssignmentRow, staff: bool, now: datetime, released: bool | None = None) -> RunOut:
+def run_out(run: GradingRun, a: AssignmentRow, staff: bool, now: datetime, view: Viewing) -> RunOut:
     result = run.result or {}
     titles = test_titles(run)
     tests = []
     for t in run.tests:
-        shown = staff or _feedback_visible(t.visibility, a, now, released)
+        shown = staff or _feedback_visible(t.visibility, a, now, view)
         tests.append(TestOut(name=t.name, title=titles.get(t.name) or t.name, points=t.points,
                              max_points=t.max_points, visibility=t.visibility, status=t.status,
                              functions=list(t.functions or []), feedback=t.feedback if shown else None))
@@ -290,14 +307,11 @@ def latest_done(sub: Submission) -> GradingRun | None:
     return done[-1] if done else None
 
 
-_ASK = object()
+def submission_out(sub: Submission, viewer: User, now: datetime) -> SubmissionOut:
+    from sqlalchemy.orm import object_session
 
-
-def submission_out(sub: Submission, viewer: User, now: datetime, released=_ASK) -> SubmissionOut:
     a = sub.assignment
-    if released is _ASK:
-        from sqlalchemy.orm import object_session
-        released = decisions.feedback_released(object_session(sub), a)
+    view = viewing(object_session(sub), a, sub.user)
     newest = sub.runs[-1] if sub.runs else None
     graded = latest_done(sub)
     score = graded.score if graded else None
@@ -306,7 +320,7 @@ def submission_out(sub: Submission, viewer: User, now: datetime, released=_ASK) 
         id=sub.id, assignment=a.slug, login=sub.user.login, created_at=sub.created_at, filename=sub.filename,
         kind=sub.kind, size=sub.size, late=sub.late, days_late=sub.days_late, source=sub.source,
         status=newest.status if newest else "none", score=score, max_score=graded.max_score if graded else None,
-        final_score=final, run=run_out(newest, a, auth.is_staff(viewer), now, released) if newest else None)
+        final_score=final, run=run_out(newest, a, auth.is_staff(viewer), now, view) if newest else None)
 
 
 def load_submission(session: Session, sub_id: int, viewer: User) -> Submission:
@@ -357,6 +371,8 @@ def score_table(session: Session, a: AssignmentRow) -> ScoreTable:
                     score = max(0.0, score - _function_points(r, f) + float(o.score))
                 graded.append(GradedSubmission(s.id, s.created_at, score, r.max_score or 0.0, s.days_late))
         best = final_score(graded, a.score_policy, a.late_policy)
+        if best is not None:  # a function's override never lifts the score past the assignment's points
+            best = (min(best[0], float(a.points)), best[1])
         whole = overridden.get(u.id, {}).get("")
         pending = sum(1 for s in mine if s.runs and s.runs[-1].status in ("queued", "running"))
         flagged = [s for s in mine if latest_done(s) and latest_done(s).flag_count]
@@ -522,9 +538,9 @@ def import_roster(session: Session, actor: User, text: str, reissue: bool = Fals
 TOKEN_CSV_SECONDS = 15 * 60
 
 
-def hold_tokens_csv(app, tokens: dict[str, str], users) -> str | None:
-    """Hold the new tokens as a CSV for one download within 15 minutes (in memory only);
-    returns its key."""
+def hold_tokens_csv(app, tokens: dict[str, str], users, owner: User) -> str | None:
+    """Hold the new tokens as a CSV for one download within 15 minutes, by `owner` (who
+    imported the roster) only, in memory only; returns its key."""
     if not tokens:
         return None
     buf = io.StringIO()
@@ -536,10 +552,10 @@ def hold_tokens_csv(app, tokens: dict[str, str], users) -> str | None:
         w.writerow([csv_cell(login), csv_cell(u.name if u else ""), csv_cell(u.email if u else ""), token])
     held = app.state.__dict__.setdefault("token_csvs", {})
     now = time.monotonic()
-    for k in [k for k, (at, _) in held.items() if now - at > TOKEN_CSV_SECONDS]:
+    for k in [k for k, (at, _, _) in held.items() if now - at > TOKEN_CSV_SECONDS]:
         del held[k]
     key = secrets.token_urlsafe(24)
-    held[key] = (now, buf.getvalue())
+    held[key] = (now, owner.id, buf.getvalue())
     return key
 
 

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 
 from autograder.authoring.notebook import read_cells
+from autograder.text import visible
 from server import decisions
 from server.db import SessionDep, begin_write, releases_session
 from server.pages import StaffPageUser, _csrf, render
@@ -64,7 +65,9 @@ def source_cells(data: bytes, kind: str, flags: list[dict]) -> list[dict]:
         anchor = f"cell-{cell.index if cell.index is not None else 'file'}"
         fmt = HtmlFormatter(linenos="inline", hl_lines=marked, lineanchors=anchor, anchorlinenos=True)
         out.append({"index": cell.index, "anchor": anchor, "flagged": marked,
-                    "html": Markup(highlight(cell.source[:400_000], PythonLexer(), fmt))})
+                    # control characters and bidi overrides shown as escapes (Trojan Source): the
+                    # TA reads the code as Python does, not as a renderer reorders it
+                    "html": Markup(highlight(visible(cell.source[:400_000]), PythonLexer(), fmt))})
     return out
 
 
@@ -82,7 +85,10 @@ def review_page(sub_id: SubmissionId, request: Request, user: StaffPageUser, ses
     sub = load_submission(session, sub_id, user)
     entry = decisions.flag_entry(session, sub)
     data = request.app.state.store.get(sub.content_hash)
-    functions = sorted({f.get("function") for f in entry["flags"]} - {None, "<module>"})
+    graded = decisions.function_points(session, sub.assignment)
+    flagged = {str(f.get("function") or "").split(".")[0] for f in entry["flags"]}
+    # the graded functions, those the flags name first
+    functions = sorted(graded, key=lambda fn: (fn not in flagged, fn))
     return render(request, "review.html", user=user, staff=True, sub=sub, a=sub.assignment, entry=entry,
                   functions=functions, cells=source_cells(data, sub.kind, entry["flags"]))
 
@@ -107,7 +113,7 @@ def review_post(sub_id: SubmissionId, request: Request, user: StaffPageUser, ses
 
 
 # -- who fails a test ---------------------------------------------------------------------------
-@staff_pages.get("/ui/ta/{slug}/tests/{name}", response_class=HTMLResponse)
+@staff_pages.get("/ui/ta/{slug}/tests/{name:path}", response_class=HTMLResponse)
 @releases_session
 def test_page(slug: Slug, name: Annotated[str, PathParam(max_length=300)], request: Request, user: StaffPageUser,
               session: SessionDep):
@@ -187,8 +193,7 @@ def release_post(slug: Slug, request: Request, user: StaffPageUser, session: Ses
     begin_write(session)
     decisions.set_release(session, user, a, released == "1", reason)
     session.commit()
-    what = "Hidden tests' feedback released to students." if released == "1" else "Hidden tests' feedback hidden again."
-    return RedirectResponse(f"/ui/ta/{slug}?done={what.replace(' ', '+')}", 303)
+    return RedirectResponse(f"/ui/ta/{slug}?done={'released' if released == '1' else 'hidden'}", 303)
 
 
 @staff_pages.post("/ui/ta/{slug}/extensions.csv")
@@ -209,7 +214,7 @@ def extensions_csv_post(slug: Slug, request: Request, user: StaffPageUser, sessi
     except HTTPException as e:
         session.rollback()
         return _error(request, user, e, f"/ui/ta/{slug}", "Extensions refused")
-    return RedirectResponse(f"/ui/ta/{slug}?done={len(made)}+extension(s)+imported.", 303)
+    return RedirectResponse(f"/ui/ta/{slug}?done=extensions&n={len(made)}", 303)
 
 
 # -- the roster's new tokens, once -----------------------------------------------------------
@@ -218,7 +223,11 @@ def extensions_csv_post(slug: Slug, request: Request, user: StaffPageUser, sessi
 def tokens_csv(key: Annotated[str, PathParam(max_length=64)], request: Request, user: StaffPageUser,
                session: SessionDep):
     held = request.app.state.__dict__.setdefault("token_csvs", {})
-    at, text = held.pop(key, (None, None))
+    at, owner, text = held.get(key, (None, None, None))
+    if owner != user.id:  # only the member of staff who imported the roster
+        at, text = None, None
+    else:
+        held.pop(key, None)
     if text is None or time.monotonic() - at > TOKEN_CSV_SECONDS:
         raise HTTPException(404, "these tokens were downloaded already or are older than 15 minutes; reissue them "
                                  "from the roster (the server keeps only their hashes)")

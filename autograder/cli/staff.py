@@ -176,6 +176,13 @@ def cmd_similarity(args, s: Server) -> int:
     return 0
 
 
+def _cell(value) -> str:
+    """A CSV cell a spreadsheet shows as text: escapes visible, a leading = + - @ or a tab
+    quoted away (what the server's exports do: server/security.py csv_cell)."""
+    text = visible(str(value or "")).replace("\n", " ")
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def cmd_tokens_csv(args, s: Server) -> int:
     data = Path(args.roster).read_bytes()
     q = "?reissue=true" if args.reissue else ""
@@ -186,7 +193,7 @@ def cmd_tokens_csv(args, s: Server) -> int:
     w.writerow(["login", "name", "email", "token"])
     for login, token in sorted(out["tokens"].items()):
         r = rows.get(login, {})
-        w.writerow([login, r.get("name", ""), r.get("email", ""), token])
+        w.writerow([_cell(login), _cell(r.get("name", "")), _cell(r.get("email", "")), _cell(token)])
     print(f"created {len(out['created'])}, updated {len(out['updated'])}; {len(out['tokens'])} new token(s) "
           "(shown once: the server keeps only their hashes)", file=sys.stderr)
     _write(buf.getvalue(), args.output, private=True)

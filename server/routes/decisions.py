@@ -135,7 +135,7 @@ def history(slug: Slug, login: Annotated[str, PathParam(max_length=64, pattern=L
     return [HistoryEvent(**e.__dict__) for e in decisions.history(session, a, decisions.student(session, login))]
 
 
-@router.get("/assignments/{slug}/tests/{name}/failures", responses=NOT_FOUND,
+@router.get("/assignments/{slug}/tests/{name:path}/failures", responses=NOT_FOUND,
             summary="who fails one test (their final submission), grouped by message")
 @releases_session
 def failures(slug: Slug, name: str, user: StaffDep, session: SessionDep) -> dict:

@@ -37,8 +37,8 @@ ROUTES = [
 ]
 # the body each route takes (a student sending it must still be refused)
 BODIES = {
-    "/extensions": {"json": {"login": "alice", "deadline": "2030-01-01T00:00:00+00:00", "reason": "a letter"}},
-    "/extensions.csv": {"files": {"file": ("x.csv", b"login,deadline,reason\nalice,2030-01-01T00:00:00+00:00,a letter\n")}},
+    "/extensions": {"json": {"login": "alice", "late_days": 2, "reason": "a letter"}},
+    "/extensions.csv": {"files": {"file": ("x.csv", b"login,late_days,reason\nalice,2,a letter\n")}},
     "/overrides": {"json": {"login": "alice", "score": 1, "reason": "graded by hand"}},
     "/review": {"json": {"action": "note", "reason": "looked at it"}},
     "/release": {"json": {"released": True}},
@@ -174,7 +174,7 @@ PAGES = [  # (method, path, least role) of the web pages; forms also need the CS
 # the fields each form posts besides its CSRF value
 FORMS = {
     "/review": {"action": "note", "reason": "looked at it"},
-    "/extension": {"deadline": "2030-01-01T00:00", "reason": "a letter"},
+    "/extension": {"late_days": "2", "reason": "a letter"},
     "/override": {"score": "1", "reason": "graded by hand"},
     "/release": {"released": "1"},
 }

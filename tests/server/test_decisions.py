@@ -62,15 +62,19 @@ def test_an_extension_moves_the_students_deadline_and_recounts_their_lateness(gr
 def test_an_extension_opens_a_closed_assignment_to_that_student_only(graded):
     c = graded  # "closed": the deadline 5 days ago, 2 days accepted
     assert c.submit("alice", "closed", src(10)).status_code == 403
+    from datetime import UTC, datetime, timedelta
+    soon = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
     r = c.post("ta1", "/api/v1/assignments/closed/extensions",
-               json={"login": "alice", "deadline": "2099-01-01T12:00:00-05:00", "reason": "hospital"})
-    from datetime import UTC, datetime
+               json={"login": "alice", "deadline": soon.astimezone().isoformat(), "reason": "hospital"})
     assert r.status_code == 201
-    assert datetime.fromisoformat(r.json()["deadline"]) == datetime(2099, 1, 1, 17, tzinfo=UTC)
+    assert datetime.fromisoformat(r.json()["deadline"]) == soon
+    far = c.post("ta1", "/api/v1/assignments/closed/extensions",
+                 json={"login": "alice", "deadline": "2099-01-01T12:00:00-05:00", "reason": "typo"})
+    assert far.status_code == 422 and "two years" in far.json()["detail"]
     assert c.submit("alice", "closed", src(10)).status_code == 201
     assert c.submit("bob", "closed", src(10)).status_code == 403
     bad = c.post("ta1", "/api/v1/assignments/closed/extensions",
-                 json={"login": "alice", "deadline": "2099-01-01T12:00:00", "reason": "no zone"})
+                 json={"login": "alice", "deadline": "2027-01-01T12:00:00", "reason": "no zone"})
     assert bad.status_code == 422 and "UTC offset" in bad.json()["detail"]
     assert c.post("ta1", "/api/v1/assignments/closed/extensions",
                   json={"login": "ta1", "late_days": 1, "reason": "x"}).status_code == 422  # not a student
