@@ -593,6 +593,9 @@ def batch_submit(app, session: Session, actor: User, a: AssignmentRow, data: byt
             skipped.append((f"{e.login}/{e.filename}", err.detail))
             continue
         placed.append(e)
+    if not placed:
+        why = "; ".join(f"{n}: {w}" for n, w in skipped[:20])
+        raise HTTPException(422, f"no file in the archive could be placed ({why}); nothing was stored")
     out = []
     for e in placed:
         sub = submit(app, session, users[e.login], a, e.filename, e.data, source="batch", by=actor,

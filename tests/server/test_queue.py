@@ -122,7 +122,14 @@ def test_the_real_engine_end_to_end(make_course):
     good = "def double(x):\n    return 2 * x\n\ndef square(v):\n    return v * v\n"
     a = c.submit("alice", "open", good).json()["submission"]["id"]
     b = c.submit("bob", "open", "def double(x):\n    return 3 * x\n").json()["submission"]["id"]
-    e = c.submit("carol", "open", "def double(x) return\n").json()["submission"]["id"]
+    refused = c.submit("carol", "open", "def double(x) return\n")  # refused before it counts (a student's upload)
+    assert refused.status_code == 422 and "syntax error at line 1" in refused.json()["detail"]
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:  # a TA's batch grades it as it stands
+        zf.writestr("carol.py", "def double(x) return\n")
+    e = c.post("ta1", "/api/v1/assignments/open/batch", files={"file": ("b.zip", buf.getvalue())}).json()["by_login"]["carol"]
     da, db_, de = (c.wait_graded(i, timeout=120) for i in (a, b, e))
     assert (da["score"], da["max_score"]) == (10, 10)
     assert db_["score"] == 4  # double wrong (2 + 4 lost), square missing... only the grader-bug test's 4 points
