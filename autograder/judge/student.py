@@ -336,7 +336,9 @@ class StudentCode:
                 return 0.0
             rq = handle.run_queue_seconds()
             cpu = handle.cpu_seconds()
-            if rq is None or cpu is None:
+            if rq is None or cpu is None or cpu < cpu_start or rq < rq_start:
+                # no count, or counts that went backwards: the child is gone (a container's
+                # counters read 0 once it has exited); nothing is charged for a call that ended so
                 return 0.0
             return max(0.0, (time.monotonic() - started) - (cpu - cpu_start) - (rq - rq_start))
 
