@@ -28,7 +28,7 @@ from server.db import SessionDep, begin_write, releases_session
 from server.models import AssignmentRow, GradingRun, Submission, User, utcnow
 from server.policy import tz_from_offset
 from server.schemas import Slug, SubmissionId
-from server.security import LOGIN_PATTERN, same_origin
+from server.security import LOGIN_PATTERN, csv_text, same_origin
 from server.service import (
     assignment_out,
     batch_submit,
@@ -424,15 +424,8 @@ def roster_import_page(request: Request, user: StaffPageUser, session: SessionDe
                        file: Annotated[UploadFile, File()], csrf: Annotated[str, Form()] = "",
                        reissue: Annotated[str, Form()] = ""):
     _csrf(request, csrf)
-    data = file.file.read(2 * 1024 * 1024 + 1)
     try:
-        if len(data) > 2 * 1024 * 1024:
-            raise HTTPException(413, "the roster is larger than 2 MiB")
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise HTTPException(422, "the roster is not UTF-8 text") from None
-        out = import_roster(session, user, text, reissue=bool(reissue))
+        out = import_roster(session, user, csv_text(file, "the roster"), reissue=bool(reissue))
     except HTTPException as e:
         return render(request, "error.html", status=e.status_code, user=user, message=e.detail, back="/ui/roster",
                       title="Roster refused")

@@ -201,3 +201,20 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+CSV_LIMIT = 2 * 1024 * 1024
+
+
+def csv_text(upload, what: str = "the file") -> str:
+    """An uploaded CSV (a roster, an accommodation list) as text: at most CSV_LIMIT bytes of
+    UTF-8 (a byte-order mark allowed); else an HTTPException saying which."""
+    from fastapi import HTTPException
+
+    data = upload.file.read(CSV_LIMIT + 1)
+    if len(data) > CSV_LIMIT:
+        raise HTTPException(413, f"{what} is larger than {CSV_LIMIT >> 20} MiB")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise HTTPException(422, f"{what} is not UTF-8 text") from None

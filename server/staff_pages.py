@@ -26,7 +26,7 @@ from server.db import SessionDep, begin_write, releases_session
 from server.pages import StaffPageUser, _csrf, render
 from server.policy import tz_from_offset
 from server.schemas import Slug, SubmissionId
-from server.security import LOGIN_PATTERN
+from server.security import LOGIN_PATTERN, csv_text
 from server.service import (
     TOKEN_CSV_SECONDS,
     final_runs,
@@ -134,6 +134,26 @@ def _local_deadline(value: str, offset: str) -> datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=tz_from_offset(offset))
 
 
+def _student_decision(request: Request, user, session, slug: str, login: str, done: str, decide,
+                      bad_number: str) -> Response:
+    """One decision from a student's page: `decide(assignment, student)` in a write
+    transaction; an error page (nothing changed) if it is refused; back to the page else."""
+    back = f"/ui/ta/{slug}/students/{login}"
+    try:
+        a = get_assignment(session, slug)
+        student = decisions.student(session, login)
+        begin_write(session)
+        decide(a, student)
+        session.commit()
+    except ValueError:
+        session.rollback()
+        return _error(request, user, HTTPException(422, bad_number), back, "Not changed")
+    except HTTPException as e:
+        session.rollback()
+        return _error(request, user, e, back, "Not changed")
+    return RedirectResponse(f"{back}?done={done}", 303)
+
+
 @staff_pages.post("/ui/ta/{slug}/students/{login}/extension")
 @releases_session
 def extension_post(slug: Slug, login: Login, request: Request, user: StaffPageUser, session: SessionDep,
@@ -141,23 +161,16 @@ def extension_post(slug: Slug, login: Login, request: Request, user: StaffPageUs
                    reason: Annotated[str, Form(max_length=2000)] = "", withdraw: Annotated[str, Form()] = "",
                    csrf: Annotated[str, Form()] = ""):
     _csrf(request, csrf)
-    back = f"/ui/ta/{slug}/students/{login}"
-    try:
-        a = get_assignment(session, slug)
-        student = decisions.student(session, login)
+
+    def decide(a, student):
         when = None if withdraw else _local_deadline(deadline, a.timezone)
         days = None if withdraw or not late_days.strip() else int(late_days)
         if not withdraw and when is None and days is None:
             raise HTTPException(422, "give a new deadline or a number of late days")
-        begin_write(session)
         decisions.grant_extension(session, user, a, student, deadline=when, late_days=days, reason=reason)
-        session.commit()
-    except ValueError:
-        return _error(request, user, HTTPException(422, "late days must be a whole number"), back, "Not changed")
-    except HTTPException as e:
-        session.rollback()
-        return _error(request, user, e, back, "Not changed")
-    return RedirectResponse(f"{back}?done=extension", 303)
+
+    return _student_decision(request, user, session, slug, login, "extension", decide,
+                             "late days must be a whole number")
 
 
 @staff_pages.post("/ui/ta/{slug}/students/{login}/override")
@@ -167,20 +180,12 @@ def override_post(slug: Slug, login: Login, request: Request, user: StaffPageUse
                   reason: Annotated[str, Form(max_length=2000)] = "", withdraw: Annotated[str, Form()] = "",
                   csrf: Annotated[str, Form()] = ""):
     _csrf(request, csrf)
-    back = f"/ui/ta/{slug}/students/{login}"
-    try:
-        a = get_assignment(session, slug)
-        student = decisions.student(session, login)
-        value = None if withdraw else float(score)
-        begin_write(session)
-        decisions.set_override(session, user, a, student, score=value, reason=reason, function=function.strip())
-        session.commit()
-    except ValueError:
-        return _error(request, user, HTTPException(422, f"{score!r} is not a number"), back, "Not changed")
-    except HTTPException as e:
-        session.rollback()
-        return _error(request, user, e, back, "Not changed")
-    return RedirectResponse(f"{back}?done=override", 303)
+
+    def decide(a, student):
+        decisions.set_override(session, user, a, student, score=None if withdraw else float(score), reason=reason,
+                               function=function.strip())
+
+    return _student_decision(request, user, session, slug, login, "override", decide, f"{score!r} is not a number")
 
 
 @staff_pages.post("/ui/ta/{slug}/release")
@@ -202,15 +207,8 @@ def extensions_csv_post(slug: Slug, request: Request, user: StaffPageUser, sessi
                         file: Annotated[UploadFile, File()], reason: Annotated[str, Form(max_length=2000)] = "",
                         csrf: Annotated[str, Form()] = ""):
     _csrf(request, csrf)
-    data = file.file.read(2 * 1024 * 1024 + 1)
     try:
-        if len(data) > 2 * 1024 * 1024:
-            raise HTTPException(413, "the file is larger than 2 MiB")
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise HTTPException(422, "the file is not UTF-8 text") from None
-        made = decisions.import_extensions(session, user, get_assignment(session, slug), text, reason)
+        made = decisions.import_extensions(session, user, get_assignment(session, slug), csv_text(file), reason)
     except HTTPException as e:
         session.rollback()
         return _error(request, user, e, f"/ui/ta/{slug}", "Extensions refused")

@@ -3,7 +3,7 @@ hidden feedback, a student's history and the drill-down of one test."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from fastapi import Path as PathParam
 
 from server import decisions
@@ -23,13 +23,12 @@ from server.schemas import (
     Slug,
     SubmissionId,
 )
-from server.security import LOGIN_PATTERN
+from server.security import LOGIN_PATTERN, csv_text
 from server.service import final_runs, get_assignment, load_submission, score_table
 
 router = APIRouter(tags=["staff decisions"])
 NOT_FOUND = {404: {"description": "no such assignment, student or submission"},
              422: {"description": "not a valid decision (the detail says why)"}}
-CSV_LIMIT = 2 * 1024 * 1024
 
 
 def extension_out(a, ext, login: str) -> ExtensionOut:
@@ -58,14 +57,7 @@ def extend_from_csv(slug: Slug, user: StaffDep, session: SessionDep,
                     reason: Annotated[str, Form(max_length=2000, description="for rows without a reason")] = ""
                     ) -> list[ExtensionOut]:
     a = get_assignment(session, slug)
-    data = file.file.read(CSV_LIMIT + 1)
-    if len(data) > CSV_LIMIT:
-        raise HTTPException(413, f"the file is larger than {CSV_LIMIT} bytes")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise HTTPException(422, "the file is not UTF-8 text") from None
-    made = decisions.import_extensions(session, user, a, text, reason)
+    made = decisions.import_extensions(session, user, a, csv_text(file), reason)
     return [extension_out(a, e, session.get(User, e.user_id).login) for e in made]
 
 

@@ -1,17 +1,16 @@
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, File, Query, Request, UploadFile
 from sqlalchemy import select
 
 from server.auth import StaffDep
 from server.db import SessionDep, releases_session
 from server.models import User
 from server.schemas import RosterOut, UserOut
+from server.security import csv_text
 from server.service import import_roster
 
 router = APIRouter(tags=["roster"])
-
-ROSTER_LIMIT = 2 * 1024 * 1024
 
 
 @router.post("/roster", response_model=RosterOut, responses={403: {"description": "not allowed"},
@@ -21,14 +20,7 @@ ROSTER_LIMIT = 2 * 1024 * 1024
 def roster_import(request: Request, user: StaffDep, session: SessionDep,
                         file: Annotated[UploadFile, File(description="CSV with a header row")],
                         reissue: Annotated[bool, Query(description="new tokens for everyone listed")] = False) -> RosterOut:
-    data = file.file.read(ROSTER_LIMIT + 1)
-    if len(data) > ROSTER_LIMIT:
-        raise HTTPException(413, f"the roster is larger than {ROSTER_LIMIT} bytes")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise HTTPException(422, "the roster is not UTF-8 text") from None
-    return import_roster(session, user, text, reissue=reissue)
+    return import_roster(session, user, csv_text(file, "the roster"), reissue=reissue)
 
 
 @router.get("/users", response_model=list[UserOut], summary="everyone on the roster")

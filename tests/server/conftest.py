@@ -121,3 +121,9 @@ def make_course(settings_for):
 @pytest.fixture
 def course_app(make_course) -> Course:
     return make_course()
+
+
+@pytest.fixture
+def graded(make_course) -> Course:
+    """A course whose one embedded worker grades with the scripted grader."""
+    return make_course(workers=1)

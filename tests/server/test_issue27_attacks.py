@@ -17,18 +17,8 @@ import pytest
 
 from server.auth import csrf_for
 
-
-def src(score: float, extra: str = "") -> str:
-    return f"# fake-score: {score}\n{extra}def double(x):\n    return 2 * x\n"
-
-
-@pytest.fixture
-def graded(make_course):
-    return make_course(workers=1)
-
-
-def final(c, slug: str, login: str) -> dict:
-    return next(r for r in c.get("ta1", f"/api/v1/assignments/{slug}/scores").json()["rows"] if r["login"] == login)
+from server_course import fake_source as src
+from server_course import final_row as final
 
 
 # -- overrides ----------------------------------------------------------------------------------

@@ -15,11 +15,6 @@ def src(score: float) -> str:
     return f"# fake-score: {score}\ndef double(x):\n    return 2 * x\n"
 
 
-@pytest.fixture
-def graded(make_course):
-    return make_course(workers=1)
-
-
 def test_students_see_hidden_tests_as_score_only_and_staff_see_everything(graded):
     c = graded
     sid = c.submit("alice", "open", src(10)).json()["submission"]["id"]
