@@ -196,7 +196,7 @@ def test_every_page_is_in_the_table(course_app):
     from server.similarity_pages import similarity_pages
     from server.staff_pages import staff_pages
     routes = [r for router in (pages, staff_pages, similarity_pages) for r in router.routes if isinstance(r, APIRoute)]
-    served = {(m, r.path) for r in routes if r.path.startswith("/ui") for m in r.methods}
+    served = {(m, r.path.replace(":path}", "}")) for r in routes if r.path.startswith("/ui") for m in r.methods}
     listed = {(m, p.replace("open", "{slug}").replace("alice", "{login}").replace("test_double", "{name}"))
               for m, p, _ in PAGES}
     assert served == listed, f"untested: {served - listed}; gone: {listed - served}"
