@@ -404,18 +404,10 @@ def build(settings, db, store, slug: str, *, top: int = 200) -> dict:
 def save(data_dir: Path, slug: str, data: dict) -> Path:
     """Written to a temporary file, synced, renamed into place: a reader sees the old
     report or the new one, never half of one."""
+    from server.storage import write_atomically
+
     path = report_path(data_dir, slug)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{slug}-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, json.dumps(data).encode("utf-8"), f".{slug}-")
     return path
 
 
