@@ -25,6 +25,14 @@ class AssignmentError(ValueError):
 # -- the one schema of assignment.toml (the engine, the server and `dlopt new` use it) ----
 NUMBER = (int, float)
 STRINGS = "list of strings"
+
+
+class TableOf(dict):
+    """A table whose keys are names the author picks (functions, say), each a table of
+    `schema`: [forbidden.functions.lora_backward] with its own apis, runtime, ..."""
+
+
+FUNCTION_RULES = {"apis": STRINGS, "runtime": STRINGS, "block_autograd": bool}
 SCHEMA: dict = {
     "slug": str, "title": str, "points": NUMBER, "gpu": GPU_MODES, "extraction": EXTRACTION_MODES,
     "master": str, "harness": str, "public_tests": STRINGS, "hidden_tests": STRINGS,
@@ -32,7 +40,7 @@ SCHEMA: dict = {
     "score_policy": SCORE_POLICIES, "feedback_after_deadline": bool,
     "late_policy": {"grace_minutes": NUMBER, "penalty_per_day": NUMBER, "max_days_late": int},
     "forbidden": {"apis": STRINGS, "runtime": STRINGS, "block_autograd": bool, "flags_cost_points": bool,
-                  "allow_imports": STRINGS},
+                  "allow_imports": STRINGS, "functions": TableOf(FUNCTION_RULES)},
     "limits": {name: (NUMBER if f.type in ("float", float) else bool if f.type in ("bool", bool) else int)
                for name, f in Limits.__dataclass_fields__.items()},
 }
@@ -80,7 +88,12 @@ def validate_config(cfg: dict, where: Path | str, schema: dict = SCHEMA, prefix:
         expected = schema[key]
         if not _fits(value, expected):
             raise AssignmentError(f"{where}: {name} must be {_kind(expected)}, not {value!r}")
-        if isinstance(expected, dict):
+        if isinstance(expected, TableOf):
+            for sub, table in value.items():
+                if not isinstance(table, dict):
+                    raise AssignmentError(f"{where}: {name}.{sub} must be a table, not {table!r}")
+                validate_config(table, where, dict(expected), f"{name}.{sub}.")
+        elif isinstance(expected, dict):
             validate_config(value, where, expected, f"{name}.")
     if not prefix:
         for key in REQUIRED:
@@ -115,12 +128,14 @@ class Assignment:
     allow_imports: list[str] = field(default_factory=list)  # [forbidden] allow_imports: beyond the scan's allow-list
     runtime_forbidden: list[str] = field(default_factory=list)  # [forbidden] runtime: ops and objects made to raise
     block_autograd: bool = False  # [forbidden] block_autograd: no gradient can be computed in the child
+    # [forbidden.functions.NAME]: rules of one graded function only, {name: {"apis",
+    # "runtime", "block_autograd"}}: its static scan finds them in that function (and the
+    # helpers it calls) only, and the judge calls it in a child whose guard adds them.
+    function_rules: dict = field(default_factory=dict)
 
     @property
     def guard(self) -> dict | None:
-        if not (self.runtime_forbidden or self.block_autograd):
-            return None
-        return {"patterns": list(self.runtime_forbidden), "block_autograd": self.block_autograd}
+        return guard_spec(self.runtime_forbidden, self.block_autograd)
     limits: Limits = field(default_factory=Limits)
     deadline: datetime | None = None
     late_policy: dict = field(default_factory=dict)
@@ -135,6 +150,13 @@ class Assignment:
 
     def suite(self, which: str) -> list[Path]:
         return {"hidden": self.hidden_tests + self.public_tests, "public": self.public_tests}[which]
+
+
+def guard_spec(patterns: list[str], block_autograd: bool) -> dict | None:
+    """What a child makes raise before any student code (child/guard.py), or None."""
+    if not (patterns or block_autograd):
+        return None
+    return {"patterns": list(dict.fromkeys(patterns)), "block_autograd": bool(block_autograd)}
 
 
 def find(slug_or_path: str | Path) -> Path:
@@ -184,6 +206,7 @@ def load(slug_or_path: str | Path) -> Assignment:
         allow_imports=list(cfg.get("forbidden", {}).get("allow_imports", [])),
         runtime_forbidden=list(cfg.get("forbidden", {}).get("runtime", [])),
         block_autograd=bool(cfg.get("forbidden", {}).get("block_autograd", False)),
+        function_rules={name: dict(rules) for name, rules in cfg.get("forbidden", {}).get("functions", {}).items()},
         limits=Limits(**cfg.get("limits", {})),
         deadline=deadline,
         late_policy=dict(cfg.get("late_policy", {})),

@@ -61,6 +61,10 @@ runtime = ["torch.optim.SGD"]        # made to raise in the child, whatever name
 # block_autograd = false             # true: no gradient can be computed in the child
 # flags_cost_points = false          # true: a function flagged for review earns nothing
 # allow_imports = []                 # modules beyond the static scan's allow-list (judge/forbidden.py)
+# [forbidden.functions.heavy_ball_step]  # rules of one graded function only: its scan, and a child
+# apis = ["torch.autograd"]          #   guarded for its calls (the other functions keep what it loses)
+# runtime = []
+# block_autograd = false
 '''
 
 INTRO = """# {title}

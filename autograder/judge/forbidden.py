@@ -628,11 +628,27 @@ def check_pattern(pattern: str, runtime: bool = False) -> str | None:
     return None if _resolve_dotted(pattern) else f"{pattern!r} names nothing in this torch ({torch.__version__})"
 
 
+def scan_functions(source: str, rules: dict) -> list[Finding]:
+    """The findings of per-function rules ({name: {"apis": [...]}}): each rule's patterns
+    count in that function only (its own body and the helpers it calls, as scan attributes
+    them), never elsewhere or at module level."""
+    out = []
+    for name, rule in rules.items():
+        patterns = list(rule.get("apis", []))
+        if patterns:
+            out += [f for f in scan(source, patterns) if f.function == name]
+    return out
+
+
 def validate(a) -> None:
     """Every name in the assignment's [forbidden] lists must name something: a misspelt
     entry would otherwise forbid nothing, silently. Raises AssignmentError with the file
     and each bad entry."""
     problems = [f"apis: {why}" for p in a.forbidden if (why := check_pattern(p))]
     problems += [f"runtime: {why}" for p in a.runtime_forbidden if (why := check_pattern(p, runtime=True))]
+    for name, rules in getattr(a, "function_rules", {}).items():
+        problems += [f"functions.{name}.apis: {why}" for p in rules.get("apis", []) if (why := check_pattern(p))]
+        problems += [f"functions.{name}.runtime: {why}" for p in rules.get("runtime", [])
+                     if (why := check_pattern(p, runtime=True))]
     if problems:
         raise AssignmentError(f"{a.root / 'assignment.toml'}: [forbidden] " + "; ".join(problems))

@@ -66,7 +66,7 @@ _CHECKS = {
     "assignment": _str, "root": _str, "tests": _strs, "label": _str, "out": _str,
     "source": _str, "line_map": _line_map, "notes": _strs, "fatal": _opt_str,
     "limits": _limits, "forbidden": _strs, "allow_imports": _strs, "flags_cost_points": _bool,
-    "guard": _opt_dict, "harness": _opt_str,
+    "guard": _opt_dict, "function_rules": _opt_dict, "harness": _opt_str,
     "device": lambda v: v == "cpu" or (isinstance(v, str) and v.startswith("cuda")),
     "suite": lambda v: v in SUITES, "keyword": _opt_str,
     "runner": lambda v: v in RUNNERS, "weak": _bool,
@@ -89,6 +89,7 @@ class GradingJob:
     allow_imports: tuple[str, ...] = ()
     flags_cost_points: bool = False
     guard: dict | None = None  # [forbidden] runtime + block_autograd: made to raise in the child
+    function_rules: dict | None = None  # [forbidden.functions.NAME]: rules of one function only
     harness: str | None = None
     device: str = "cpu"
     suite: str = "hidden"
@@ -101,7 +102,7 @@ class GradingJob:
               runner: str, weak: bool, keyword: str | None = None) -> GradingJob:
         """The one place a job is made. Checks the assignment's forbidden lists name
         something (a misspelt entry would forbid nothing, silently)."""
-        key = (str(a.root), tuple(a.forbidden), tuple(a.runtime_forbidden))
+        key = (str(a.root), tuple(a.forbidden), tuple(a.runtime_forbidden), repr(sorted(a.function_rules.items())))
         if key not in _VALIDATED:  # 70 ms of name resolution in torch: once per assignment and process
             validate(a)
             _VALIDATED.add(key)
@@ -110,13 +111,27 @@ class GradingJob:
             source=extracted.get("source", ""), line_map=_line_tuples(extracted.get("line_map", [])),
             notes=tuple(extracted.get("notes", [])), fatal=extracted.get("fatal"),
             limits=a.limits, forbidden=tuple(a.forbidden), allow_imports=tuple(a.allow_imports),
-            flags_cost_points=a.flags_cost_points, guard=a.guard,
+            flags_cost_points=a.flags_cost_points, guard=a.guard, function_rules=dict(a.function_rules) or None,
             harness=str(a.harness) if a.harness else None,
             device=device, suite=suite, keyword=keyword, runner=runner, weak=weak)
 
     @property
     def gpu(self) -> bool:
         return self.device != "cpu"
+
+    @property
+    def function_guards(self) -> dict:
+        """The guard of the child that runs each function with runtime rules of its own:
+        the assignment's guard plus the function's."""
+        from autograder.assignment import guard_spec
+
+        base = self.guard or {}
+        out = {}
+        for name, rules in (self.function_rules or {}).items():
+            if rules.get("runtime") or rules.get("block_autograd"):
+                out[name] = guard_spec([*base.get("patterns", []), *rules.get("runtime", [])],
+                                       bool(base.get("block_autograd")) or bool(rules.get("block_autograd")))
+        return out
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"schema": SCHEMA}

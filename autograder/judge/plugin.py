@@ -21,7 +21,7 @@ import pytest
 
 from autograder import __version__, scoring
 from autograder.judge.compare import GradingFailure, PartialCredit
-from autograder.judge.forbidden import scan, scan_flags
+from autograder.judge.forbidden import scan, scan_flags, scan_functions
 from autograder.judge.job import GradingJob
 from autograder.judge.results import VISIBILITIES, SubmissionResult, TestResult
 from autograder.judge.student import (
@@ -70,7 +70,9 @@ class GradingPlugin:
         line_map = list(job.line_map)
         # Each finding names where it is in the student's notebook (cell and line), not in
         # the extracted code.
-        self.static_findings = [located(f.as_dict(), line_map) for f in scan(job.source, list(job.forbidden))]
+        self.static_findings = [located(f.as_dict(), line_map) for f in
+                                [*scan(job.source, list(job.forbidden)),
+                                 *scan_functions(job.source, job.function_rules or {})]]
         self.result.flags = [located(f.as_dict(), line_map)
                              for f in scan_flags(job.source, list(job.allow_imports))]
         self._student = None
@@ -206,14 +208,18 @@ class GradingPlugin:
             test.status, test.points = verdict.status, verdict.points
             if verdict.reasons:
                 test.feedback = _shorten("\n".join([*verdict.reasons, outcome.feedback]))
-        if self.cfg.forbidden:
+        if self._forbids_anything:
             self.result.tests.insert(0, self._forbidden_check(findings))
         self.result.total()
         self.result.duration = round(time.perf_counter() - self._started, 3)
 
+    @property
+    def _forbids_anything(self) -> bool:
+        return bool(self.cfg.forbidden or self.cfg.function_rules)
+
     def _forbidden_findings(self, findings: list[dict]) -> list[dict]:
         """Each (routine, function) once; none where the assignment forbids nothing."""
-        if not self.cfg.forbidden:
+        if not self._forbids_anything:
             return []
         unique, seen = [], set()
         for f in findings:

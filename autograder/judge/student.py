@@ -151,6 +151,9 @@ class StudentCode:
     gpu: bool = False
     forbidden_patterns: list[str] = field(default_factory=list)
     guard: dict | None = None  # routines the child makes raise before any student code (child/guard.py)
+    # Functions called in a child of their own guard ([forbidden.functions.NAME] runtime
+    # rules): {name: guard}. Every other call and every harness task runs under `guard`.
+    function_guards: dict = field(default_factory=dict)
     harness: Any = None
     force_weak: bool = False
     notes: list[str] = field(default_factory=list)  # intake notes (e.g. a cell with a syntax error)
@@ -161,14 +164,13 @@ class StudentCode:
         """The student's code of a grading job, started by the job's runner."""
         return cls(source=job.source, limits=job.limits, line_map=list(job.line_map), device=job.device,
                    gpu=job.gpu, forbidden_patterns=list(job.forbidden), guard=job.guard,
-                   harness=Path(job.harness) if job.harness else None, force_weak=job.weak,
+                   function_guards=job.function_guards, harness=Path(job.harness) if job.harness else None, force_weak=job.weak,
                    notes=list(job.notes), runner_kind=job.runner)
 
     def __post_init__(self):
-        spec = SandboxSpec(self.limits, device=self.device,
-                           forbidden=tuple(self.forbidden_patterns), guard=self.guard,
-                           harness=Path(self.harness) if self.harness else None, weak=self.force_weak)
-        self.runner = make_runner(self.runner_kind or settings.current().runner, spec)
+        self._runners: dict = {}
+        self._guarded_for: str | None = None  # the function whose own guard the current child has
+        self.runner = self._runner_for(None)
         self.handle = None
         self.started_at = time.monotonic()
         self.cpu_spent = 0.0  # CPU seconds of this submission's children that have ended
@@ -257,6 +259,25 @@ class StudentCode:
                               for prob in reply.problems]
         if not reply.ok:
             self.load_error = reply.error or Failure("Error", "unknown")
+
+    def _runner_for(self, fn: str | None):
+        """The runner of children guarded for `fn` (None: the assignment's guard)."""
+        if fn not in self._runners:
+            guard = self.function_guards[fn] if fn is not None else self.guard
+            spec = SandboxSpec(self.limits, device=self.device, forbidden=tuple(self.forbidden_patterns), guard=guard,
+                               harness=Path(self.harness) if self.harness else None, weak=self.force_weak)
+            self._runners[fn] = make_runner(self.runner_kind or settings.current().runner, spec)
+        return self._runners[fn]
+
+    def _use_guard_of(self, fn: str | None) -> None:
+        """A call of a function with runtime rules of its own runs in a child started with
+        them (installed below the student's code, as the assignment's are); any other call
+        or task in a child without them. Switching closes the current child."""
+        want = fn if fn in self.function_guards else None
+        if want != self._guarded_for:
+            self.close()
+            self._guarded_for = want
+            self.runner = self._runner_for(want)
 
     def enter_group(self, group: str) -> None:
         """Calls of another visibility group (public, after_deadline, hidden) get a child
@@ -423,6 +444,7 @@ class StudentCode:
 
     def _request(self, op: str, fn: str, args, kwargs, timeout, return_args, what,
                  inference: bool = False, watch: bool = False) -> CallResult:
+        self._use_guard_of(fn if op == "call" else None)
         self._ensure_started()
         if self.load_error is not None:
             raise SubmissionLoadError("loading your code", self.load_error, self.line_map)
