@@ -9,24 +9,27 @@ from __future__ import annotations
 import torch
 
 
-def _groups(params, groups):
+def _groups(params, groups, as_iterators=False):
     out = []
     for g in groups:
         entry = {k: (tuple(v) if k == "betas" else v) for k, v in g.items() if k != "layers"}
         entry["params"] = [params[i] for i in g["layers"]]
+        if as_iterators:
+            entry["params"] = iter(entry["params"])
         out.append(entry)
     return out
 
 
-def run_with_gradients(ns, initial, groups, grads, reload_at=(), schedule=()):
+def run_with_gradients(ns, initial, groups, grads, reload_at=(), schedule=(), as_iterators=False):
     """Parameters start at `initial` (a list of tensors); before step t every parameter i
     gets `.grad = grads[t][i]` (None: no gradient that step) and `step()` runs.
     `reload_at`: before those steps a new optimizer over the same parameters loads
     `opt.state_dict()` (a resumed checkpoint). `schedule`: [step, {option: value}] pairs
-    set in every group before that step (an LR scheduler's way).
+    set in every group before that step (an LR scheduler's way). `as_iterators`: every
+    group's "params" is an iterator (as model.parameters() is a generator).
     Returns the parameters after every step."""
     params = [torch.nn.Parameter(p.clone()) for p in initial]
-    opt = ns["MuonAdamW"](_groups(params, groups))
+    opt = ns["MuonAdamW"](_groups(params, groups, as_iterators))
     changes = {int(at): dict(values) for at, values in schedule}
     history = []
     for t, step_grads in enumerate(grads):

@@ -160,13 +160,26 @@ def test_newton_schulz_works_on_the_short_side(student, device):
 
 
 @NS
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_newton_schulz_of_zero_is_zero(student, device):
     """G = 0: eps keeps the normalisation finite and the result is 0."""
     G = torch.zeros(12, 20)
     got, call = _ns(student, device, G)
     if got.abs().max() != 0:
         raise GradingFailure(f"{call}: expected all zeros, got entries up to {float(got.abs().max()):.4g}")
+
+
+@NS
+@pytest.mark.points(1)
+def test_newton_schulz_divides_a_tiny_matrix_by_eps(student, device):
+    """||G||_F = 1e-9, below eps = 1e-7: X = G / eps (not G / ||G||_F), so the singular values
+    start at 1% of 1 and the result is far from orthogonal after 5 steps."""
+    G = randn(generator("ns-tiny"), 16, 24)
+    G = G / G.norm() * 1e-9
+    got, call = _ns(student, device, G)
+    want = ref.newton_schulz(G)
+    C.expect_near(got, want, C.NS_RTOL * float(want.double().norm()), call=call, what="the result",
+                  measure=f"{C.NS_RTOL} of its norm", why="X = X / max(||X||_F, eps): eps wins below it")
 
 
 @NS
@@ -302,11 +315,14 @@ def _initial(label):
     return [randn(g, *s) for s in SHAPES]
 
 
-def _gradients(label, steps, skip=()):
+def _gradients(label, steps, skip=(), tiny=()):
+    """Random gradients; those of the parameters in `tiny` scaled to 1e-10, where AdamW's
+    sqrt(v) meets its default eps (1e-10) and the eps in use shows."""
     g = generator(label + "/grads")
     out = []
     for t in range(steps):
-        out.append([None if (t, i) in skip else randn(g, *s) for i, s in enumerate(SHAPES)])
+        out.append([None if (t, i) in skip else randn(g, *s) * (1e-10 if i in tiny else 1.0)
+                    for i, s in enumerate(SHAPES)])
     return out
 
 
@@ -322,9 +338,9 @@ def _muon_bound(groups, i, shape, steps_taken):
 
 
 def _compare_runs(student, device, label, groups, steps, *, skip=(), reload_at=(), schedule=(), doing="",
-                  why=""):
-    init, grads = _initial(label), _gradients(label, steps, skip)
-    options = dict(reload_at=list(reload_at), schedule=[list(c) for c in schedule])
+                  why="", tiny=(), as_iterators=False):
+    init, grads = _initial(label), _gradients(label, steps, skip, tiny)
+    options = dict(reload_at=list(reload_at), schedule=[list(c) for c in schedule], as_iterators=as_iterators)
     got = student.task("run_with_gradients", [p.to(device) for p in init], groups,
                        [[None if x is None else x.to(device) for x in row] for row in grads], **options,
                        timeout=60, what=f"{steps} steps of your MuonAdamW with given gradients").value
@@ -354,12 +370,24 @@ def test_muon_adamw_default_hyperparameters(student, device):
     """Groups that give only "params" and "use_muon": Muon's defaults (lr 0.02, momentum 0.95,
     Nesterov, no decay, 5 steps) and AdamW's (lr 3e-4, betas (0.9, 0.95), eps 1e-10, no decay)."""
     groups = [{"layers": [0, 1], "use_muon": True}, {"layers": [2, 3], "use_muon": False}]
-    _compare_runs(student, device, "opt-defaults", groups, 6,
+    # Parameter 2's gradients are 1e-10: its steps show AdamW's default eps (1e-10).
+    _compare_runs(student, device, "opt-defaults", groups, 6, tiny=(2,),
                   why="fill in each group's missing options from its own kind's defaults (the contract's list)")
 
 
 @OPT
-@pytest.mark.points(6)
+@pytest.mark.points(1)
+def test_muon_adamw_takes_params_as_iterators(student, device):
+    """A group's "params" may be any iterable, as torch's optimizers take it (model.parameters()
+    is a generator): here every group's is an iterator, consumed once."""
+    groups = [{"layers": [0, 1], "use_muon": True}, {"layers": [2, 3], "use_muon": False, "lr": 1e-2}]
+    _compare_runs(student, device, "opt-iterators", groups, 3, as_iterators=True,
+                  doing=" with every group's params given as an iterator",
+                  why="turn params into a list once (list(group['params'])) before checking or storing it")
+
+
+@OPT
+@pytest.mark.points(5)
 def test_muon_adamw_group_options(student, device):
     """Every option set per group: two Muon groups and an AdamW group."""
     groups = [
