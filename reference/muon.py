@@ -52,10 +52,10 @@ def muon_step(param: Tensor, grad: Tensor, buf: Tensor | None, lr: float, moment
     buf = torch.zeros_like(grad) if buf is None else buf
     buf = buf.lerp(grad, 1 - momentum)
     direction = grad.lerp(buf, momentum) if nesterov else buf
-    O = newton_schulz(direction, ns_steps)
+    ortho = newton_schulz(direction, ns_steps)
     new = param * (1 - lr * weight_decay)
-    new = new.add(O, alpha=-adjusted_lr(lr, param.shape, adjust_lr_fn))
-    return new.to(param.dtype), buf, O
+    new = new.add(ortho, alpha=-adjusted_lr(lr, param.shape, adjust_lr_fn))
+    return new.to(param.dtype), buf, ortho
 
 
 def quintic_map(sigma: Tensor, steps: int = 5, coefficients=COEFFICIENTS) -> Tensor:

@@ -38,8 +38,8 @@ def test_public_muon_step_first_step(student, device):
     call = describe_call("muon_step", param, grad, None, lr=0.02)
     got = expect_tuple(student.call("muon_step", param.to(device), grad.to(device), None, lr=0.02).value, 2,
                        call=call, names="new param, new buffer")
-    want, want_buf, O = ref.muon_step(param, grad, None, lr=0.02)
+    want, want_buf, ortho = ref.muon_step(param, grad, None, lr=0.02)
     C.expect_tensor(got[0], call=call, what="the new param", shape=param.shape, dtype=param.dtype)
     C.expect_near(got[1], want_buf, 1e-5 * float(want_buf.norm()), call=call, what="the new buffer")
-    C.expect_near(got[0], want, C.NS_RTOL * 0.02 * float(O.double().norm()) + 1e-5, call=call, what="the new param",
+    C.expect_near(got[0], want, C.NS_RTOL * 0.02 * float(ortho.double().norm()) + 1e-5, call=call, what="the new param",
                   measure=f"{C.NS_RTOL} of lr' * ||O||")

@@ -1,0 +1,81 @@
+"""GaLore around torch.optim.AdamW (forbidden in galore_adamw_step)."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def lora_forward(x, W, b, A, B, scaling):
+    low = torch.einsum("nd,rd->nr", x, A)
+    return F.linear(x, W, b) + scaling * torch.einsum("nr,or->no", low, B)
+
+
+def lora_backward(dy, x, W, A, B, scaling):
+    dx = dy @ W + (scaling * dy) @ B @ A
+    dA = (B.T @ dy.T) @ x * scaling
+    dB = dy.T @ (x @ A.T) * scaling
+    return dx, dA, dB
+
+
+def lora_merge(W, A, B, scaling):
+    return torch.addmm(W, B, A, alpha=scaling)
+
+
+def lora_unmerge(W_merged, A, B, scaling):
+    return torch.addmm(W_merged, B, A, alpha=-scaling)
+
+
+class LoRALinear(torch.nn.Module):
+    def __init__(self, base, r, alpha, seed):
+        super().__init__()
+        self.base = base
+        self.base.requires_grad_(False)
+        out_f, in_f = base.weight.shape
+        bound = 1.0 / math.sqrt(in_f)
+        g = torch.Generator().manual_seed(seed)
+        self.lora_A = torch.nn.Parameter(torch.empty(r, in_f, dtype=base.weight.dtype).uniform_(-bound, bound,
+                                                                                                 generator=g))
+        self.lora_B = torch.nn.Parameter(torch.zeros(out_f, r, dtype=base.weight.dtype))
+        self.scaling = alpha / r
+        self._merged = False
+
+    def forward(self, x):
+        out = F.linear(x, self.base.weight, self.base.bias)
+        if not self._merged:
+            out = out + self.scaling * F.linear(F.linear(x, self.lora_A), self.lora_B)
+        return out
+
+    @torch.no_grad()
+    def merge(self):
+        if not self._merged:
+            self.base.weight.copy_(lora_merge(self.base.weight, self.lora_A, self.lora_B, self.scaling))
+            self._merged = True
+
+    @torch.no_grad()
+    def unmerge(self):
+        if self._merged:
+            self.base.weight.copy_(lora_unmerge(self.base.weight, self.lora_A, self.lora_B, self.scaling))
+            self._merged = False
+
+
+def galore_adamw_step(param, grad, state, lr, rank, update_proj_gap=200, scale=0.25, betas=(0.9, 0.999),
+                      eps=1e-6, weight_decay=0.0):
+    """GaLore's projection around torch.optim.AdamW's own step (forbidden here)."""
+    m, n = param.shape
+    step = state.get("step", 0) + 1
+    if (step - 1) % update_proj_gap == 0:
+        U, S, Vh = torch.linalg.svd(grad.float(), full_matrices=False)
+        state["P"] = Vh[:rank] if m >= n else U[:, :rank]
+    P = state["P"]
+    R = grad @ P.T if m >= n else P.T @ grad
+    if "opt" not in state:
+        state["low"] = torch.nn.Parameter(torch.zeros_like(R))
+        state["opt"] = torch.optim.AdamW([state["low"]], lr=1.0, betas=betas, eps=eps, weight_decay=0.0)
+    state["low"].grad = R
+    before = state["low"].detach().clone()
+    state["opt"].step()
+    delta = state["low"].detach() - before
+    out = param + lr * scale * (delta @ P if m >= n else P @ delta)
+    out = out - lr * weight_decay * out
+    state["step"] = step
+    return out, state
