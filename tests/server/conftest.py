@@ -79,7 +79,17 @@ def _drop_postgres(url: str) -> None:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def pytest_generate_tests(metafunc):
+    """The database a server test runs on: SQLite always; PostgreSQL too for the tests
+    whose behaviour rests on the database (queries, transactions, leases, migrations:
+    modules marked `every_database`). Routing, access control and pages are the same
+    code on both, and run once."""
+    if "database_url" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("every_database") is not None
+        metafunc.parametrize("database_url", ["sqlite", "postgresql"] if both else ["sqlite"], indirect=True)
+
+
+@pytest.fixture
 def database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'data' / 'dlopt.sqlite3'}"

@@ -20,6 +20,8 @@ from server.models import GradingRun, TestResultRow
 
 from server_course import Course
 
+# The scaled-out setup (Celery workers, a shared database): SQLite and PostgreSQL both.
+pytestmark = pytest.mark.every_database
 REDIS_URL = "redis://127.0.0.1:6379/9"
 HERE = Path(__file__).resolve().parent
 

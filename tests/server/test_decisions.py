@@ -14,6 +14,9 @@ from server.auth import COOKIE, csrf_for
 from server_course import fake_source as src
 from server_course import final_row as final
 
+# The behaviour here rests on the database: SQLite and PostgreSQL both (conftest.py).
+pytestmark = pytest.mark.every_database
+
 
 def test_an_extension_moves_the_students_deadline_and_recounts_their_lateness(graded):
     c = graded  # "late": the deadline was 2.5 days ago, 10% a day, 3 days at most

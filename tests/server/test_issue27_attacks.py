@@ -311,6 +311,7 @@ def test_csv_exports_escape_names_that_are_formulas(graded):
 
 
 # -- a flagged run graded before the upgrade --------------------------------------------------------
+@pytest.mark.every_database  # a migration's backfill: both databases
 def test_flagged_runs_graded_before_the_upgrade_stay_in_the_review_queue(database_url):
     from alembic import command
     from sqlalchemy import MetaData, create_engine, select

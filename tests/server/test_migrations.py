@@ -3,6 +3,7 @@ and PostgreSQL; a model change without its migration fails here."""
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -10,6 +11,9 @@ from sqlalchemy import create_engine, inspect
 
 from server.db import alembic_config, migrate
 from server.models import Base
+
+# The behaviour here rests on the database: SQLite and PostgreSQL both (conftest.py).
+pytestmark = pytest.mark.every_database
 
 
 def test_migrations_match_the_models_and_go_down_again(database_url):

@@ -7,11 +7,15 @@ import threading
 import time
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select, update
 
 from autograder.judge.results import SubmissionResult
 from server.app import create_app
 from server.models import GradingRun, TestResultRow, utcnow
+
+# The behaviour here rests on the database: SQLite and PostgreSQL both (conftest.py).
+pytestmark = pytest.mark.every_database
 
 
 def queued_run(c, who="alice", slug="open", text="# fake-score: 8\n") -> int:

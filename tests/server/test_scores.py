@@ -10,6 +10,9 @@ import zipfile
 
 import pytest
 
+# The behaviour here rests on the database: SQLite and PostgreSQL both (conftest.py).
+pytestmark = pytest.mark.every_database
+
 
 def src(score: float) -> str:
     return f"# fake-score: {score}\ndef double(x):\n    return 2 * x\n"

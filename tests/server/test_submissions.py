@@ -14,6 +14,9 @@ from sqlalchemy import func, select
 
 from server.models import GradingRun, Submission
 
+# The behaviour here rests on the database: SQLite and PostgreSQL both (conftest.py).
+pytestmark = pytest.mark.every_database
+
 GOOD = "def double(x):\n    return 2 * x\n"
 
 
