@@ -17,13 +17,9 @@ from rich.table import Table
 
 from autograder import assignment as assignments
 from autograder import settings
-from autograder.authoring import audit, scaffold
-from autograder.authoring.importer import import_master
+from autograder.authoring import scaffold
 from autograder.authoring.notebook import ReleaseError, extract
-from autograder.authoring.release import check_many, release
-from autograder.grading import find_submissions, grade
 from autograder.judge.results import SubmissionResult
-from autograder.sandbox import sandbox_report
 from autograder.text import visible, visible_all
 
 from . import client, staff
@@ -41,6 +37,7 @@ def shown(text) -> str:
 
 
 def _grade_many(a: assignments.Assignment, paths: list[Path], jobs: int, **kw) -> list[SubmissionResult]:
+    from autograder.grading import grade
     results: list[SubmissionResult | None] = [None] * len(paths)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
@@ -100,6 +97,7 @@ def _test_table(r: SubmissionResult, show_hidden: bool) -> Table:
 
 
 def cmd_grade(args) -> int:
+    from autograder.grading import find_submissions
     a = assignments.load(args.assignment)
     paths = find_submissions(args.submissions)
     if not paths:
@@ -134,6 +132,7 @@ def cmd_grade(args) -> int:
 
 
 def cmd_test(args) -> int:
+    from autograder.grading import grade
     nb = Path(args.notebook)
     slug = args.assignment or extract(nb).metadata.get("slug")
     if not slug:
@@ -153,6 +152,7 @@ def cmd_test(args) -> int:
 
 
 def cmd_release(args) -> int:
+    from autograder.authoring.release import release
     a = assignments.load(args.assignment)
     written = release(a, Path(args.out), server=args.server)
     for p in written:
@@ -161,6 +161,7 @@ def cmd_release(args) -> int:
 
 
 def cmd_check(args) -> int:
+    from autograder.authoring.release import check_many
     slugs = args.assignments or assignments.all_slugs(finished_only=True)
     ok = True
     # One pool for all the assignments: each report is printed as soon as its jobs are done.
@@ -188,6 +189,7 @@ def cmd_new(args) -> int:
 
 
 def cmd_audit(args) -> int:
+    from autograder.authoring import audit
     a = assignments.load(args.assignment)
     if args.list:
         for m in audit.mutants(audit.master_source(a), audit._graded_names(a)):
@@ -239,6 +241,8 @@ def cmd_demo(args) -> int:
     import time
     import tomllib
 
+    from autograder.grading import find_submissions, grade
+
     started = time.monotonic()
     plan, expected_of = [], {}
     for slug in assignments.all_slugs(finished_only=True):
@@ -273,6 +277,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_import(args) -> int:
+    from autograder.authoring.importer import import_master
     try:
         report = import_master(args.tool, Path(args.master), Path(args.folder))
     except (ReleaseError, OSError, ValueError) as e:
@@ -286,6 +291,8 @@ def cmd_import(args) -> int:
 
 def cmd_doctor(args) -> int:
     import torch
+
+    from autograder.sandbox import sandbox_report
 
     console.print({"sandbox": sandbox_report(), "torch": torch.__version__, "cuda": torch.cuda.is_available()})
     return 0
