@@ -256,3 +256,18 @@ def test_gpu_sandboxes_get_a_private_shm_and_a_read_only_sys(gpu):
         assert sys_write != "writable"
     else:
         assert shm != "writable" and not sys_visible and nvml is None
+
+
+def test_a_child_that_dies_loading_the_code_is_not_started_over_and_over():
+    """os._exit in a class body kills every child at import: after two such starts in a row
+    the judge stops starting new ones (each costs a container on the docker runner), and
+    every later call fails at once with the same reason."""
+    code = StudentCode(source="import os\nclass Quit:\n    os._exit(3)\ndef f(x):\n    return x\n",
+                       limits=Limits(call_seconds=10, submission_seconds=60))
+    try:
+        for _ in range(5):
+            with pytest.raises(StudentCrash, match="exited with code 3"):
+                code.call("f", 1)
+        assert code.restarts == 2
+    finally:
+        code.close()

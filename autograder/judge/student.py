@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 IMPORT_GRACE_SECONDS = 60.0
 MAX_FINDINGS = 1_000  # forbidden routines kept per submission  # torch's import and the submission's top level, on a slow disk
 MAX_RESTARTS = 25
+# A child that dies while loading the code twice in a row: the code's import kills it (an
+# exit in a class body, a crash in an extension), and every later start would end alike.
+LOAD_CRASH_LIMIT = 2
 
 
 class StudentFailure(Exception):
@@ -179,6 +182,8 @@ class StudentCode:
         # no CPU) and a busy host (time in the run queue) is never charged.
         self.waited = 0.0
         self.restarts = 0
+        self.load_crashes = 0  # consecutive children that died loading the code
+        self.load_crash_message = ""
         self.load_error: dict | None = None
         self.names: list[str] = []
         self.forbidden_found: list[dict] = []
@@ -239,11 +244,19 @@ class StudentCode:
             self.close()
         if self.restarts >= MAX_RESTARTS:
             raise StudentCrash("your code's process was restarted too many times; later tests were not run")
+        if self.load_crashes >= LOAD_CRASH_LIMIT:
+            raise StudentCrash(f"{self.load_crash_message} (at each of {self.load_crashes} starts; not started again)")
         if self._over_budget():
             raise StudentTimeout(f"{self._budget_message()}; later tests were not run")
         self.restarts += 1
         self.handle = self.runner.start()
-        reply = self._exchange(Request("load", source=self.source), IMPORT_GRACE_SECONDS, "loading your code")
+        try:
+            reply = self._exchange(Request("load", source=self.source), IMPORT_GRACE_SECONDS, "loading your code")
+        except StudentCrash as e:
+            self.load_crashes += 1
+            self.load_crash_message = str(e)
+            raise
+        self.load_crashes = 0
         if reply.error is not None and reply.error.type == "GuardError":
             # Not the student's doing (it runs before their code): a grader error for staff,
             # and this child is not used (the next call starts another, which says so again).
