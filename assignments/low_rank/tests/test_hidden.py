@@ -410,7 +410,7 @@ def _galore_run(student, device, label, shape, rank, steps, return_last_args=Fal
 
 
 @GALORE
-@pytest.mark.points(4)
+@pytest.mark.points(3)
 def test_galore_tall_matrix_with_refreshes(student, device):
     """A tall 40 x 16 matrix (m >= n: P = Vh[:rank], R = grad P^T), the projector refreshed
     on steps 1, 4 and 7 (update_proj_gap = 3), moments kept across refreshes."""
@@ -432,6 +432,35 @@ def test_galore_projector_kept_between_refreshes(student, device):
 
 
 @GALORE
+@pytest.mark.points(1)
+def test_galore_square_matrix_uses_the_right_projector(student, device):
+    """m = n counts as m >= n: P = Vh[:rank] and R = grad P^T (an edge case of its own)."""
+    _galore_run(student, device, "galore-square", (14, 14), 3, 5, lr=1e-2, update_proj_gap=2)
+
+
+@GALORE
+@pytest.mark.points(1)
+def test_galore_default_gap_is_200(student, device):
+    """update_proj_gap left at its default, 202 steps of a small matrix: the projector is
+    recomputed on step 201, not before and not after (checked on steps 199 to 202)."""
+    g = generator("galore-gap")
+    shape, rank, lr = (6, 4), 2, 1e-2
+    param, r_param, state, r_state = None, None, {}, {}
+    param = randn(g, *shape)
+    r_param = param.double()
+    for t in range(1, 203):
+        grad = randn(g, *shape)
+        call = describe_call("galore_adamw_step", param, grad, f"<state after {t - 1} steps>", lr=lr, rank=rank)
+        new, state = expect_tuple(student.call("galore_adamw_step", param.to(device), grad.to(device), state, lr=lr,
+                                               rank=rank).value, 2, call=call, names="new param, state")
+        r_param, r_state = ref.galore_adamw_step(r_param, grad, r_state, lr=lr, rank=rank)
+        if t >= 199:
+            expect_close(new, r_param.float(), call=call, what=f"the parameter after step {t}",
+                         tol=C.galore_tol(r_param), why="update_proj_gap defaults to 200: refresh on steps 1, 201, ...")
+        param = new.to("cpu")
+
+
+@GALORE
 @pytest.mark.points(2)
 def test_galore_refresh_every_step(student, device):
     """update_proj_gap = 1: a new projector at every step, the moments carried over."""
@@ -448,7 +477,7 @@ def test_galore_singular_vector_signs(student, device):
 
 
 @GALORE
-@pytest.mark.points(4)
+@pytest.mark.points(3)
 def test_galore_hyperparameters_and_weight_decay(student, device):
     """Other betas, eps, scale and weight decay (applied after the step: param -= lr wd param)."""
     _galore_run(student, device, "galore-hyper", (18, 14), 5, 6, lr=5e-2, update_proj_gap=4, scale=0.5,
