@@ -6,6 +6,8 @@ torch.optim.AdamW) as `ns["MuonAdamW"]`, and compares.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 
@@ -34,7 +36,11 @@ def run_with_gradients(ns, initial, groups, grads, reload_at=(), schedule=(), as
     history = []
     for t, step_grads in enumerate(grads):
         if t in reload_at:
-            saved = opt.state_dict()
+            # A checkpoint as a new process would read it: a copy of the state dict, and
+            # new parameter objects holding the same values (state kept anywhere but in
+            # self.state, on the parameters or in the class, does not survive it).
+            saved = copy.deepcopy(opt.state_dict())
+            params = [torch.nn.Parameter(p.detach().clone()) for p in params]
             opt = ns["MuonAdamW"](_groups(params, groups))
             opt.load_state_dict(saved)
         for group in opt.param_groups:

@@ -43,14 +43,21 @@ def batches(student, n, b, k, scheme, seed):
 SB = pytest.mark.function("sample_batches")
 
 
-# -- sample_batches: shape, range, exact schemes (17 points) ---------------------------
+# -- sample_batches: shape, range, exact schemes, edge cases (17 points) ---------------
 @SB
-@pytest.mark.points(1)
+@pytest.mark.points(0.75)
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_shape_dtype_and_range(student, scheme):
     batches(student, 13, 4, 10, scheme, 3)
-    # No batches asked for: an empty int64[0, batch_size] (dlopt audit: [1, b], [b, 0] survived).
-    batches(student, 13, 4, 0, scheme, 3)
+
+
+@SB
+@pytest.mark.points(1)
+def test_no_batches_give_an_empty_tensor(student):
+    """num_batches = 0 (an edge case the notebook states): an empty int64[0, batch_size]
+    for every scheme (dlopt audit: [1, b], [b, 0] survived)."""
+    for scheme in SCHEMES:
+        batches(student, 13, 4, 0, scheme, 3)
 
 
 @SB
@@ -99,16 +106,18 @@ def test_reproducible_for_a_seed(student):
 
 
 @SB
-@pytest.mark.points(1)
-def test_bad_arguments_raise_value_error(student):
-    for args in [(5, 6, 2, "uniform", 0), (5, 2, 2, "shuffled", 0)]:
-        try:
-            student.call("sample_batches", *args)
-        except Exception as e:  # noqa: BLE001  (the student's exception type is what we check)
-            if "ValueError" not in str(e):
-                raise GradingFailure(f"sample_batches{args}: expected ValueError, got: {str(e)[:200]}") from None
-        else:
-            raise GradingFailure(f"sample_batches{args}: expected ValueError, nothing was raised")
+@pytest.mark.points(0.5)
+@pytest.mark.parametrize("args", [(5, 6, 2, "uniform", 0), (5, 2, 2, "shuffled", 0)],
+                         ids=["batch_size_above_n", "unknown_scheme"])
+def test_bad_arguments_raise_value_error(student, args):
+    """Two edge cases, a test each: batch_size > n (uniform too) and an unknown scheme."""
+    try:
+        student.call("sample_batches", *args)
+    except Exception as e:  # noqa: BLE001  (the student's exception type is what we check)
+        if "ValueError" not in str(e):
+            raise GradingFailure(f"sample_batches{args}: expected ValueError, got: {str(e)[:200]}") from None
+    else:
+        raise GradingFailure(f"sample_batches{args}: expected ValueError, nothing was raised")
 
 
 # -- sample_batches: laws of the random schemes (26 points) --------------------------
@@ -380,31 +389,45 @@ def _losses(student, *args):
 
 
 @SGD
-@pytest.mark.points(3)
-def test_sgd_losses_shape_dtype_start_and_inputs_unchanged(student):
+@pytest.mark.points(1)
+def test_sgd_losses_shape_dtype_and_start(student):
     A, y, x0 = _ls_problem("ls-start")
     args = (A, y, x0, 0.05, 5, 4, "cyclic", 0)
-    res = student.call("sgd_least_squares", *args, return_args=True)
-    call = describe_call("sgd_least_squares", *args)
-    got = res.value
-    if not isinstance(got, torch.Tensor) or tuple(got.shape) != (6,):
-        raise GradingFailure(f"{call}: expected losses of shape [6] (f at x0, then after each epoch), "
-                             f"got {getattr(got, 'shape', type(got).__name__)}")
+    got, call = _losses(student, *args)
     if got.dtype != torch.float64:
         raise GradingFailure(f"{call}: losses must be float64, got {got.dtype}")
-    for name, before, after in zip(("A", "y", "x0"), (A, y, x0), (res.args_after or [None] * 3)[:3]):
-        expect_unchanged(before, after, call=call, name=name)
     expect_close(got[:1], torch.tensor([ref.least_squares_loss(A, y, x0)], dtype=torch.float64), call=call,
                  what="losses[0]", **F64, why="losses[0] is f(x0) = ||A x0 - y||^2 / (2 n)")
     # Shape and start are worth points only in a run that trains.
     expect_close(got, ref.sgd_least_squares(*args), call=call, what="the losses", **F64,
                  why="each step: x -= lr * A_S.T @ (A_S @ x - y_S) / |S|")
-    # float32 inputs: the losses are still float64, computed in float64 from the inputs'
-    # values (dlopt audit: a missing cast survived float64-only inputs).
-    args32 = (A.float(), y.float(), x0.float(), *args[3:])
-    call32 = describe_call("sgd_least_squares", *args32)
-    got32 = student.call("sgd_least_squares", *args32).value
-    want32 = ref.sgd_least_squares(A.float().double(), y.float().double(), x0.float().double(), *args[3:])
+
+
+@SGD
+@pytest.mark.points(1)
+def test_sgd_leaves_its_inputs_unchanged(student):
+    """A, y and x0 are as they were after the call (float64 x0: x0.double() is x0 itself)."""
+    A, y, x0 = _ls_problem("ls-unchanged")
+    args = (A, y, x0, 0.05, 5, 4, "cyclic", 0)
+    want = ref.sgd_least_squares(*args)
+    res = student.call("sgd_least_squares", *args, return_args=True)
+    call = describe_call("sgd_least_squares", *args)
+    for name, before, after in zip(("A", "y", "x0"), (A, y, x0), (res.args_after or [None] * 3)[:3]):
+        expect_unchanged(before, after, call=call, name=name)
+    # Leaving the inputs alone is worth points only in a call that computes the answer.
+    expect_close(res.value, want, call=call, what="the losses", **F64,
+                 why="each step: x -= lr * A_S.T @ (A_S @ x - y_S) / |S|")
+
+
+@SGD
+@pytest.mark.points(1)
+def test_sgd_float32_inputs_are_computed_in_float64(student):
+    """float32 inputs: the losses are still float64, computed in float64 from the inputs'
+    values, as the notebook states (dlopt audit: a missing cast survived float64-only inputs)."""
+    A, y, x0 = _ls_problem("ls-start")
+    args32 = (A.float(), y.float(), x0.float(), 0.05, 5, 4, "cyclic", 0)
+    got32, call32 = _losses(student, *args32)
+    want32 = ref.sgd_least_squares(A.float().double(), y.float().double(), x0.float().double(), *args32[3:])
     expect_close(got32, want32, call=call32, what="the losses", **F64,
                  why="compute in float64 whatever the inputs' dtype: A.double(), y.double(), x0.double()")
 

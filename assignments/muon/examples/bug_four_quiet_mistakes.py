@@ -1,0 +1,99 @@
+"""WRONG (4 bugs): MuonAdamW keeps Muon buffers in a class-level dict (state_dict() carries none),
+ignores each group's momentum, decays after the update; muon_step ignores ns_steps."""
+import math
+
+import torch
+
+def newton_schulz(G, steps=5, coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7):
+    """Orthogonalize G [m, n] by `steps` Newton-Schulz iterations in bfloat16; returns bfloat16 [m, n]."""
+    a, b, c = coefficients
+    X = G.bfloat16()
+    tall = G.size(0) > G.size(1)
+    if tall:
+        X = X.T
+    X = X / X.norm().clamp(min=eps)
+    for _ in range(steps):
+        A = X @ X.T
+        B = torch.addmm(A, A, A, beta=b, alpha=c)
+        X = torch.addmm(X, B, X, beta=a)
+    return X.T if tall else X
+
+def muon_step(param, grad, buf, lr, momentum=0.95, nesterov=True, weight_decay=0.1, ns_steps=5,
+              adjust_lr_fn=None):
+    """One step of torch.optim.Muon for one matrix; returns (new_param, new_buf)."""
+    buf = torch.zeros_like(grad) if buf is None else buf
+    buf = buf.lerp(grad, 1 - momentum)
+    direction = grad.lerp(buf, momentum) if nesterov else buf
+    O = newton_schulz(direction)   # BUG: ns_steps ignored
+    m, n = param.shape
+    if adjust_lr_fn == "match_rms_adamw":
+        adjusted = 0.2 * lr * math.sqrt(max(m, n))
+    else:
+        adjusted = lr * math.sqrt(max(1.0, m / n))
+    new = param * (1 - lr * weight_decay) - adjusted * O.to(param.dtype)
+    return new, buf
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon on the groups with use_muon=True (matrices only), AdamW on the others."""
+
+    MUON_DEFAULTS = dict(lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0, ns_steps=5, adjust_lr_fn=None)
+    ADAMW_DEFAULTS = dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0)
+
+    def __init__(self, param_groups):
+        """Fill each group's missing options from its kind's defaults; ValueError for a
+        parameter that is not 2-D in a Muon group."""
+        groups = []
+        for given in param_groups:
+            group = dict(given)
+            params = group["params"]
+            group["params"] = [params] if isinstance(params, torch.Tensor) else list(params)
+            for key, value in (self.MUON_DEFAULTS if group["use_muon"] else self.ADAMW_DEFAULTS).items():
+                group.setdefault(key, value)
+            if group["use_muon"]:
+                for p in group["params"]:
+                    if p.ndim != 2:
+                        raise ValueError(f"Muon groups take matrices only; got a parameter of shape {tuple(p.shape)}")
+            groups.append(group)
+        super().__init__(groups, {})
+
+    _buffers = {}   # momentum buffers, one per matrix (BUG: class-level, outside self.state)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if group["use_muon"]:
+                    mu = self.MUON_DEFAULTS["momentum"]            # BUG: ignores the group's momentum
+                    buf = self._buffers.get(p, torch.zeros_like(p.grad))
+                    buf = buf.lerp(p.grad, 1 - mu)
+                    self._buffers[p] = buf
+                    d = p.grad.lerp(buf, mu) if group["nesterov"] else buf
+                    O = newton_schulz(d, group["ns_steps"])
+                    m, n = p.shape
+                    if group["adjust_lr_fn"] == "match_rms_adamw":
+                        lr_adj = 0.2 * group["lr"] * math.sqrt(max(m, n))
+                    else:
+                        lr_adj = group["lr"] * math.sqrt(max(1.0, m / n))
+                    p.add_(O.to(p.dtype), alpha=-lr_adj)
+                    p.mul_(1 - group["lr"] * group["weight_decay"])   # BUG: decay after the update
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                beta1, beta2 = group["betas"]
+                state["step"] += 1
+                t = float(state["step"])
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                state["exp_avg"].lerp_(p.grad, 1 - beta1)
+                state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                denom = (state["exp_avg_sq"].sqrt() / math.sqrt(1 - beta2 ** t)).add_(group["eps"])
+                p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1 ** t))
+        return loss
