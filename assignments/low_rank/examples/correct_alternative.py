@@ -36,8 +36,8 @@ class LoRALinear(torch.nn.Module):
         bound = 1.0 / math.sqrt(in_f)
         g = torch.Generator().manual_seed(seed)
         self.lora_A = torch.nn.Parameter(torch.empty(r, in_f, dtype=base.weight.dtype).uniform_(-bound, bound,
-                                                                                                 generator=g))
-        self.lora_B = torch.nn.Parameter(torch.zeros(out_f, r, dtype=base.weight.dtype))
+                                                                                                 generator=g).to(base.weight.device))
+        self.lora_B = torch.nn.Parameter(torch.zeros(out_f, r, dtype=base.weight.dtype, device=base.weight.device))
         self.scaling = alpha / r
         self._merged = False
 

@@ -39,9 +39,10 @@ class LoRALinear(torch.nn.Module):
             self.base.bias.requires_grad = False
         out_features, in_features = base.weight.shape
         kw = dict(dtype=base.weight.dtype, device=base.weight.device)
-        self.lora_A = torch.nn.Parameter(torch.empty(r, in_features, **kw))
+        A = torch.empty(r, in_features, dtype=base.weight.dtype)  # drawn on the CPU: the generator is a CPU one
+        torch.nn.init.kaiming_uniform_(A, a=math.sqrt(5), generator=torch.Generator().manual_seed(seed))
+        self.lora_A = torch.nn.Parameter(A.to(base.weight.device))
         self.lora_B = torch.nn.Parameter(torch.empty(out_features, r, **kw))
-        torch.nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=torch.Generator().manual_seed(seed))
         torch.nn.init.zeros_(self.lora_B)
         self.register_buffer("scaling", torch.tensor(alpha / r, **kw))
         self.is_merged = False

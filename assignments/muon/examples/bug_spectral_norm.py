@@ -11,7 +11,7 @@ def newton_schulz(G, steps=5, coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7):
     tall = G.size(0) > G.size(1)
     if tall:
         X = X.T
-    v = torch.ones(X.shape[1], dtype=torch.float32)
+    v = torch.ones(X.shape[1], dtype=torch.float32, device=X.device)
     Xf = X.float()
     for _ in range(30):
         v = Xf.T @ (Xf @ v)
