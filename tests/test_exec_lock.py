@@ -322,7 +322,7 @@ def test_the_forbidden_modules_source_cannot_be_read_or_run_again():
 
 @pytest.mark.parametrize("slug,example,score", [
     ("attention", "hostile_page_cache_reply.py", 88.0),
-    ("ring_allreduce", "hostile_files_plus_junk.py", 6.975753),
+    ("ring_allreduce", "hostile_files_plus_junk.py", 7.833334),
     ("sgd_sampling", "hostile_terminal_escapes.py", 83.0),
     ("adam", "hostile_sleeps.py", 3.0),
 ])

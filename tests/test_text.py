@@ -75,8 +75,8 @@ def test_dlopt_grade_verbose_and_gradescope_show_escapes(captured, monkeypatch, 
     name = f"sub{CLEAR}{TITLE}.py"
     stub = SimpleNamespace(slug="adam", title="Adam")
     monkeypatch.setattr(cli.assignments, "load", lambda _slug: stub)
-    monkeypatch.setattr(cli, "find_submissions", lambda _paths: [Path(name)])
-    monkeypatch.setattr(cli, "grade", lambda a, path, **kw: hostile_result(str(path)))
+    monkeypatch.setattr("autograder.grading.find_submissions", lambda _paths: [Path(name)])
+    monkeypatch.setattr("autograder.grading.grade", lambda a, path, **kw: hostile_result(str(path)))
     gs = tmp_path / "results.json"
     args = SimpleNamespace(assignment="adam", submissions=[name], jobs=1, public=False, device=None, runner=None,
                            weak_sandbox=False, verbose=True, json=None, gradescope=str(gs))
@@ -97,7 +97,7 @@ def test_dlopt_test_shows_escapes(captured, monkeypatch, tmp_path):
     nb = tmp_path / "mine.py"
     nb.write_text("x = 1\n")
     monkeypatch.setattr(cli.assignments, "load", lambda _slug: SimpleNamespace(slug="adam", title="Adam"))
-    monkeypatch.setattr(cli, "grade", lambda a, path, **kw: hostile_result(str(path)))
+    monkeypatch.setattr("autograder.grading.grade", lambda a, path, **kw: hostile_result(str(path)))
     assert cli.cmd_test(SimpleNamespace(notebook=str(nb), assignment="adam", device=None)) == 1
     out = captured.getvalue()
     shows_escapes(out)

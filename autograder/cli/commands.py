@@ -37,6 +37,7 @@ def shown(text) -> str:
 
 
 def _grade_many(a: assignments.Assignment, paths: list[Path], jobs: int, **kw) -> list[SubmissionResult]:
+    # the engine (torch) loads in the commands that grade; the HTTP ones (staff, submit) stay light
     from autograder.grading import grade
     results: list[SubmissionResult | None] = [None] * len(paths)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
@@ -97,6 +98,7 @@ def _test_table(r: SubmissionResult, show_hidden: bool) -> Table:
 
 
 def cmd_grade(args) -> int:
+    # the engine (torch) loads in the commands that grade; the HTTP ones (staff, submit) stay light
     from autograder.grading import find_submissions
     a = assignments.load(args.assignment)
     paths = find_submissions(args.submissions)
@@ -132,6 +134,7 @@ def cmd_grade(args) -> int:
 
 
 def cmd_test(args) -> int:
+    # the engine (torch) loads in the commands that grade; the HTTP ones (staff, submit) stay light
     from autograder.grading import grade
     nb = Path(args.notebook)
     slug = args.assignment or extract(nb).metadata.get("slug")
@@ -152,6 +155,7 @@ def cmd_test(args) -> int:
 
 
 def cmd_release(args) -> int:
+    # the engine (torch) loads in the commands that grade; the HTTP ones (staff, submit) stay light
     from autograder.authoring.release import release
     a = assignments.load(args.assignment)
     written = release(a, Path(args.out), server=args.server)
@@ -161,6 +165,7 @@ def cmd_release(args) -> int:
 
 
 def cmd_check(args) -> int:
+    # the engine (torch) loads in the commands that grade; the HTTP ones (staff, submit) stay light
     from autograder.authoring.release import check_many
     slugs = args.assignments or assignments.all_slugs(finished_only=True)
     ok = True
@@ -189,6 +194,7 @@ def cmd_new(args) -> int:
 
 
 def cmd_audit(args) -> int:
+    # the engine (torch) loads in the commands that grade; the HTTP ones (staff, submit) stay light
     from autograder.authoring import audit
     a = assignments.load(args.assignment)
     if args.list:
@@ -241,6 +247,7 @@ def cmd_demo(args) -> int:
     import time
     import tomllib
 
+    # the engine (torch) loads in the commands that grade; the HTTP ones (staff, submit) stay light
     from autograder.grading import find_submissions, grade
 
     started = time.monotonic()
@@ -277,6 +284,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_import(args) -> int:
+    # the engine (torch) loads in the commands that grade; the HTTP ones (staff, submit) stay light
     from autograder.authoring.importer import import_master
     try:
         report = import_master(args.tool, Path(args.master), Path(args.folder))
@@ -292,6 +300,7 @@ def cmd_import(args) -> int:
 def cmd_doctor(args) -> int:
     import torch
 
+    # the engine (torch) loads in the commands that grade; the HTTP ones (staff, submit) stay light
     from autograder.sandbox import sandbox_report
 
     console.print({"sandbox": sandbox_report(), "torch": torch.__version__, "cuda": torch.cuda.is_available()})

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from autograder.assignment import Assignment
+from autograder.assignment import Assignment, guard_spec
 from autograder.judge.forbidden import validate
 from autograder.sandbox.limits import Limits
 from autograder.settings import RUNNERS
@@ -123,8 +123,6 @@ class GradingJob:
     def function_guards(self) -> dict:
         """The guard of the child that runs each function with runtime rules of its own:
         the assignment's guard plus the function's."""
-        from autograder.assignment import guard_spec
-
         base = self.guard or {}
         out = {}
         for name, rules in (self.function_rules or {}).items():
