@@ -31,6 +31,16 @@ def test_getattr_with_a_constant_name():
     assert found(src) == {("torch._fused_adamw_", "f")}
 
 
+def test_names_built_from_constant_pieces():
+    # getattr with a name joined from pieces, and a dotted name built as a string (for
+    # importlib): both fold to the constant they spell. A string built from pieces that
+    # names nothing forbidden (a label) is no finding, and never a crash of the scan.
+    src = ("import torch\ndef f(p):\n    return getattr(torch.optim, ''.join(['Ad', 'amW']))([p])\n"
+           "def g():\n    return ''.join(['torch.optim.', 'SGD'])\n"
+           "def h():\n    return ''.join(['a', 'b']), chr(97) + 'x', 'loss: ' + 'ok'\n")
+    assert found(src) == {("torch.optim.AdamW", "f"), ("torch.optim.SGD", "g")}
+
+
 def test_allowed_uses_are_not_flagged():
     src = ("import torch\nclass AdamW(torch.optim.Optimizer):\n    pass\n"
            "def f(p):\n    return torch.add(p, 1), torch.optim.Optimizer, torch.foreach\n"

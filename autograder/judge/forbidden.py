@@ -56,11 +56,17 @@ class _Scanner(ast.NodeVisitor):
         if name is not None:
             return name
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
-                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
-                and isinstance(node.args[1].value, str)):
-            base = self.dotted(node.args[0])
-            return f"{base}.{node.args[1].value}" if base else None
+                and len(node.args) >= 2):
+            attr = _fold(node.args[1])  # a constant, or "".join([...]) / chr(...) of constants
+            base = self.dotted(node.args[0]) if attr is not None else None
+            return f"{base}.{attr}" if base else None
         return None
+
+    def _string(self, value: str, node: ast.AST, built: bool) -> None:
+        """A string built from constants that names a forbidden API (importlib's way in)."""
+        name = value.strip()
+        if built and name and all(p.isidentifier() for p in name.split(".")):
+            self.report(name, node)
 
     def report(self, name: str | None, node: ast.AST) -> None:
         if name and _matches(name, self.patterns):

@@ -66,6 +66,11 @@ def describe_ops(kind: str, kwargs: dict, ops: list) -> str:
     return f"{'KVCache' if kind == 'kv' else 'SinkCache'}({args}){heads}, then " + ", ".join(parts)
 
 
+def copied(x):
+    """A tensor's own copy (anything else as it is)."""
+    return x.clone() if isinstance(x, torch.Tensor) else x
+
+
 def truth_of(kind: str, kwargs: dict, ops: list, ref) -> list[dict]:
     """The float64 replay of `ops` on the reference: per op its output (prefill/decode),
     len, keys and values, and the keys/values it attended over (for the bound)."""
