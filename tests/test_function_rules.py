@@ -15,7 +15,8 @@ from autograder.grading import grade
 
 TOML = '''slug = "rules"
 title = "Per-function rules probe"
-points = 4
+points = 5
+harness = "harness.py"
 public_tests = []
 hidden_tests = ["tests/test_hidden.py"]
 finished = false
@@ -60,6 +61,17 @@ def test_auto_grad_after_the_guarded_function(student):
         pass
     got = student.call("auto_grad", x).value
     assert torch.equal(got, 2 * x), f"auto_grad returned {got!r}"
+
+@pytest.mark.points(1)
+@pytest.mark.function("manual_grad")
+def test_manual_grad_through_a_task(student):
+    x = torch.tensor([2.0, 1.0])
+    got = student.task("run", "manual_grad", x).value
+    assert torch.equal(got, 2 * x), f"manual_grad returned {got!r}"
+'''
+HARNESS = '''
+def run(ns, name, x):
+    return ns[name](x)
 '''
 AUTO = '''
 def auto_grad(x):
@@ -75,6 +87,7 @@ def probe(tmp_path_factory):
     (root / "assignment.toml").write_text(TOML)
     (root / "tests").mkdir()
     (root / "tests" / "test_hidden.py").write_text(SUITE)
+    (root / "harness.py").write_text(HARNESS)
     return assignment.load(root)
 
 
@@ -102,7 +115,7 @@ def test_the_schema_takes_a_table_per_function(probe, tmp_path):
 
 def test_autograd_elsewhere_is_allowed_and_the_honest_function_scores(probe, tmp_path):
     result, tests = _grade(probe, tmp_path, "def manual_grad(x):\n    return 2 * x\n")
-    assert result.score == 4, [(t.name, t.feedback) for t in result.tests]
+    assert result.score == 5, [(t.name, t.feedback) for t in result.tests]
     assert result.forbidden == []
 
 
@@ -128,6 +141,11 @@ def test_a_computed_name_meets_the_guard_in_that_function_only(probe, tmp_path):
         ''')
     assert tests["test_manual_grad"].points == 0, tests["test_manual_grad"].feedback
     assert "autograd" in tests["test_manual_grad"].feedback
+    # A harness task of a test marked manual_grad runs in that function's guarded child too.
+    # (Its points go with the function's finding either way; the refusal inside the task is
+    # what shows the guard was there.)
+    task = tests["test_manual_grad_through_a_task"]
+    assert task.points == 0 and "forbidden by the assignment" in task.feedback, task.feedback
     assert tests["test_auto_grad"].points == 1 and tests["test_auto_grad_after_the_guarded_function"].points == 1
     assert any(f["function"] == "manual_grad" for f in result.forbidden), result.forbidden
 

@@ -15,8 +15,17 @@ def _make(ns, kind: str, kwargs: dict):
     return cls(**kwargs)
 
 
+def returned(o) -> dict:
+    """What a function returned instead of a tensor, as the judge describes it."""
+    return {"returned": f"{type(o).__name__} {repr(o)[:120]}"}
+
+
+def _tensor_or_description(o):
+    return o.detach().clone() if isinstance(o, torch.Tensor) else returned(o)
+
+
 def _keys_values(cache):
-    return cache.keys().detach().clone(), cache.values().detach().clone()
+    return _tensor_or_description(cache.keys()), _tensor_or_description(cache.values())
 
 
 def run_cache(ns, kind, kwargs, ops, snapshots=True):
@@ -37,7 +46,7 @@ def run_cache(ns, kind, kwargs, ops, snapshots=True):
             else:
                 fn = ns["prefill"] if op[0] == "prefill" else ns["decode_step"]
                 o = fn(op[1], op[2], op[3], cache)
-                step["output"] = o.detach().clone() if isinstance(o, torch.Tensor) else repr(o)[:200]
+                step["output"] = o.detach().clone() if isinstance(o, torch.Tensor) else returned(o)
             step["len"] = len(cache)
             if snapshots:
                 step["keys"], step["values"] = _keys_values(cache)
@@ -57,7 +66,8 @@ def append_past_end(ns, kwargs, fill, extra, device="cpu"):
     B, H, D, dtype = kwargs["batch"], kwargs["kv_heads"], kwargs["head_dim"], kwargs["dtype"]
     g = torch.Generator().manual_seed(5)
     first = _draw(g, B, H, fill, D, dtype, device)
-    cache.append(first, -first)
+    if fill:
+        cache.append(first, -first)
     more = _draw(g, B, H, extra, D, dtype, device)
     try:
         cache.append(more, -more)
@@ -126,7 +136,7 @@ def _stream(ns, cache, plan, keep_last):
         if op[0] == "append":
             cache.append(op[1], op[2])
         else:
-            outs.append(ns["decode_step"](op[1], op[2], op[3], cache).detach().clone())
+            outs.append(_tensor_or_description(ns["decode_step"](op[1], op[2], op[3], cache)))
             del outs[:-keep_last]
     return outs
 

@@ -457,7 +457,10 @@ class StudentCode:
 
     def _request(self, op: str, fn: str, args, kwargs, timeout, return_args, what,
                  inference: bool = False, watch: bool = False) -> CallResult:
-        self._use_guard_of(fn if op == "call" else None)
+        # A task runs the graded function of its test (the suite's function marker): it gets
+        # that function's guarded child, as a call of it does (a multi-process harness's ranks
+        # are forked from that child and keep its guard).
+        self._use_guard_of(fn if op == "call" else self._task_function())
         self._ensure_started()
         if self.load_error is not None:
             raise SubmissionLoadError("loading your code", self.load_error, self.line_map)
