@@ -37,6 +37,13 @@ def test_every_rule_makes_mutants_and_only_of_graded_functions():
         assert m.source != TOY
 
 
+def test_the_helpers_a_graded_function_uses_are_mutated_too():
+    src = ("def _scale(x):\n    return x * 2.0\n\ndef _twice(x):\n    return _scale(x) - 1\n\n"
+           "def g(x):\n    return _twice(x) + 1\n\ndef unused(x):\n    return x - 1\n")
+    assert audit.reached(__import__("ast").parse(src), ["g"]) == ["g", "_twice", "_scale"]
+    assert {m.function for m in audit.mutants(src, ["g"])} == {"g", "_twice", "_scale"}
+
+
 def test_keys_stay_the_same_when_the_code_around_moves():
     before = {m.key for m in audit.mutants(TOY, ["f"])}
     after = {m.key for m in audit.mutants("# a comment\nimport math\n" + TOY, ["f"])}

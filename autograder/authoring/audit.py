@@ -192,9 +192,25 @@ def _segment(source: str, node: ast.AST) -> str:
     return " ".join(text.split())[:80]
 
 
+def reached(tree: ast.Module, names: list[str]) -> list[str]:
+    """`names` and the top-level functions and classes they use, transitively (a graded
+    function's helpers: a mistake in `_attend` is a mistake in prefill)."""
+    top = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+    wanted, frontier = list(dict.fromkeys(names)), list(names)
+    while frontier:
+        node = top.get(frontier.pop())
+        for ref in ast.walk(node) if node is not None else ():
+            if isinstance(ref, ast.Name) and ref.id in top and ref.id not in wanted:
+                wanted.append(ref.id)
+                frontier.append(ref.id)
+    return wanted
+
+
 def mutants(source: str, names: list[str]) -> list[Mutant]:
-    """Every single-change mutant of the top-level functions and classes in `names`."""
+    """Every single-change mutant of the top-level functions and classes in `names` and of
+    the helpers they use."""
     tree = ast.parse(source)
+    names = reached(tree, names)
     targets = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef) and n.name in names]
     plan = []  # (function, node ordinal in the walk of the tree, site ordinal at the node, operator)
     order = {id(n): i for i, n in enumerate(ast.walk(tree))}
@@ -331,7 +347,7 @@ def _outcome(r) -> str:
 def audit(a: Assignment, budget: int | None = None, jobs: int = 2, seed: int = 0, progress=None,
           fresh: bool = False) -> AuditReport:
     source = master_source(a)
-    names = _graded_names(a)
+    names = reached(ast.parse(source), _graded_names(a))  # the graded functions and their helpers
     every = mutants(source, names)
     picked = every
     if budget is not None and len(every) > budget:

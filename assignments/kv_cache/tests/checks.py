@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from autograder.judge.compare import GradingFailure, describe
+from autograder.judge.compare import describe
 
 KV_FACTOR = 8.0
 HALF = (torch.float16, torch.bfloat16)
