@@ -70,8 +70,8 @@ def run(a, path: Path | str, world: int) -> dict:
            "log": log}
     if reply.get("error") is None:
         outs = [r[0] for r in reply["results"]]
-        row["ok"] = all(o["ok"] and torch.equal(o["value"].double(), want) for o in outs)
-        row["errors"] = [o.get("error") for o in outs if not o["ok"]][:1]
+        row["ok"] = all(o["returned"] and torch.equal(o["value"].double(), want) for o in outs)
+        row["errors"] = [o.get("error") for o in outs if not o["returned"]][:1]
         row["sent_ratio"] = outs[0]["sent"] / (2 * (world - 1) / world * N * 4) if world > 1 else None
     return row
 

@@ -120,6 +120,8 @@ def estimates(ns, fn, x, param, seeds):
                 dense[indices.long()] = values.double()
             else:
                 dense = out.double()
+            if dense.numel() != x.numel():
+                return {"error": f"{fn}(x, {param}, seed={seed}) gave {dense.numel()} entries, expected {x.numel()}"}
             rows.append(dense.reshape(-1).cpu())
         except Exception as e:  # noqa: BLE001 - the student's failure, reported
             return {"error": f"{fn}(x, {param}, seed={seed}) raised or returned something unusable: "

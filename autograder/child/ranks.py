@@ -116,13 +116,13 @@ def _rank_main(ns, rank, world, init_file, cases, conn, device, run_case, allow)
             before, before_to = tools.sent, dict(tools.sent_to)
             try:
                 value = _host(run_case(ns, case[rank], device))
-                out.append({"ok": True, "value": value, "sent": tools.sent - before,
+                out.append({"returned": True, "value": value, "sent": tools.sent - before,
                             "sent_to": {d: n - before_to.get(d, 0) for d, n in tools.sent_to.items()
                                         if n != before_to.get(d, 0)}})
             except BaseException as e:  # noqa: BLE001  (the student's failure, reported)
                 tb = [f"{fs.name}: {fs.line}" for fs in traceback.extract_tb(e.__traceback__)
                       if fs.filename == "submission.py"][-2:]
-                out.append({"ok": False, "error": f"{type(e).__name__}: {e}"[:500], "where": tb,
+                out.append({"returned": False, "error": f"{type(e).__name__}: {e}"[:500], "where": tb,
                             "sent": tools.sent - before})
                 if isinstance(e, ForbiddenCollective):
                     break
@@ -135,16 +135,24 @@ def _rank_main(ns, rank, world, init_file, cases, conn, device, run_case, allow)
             except Exception:  # noqa: BLE001
                 pass
     except BaseException as e:  # noqa: BLE001
-        _send(conn, [{"ok": False, "error": f"process group: {type(e).__name__}: {e}"[:500], "sent": 0}])
+        _send(conn, [{"returned": False, "error": f"process group: {type(e).__name__}: {e}"[:500], "sent": 0}])
     finally:
         conn.close()
         os._exit(0)
 
 
+def _receive(conn) -> list:
+    try:
+        return torch.load(io.BytesIO(conn.recv_bytes()), weights_only=True)
+    except Exception:  # noqa: BLE001 - a dead rank, or a value the safe loader refuses
+        return [{"returned": False, "error": "the rank's process died, or sent back something other than tensors "
+                                       "and numbers", "sent": 0}]
+
+
 def run_ranks(ns, world, cases, run_case, timeout=30.0, device="cpu", allow=_never):
     """cases: a list of per-rank lists (case[rank] = {"op": ..., ...}); `run_case(ns, case,
     device)` runs one in a rank and returns what the judge reads; `allow(case)`: the
-    collectives that case may call. Returns {"results": [per rank: [per case: {"ok",
+    collectives that case may call. Returns {"results": [per rank: [per case: {"returned",
     "value" | "error", "sent", "sent_to"}]], "error": str | None, "device", "backend"}."""
     if device.startswith("cuda") and (torch.cuda.device_count() < world or torch.cuda.is_initialized()):
         # NCCL needs a GPU per rank, and ranks forked from a process that has already
@@ -169,13 +177,15 @@ def run_ranks(ns, world, cases, run_case, timeout=30.0, device="cpu", allow=_nev
     for rank, conn in enumerate(conns):
         left = deadline - time.monotonic()
         if left > 0 and conn.poll(left):
-            try:
-                results[rank] = torch.load(io.BytesIO(conn.recv_bytes()), weights_only=True)
-            except (EOFError, OSError, RuntimeError):
-                results[rank] = [{"ok": False, "error": "the rank's process died", "sent": 0}]
+            results[rank] = _receive(conn)
         else:
+            # What the ranks that did finish raised is usually why the others wait.
+            raised = [f"rank {r}: {c.get('error')}" for r, conn_r in enumerate(conns)
+                      if results[r] is None and conn_r.poll(0)
+                      for c in (_receive(conn_r) or []) if not c.get("returned")]
             error = (f"timeout: rank {rank} (and maybe others) did not finish within {timeout:.0f} s: "
-                     "a deadlock? (every rank blocked in send or recv at the same time)")
+                     "a deadlock? (every rank blocked in send or recv at the same time)"
+                     + (f"; meanwhile {raised[0]}" if raised else ""))
             break
     for p in procs:
         if p.is_alive():

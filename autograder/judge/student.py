@@ -155,7 +155,8 @@ class StudentCode:
     forbidden_patterns: list[str] = field(default_factory=list)
     guard: dict | None = None  # routines the child makes raise before any student code (child/guard.py)
     # Functions called in a child of their own guard ([forbidden.functions.NAME] runtime
-    # rules): {name: guard}. Every other call and every harness task runs under `guard`.
+    # rules): {name: guard}, also for harness tasks of a test marked with that function.
+    # Every other call and task runs under `guard`.
     function_guards: dict = field(default_factory=dict)
     harness: Any = None
     force_weak: bool = False

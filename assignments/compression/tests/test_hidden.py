@@ -27,16 +27,18 @@ HERE = Path(__file__).resolve().parent
 C = load_module(HERE / "checks.py", "compression_checks")
 H = load_module(HERE.parent / "harness.py", "compression_harness")
 
-CALL_SECONDS = 90
-RANK_SECONDS = 20
+CALL_SECONDS = 120
+RANK_SECONDS = 60  # a correct world of 4 ranks finishes its cases in about 1 s
 
 
 def distinct_in(dtype, d, g):
-    """d values of distinct magnitudes, exact in `dtype` (bfloat16 included): a signed
-    permutation of 1..d times 2^-6."""
+    """d values of distinct magnitudes, exact in `dtype`: a signed permutation of 1..d times
+    2^-6 (bfloat16 holds the integers up to 256 exactly: d <= 256 there)."""
     mags = (torch.randperm(d, generator=g) + 1).double() * 2.0**-6
     signs = torch.where(torch.rand(d, generator=g) < 0.5, -1.0, 1.0).double()
-    return (mags * signs).to(dtype)
+    x = (mags * signs).to(dtype)
+    assert x.abs().unique().numel() == d, "ties among the magnitudes"  # the judge's own inputs
+    return x
 
 
 # -- top-k and decompress -------------------------------------------------------------------
@@ -61,7 +63,7 @@ def test_topk_compress(student, device):
     """The k entries of largest magnitude, as a set; float32, float64, bfloat16."""
     score = CaseTally()
     for dtype in (torch.float32, torch.float64, torch.bfloat16):
-        for d, k in ((50, 7), (1000, 100), (33, 32)):
+        for d, k in ((50, 7), (1000 if dtype != torch.bfloat16 else 256, 100), (33, 32)):
             g = generator(f"topk/{dtype}/{d}")
             score.run(topk_case, student, device, distinct_in(dtype, d, g), k)
     score.finish()
@@ -287,6 +289,9 @@ def ef_run(student, device, compressor, grads, error0, what):
             raise GradingFailure(f"{at}: compress was called {len(step['calls'])} times; once per step, on grad + error")
         C.expect_near(step["calls"][0], p, scale, call=at, what="compress's input", why="compress(grad + error)")
         msg = H.compress_with(compressor, step["calls"][0].cpu())
+        for name in ("message", "error"):
+            C.expect_tensor(step[name], call=at, what=f"the {name.replace('error', 'new error')}", shape=g.shape,
+                            dtype=g.dtype)
         C.expect_near(step["message"], msg, scale, call=at, what="message", why="message = compress(grad + error)")
         C.expect_near(step["error"], step["calls"][0].double() - msg.double(), 2 * scale + 4 * u * msg.double().abs(),
                       call=at, what="new_error", why="new_error = (grad + error) - message")
@@ -354,7 +359,7 @@ def run_ranks(student, world, cases, device, what):
 def rank_failure(res) -> str | None:
     if res is None:
         return "no result from this rank"
-    if not res.get("ok"):
+    if not res.get("returned"):
         where = "; ".join(res.get("where") or [])
         return f"raised {res.get('error')}" + (f" (in {where})" if where else "")
     return None
@@ -401,7 +406,11 @@ def local_sgd_check(student, device, label, worlds_steps):
             if msg:
                 msg = f"{what}, rank {rank}: {msg}"
                 break
-            for j, (got, w) in enumerate(zip(res["value"], want)):
+            got_params = res["value"]
+            if not isinstance(got_params, list) or len(got_params) != len(want):
+                msg = f"{what}, rank {rank}: the model's parameters could not be read back"
+                break
+            for j, (got, w) in enumerate(zip(got_params, want)):
                 # float32 training of a few steps against float64: relative 1e-4 of the
                 # parameter's size (measured: the master is within 3e-6).
                 msg = first_failure(C.expect_near, got, w, 1e-4 * (w.abs() + 0.1), call=f"{what}, rank {rank}",
@@ -439,19 +448,26 @@ def test_local_sgd_sends_one_average_per_round(student, device):
     for local_steps, rounds in ((4, 2), (1, 8)):
         cases, _ = local_sgd_cases(f"lsgd-bytes/{local_steps}", world, local_steps, rounds, sizes=sizes, lr=0.01)
         what = f"local_sgd(..., local_steps={local_steps}, rounds={rounds}) on {world} ranks, a [64, 256, 64] MLP"
-        reply = run_ranks(student, world, [cases], device, what)
+        # On gloo whatever the worker: the kernel counts loopback bytes, not NCCL's.
+        reply = run_ranks(student, world, [cases], "cpu", what)
         for rank in range(world):
             res = reply.value["results"][rank][0] if reply.value["results"][rank] else None
             if rank_failure(res):
                 raise GradingFailure(f"{what}, rank {rank}: {rank_failure(res)}")
-        base = baseline(student, world, device)
+        base = baseline(student, world, "cpu")
         if reply.loopback_bytes is None or base is None:
             pytest.skip("no kernel count of the sandbox's loopback here (or NCCL ranks): bytes are not graded")
         sent[local_steps] = max(reply.loopback_bytes - base, 0)
     params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
-    if sent[1] < 8 * params * 4:
-        raise GradingFailure(f"8 rounds of local_sgd on {world} ranks sent {sent[1]:,} bytes in all, less than one "
-                             f"copy of the parameters per round ({8 * params * 4:,}): average with all_reduce")
+    # A ring all-reduce of n float32 sends 2 (p - 1) n 4 bytes in all (gloo's: measured 1.01-1.02x that).
+    per_round = 2 * (world - 1) * params * 4
+    if sent[1] < 0.75 * 8 * per_round:
+        raise GradingFailure(f"8 rounds of local_sgd on {world} ranks sent {sent[1]:,} bytes in all, less than 8 "
+                             f"all-reduces of the parameters ({8 * per_round:,}): average with all_reduce")
+    if sent[4] > 1.25 * 2 * per_round:
+        raise GradingFailure(f"2 rounds of local_sgd (local_steps=4) on {world} ranks sent {sent[4]:,} bytes, more "
+                             f"than 1.25x two all-reduces of the parameters ({2 * per_round:,}): one average per "
+                             "round, nothing else")
     if sent[4] > 0.4 * sent[1]:
         raise GradingFailure(f"local_sgd with local_steps=4 sent {sent[4]:,} bytes, {sent[4] / sent[1]:.2f} of the "
                              f"{sent[1]:,} of local_steps=1 (expected about 0.25): average once per round, "
@@ -508,7 +524,8 @@ def test_gossip_average(student, device):
                     break
                 scale = sum(abs(w) * x.double().abs() for w, x in zip(weights, (xs[(rank - 1) % world], xs[rank],
                                                                                 xs[(rank + 1) % world])))
-                msg = first_failure(C.expect_near, res["value"], want[rank], 4 * C.rounding(dtype) * scale + 1e-30,
+                msg = first_failure(C.expect_tensor, res["value"], call=call, what="x_new", shape=(d,), dtype=dtype) or \
+                    first_failure(C.expect_near, res["value"], want[rank], 4 * C.rounding(dtype) * scale + 1e-30,
                                     call=call, what="x_new",
                                     why="w0 x_{r-1} + w1 x_r + w2 x_{r+1}, neighbours mod the world size")
                 if msg:
@@ -528,7 +545,7 @@ def test_gossip_sends_x_once_to_each_neighbour(student, device):
         cases, xs = gossip_cases("gossip-bytes", world, d, torch.float32, (0.25, 0.5, 0.25))
         what = f"gossip_average(x float32[{d}]) on {world} ranks"
         try:
-            reply = run_ranks(student, world, [cases], device, what)
+            reply = run_ranks(student, world, [cases], "cpu", what)  # gloo: the kernel counts its bytes
         except Deadlock as e:
             score.add(str(e))
             continue
@@ -540,7 +557,7 @@ def test_gossip_sends_x_once_to_each_neighbour(student, device):
             continue
         neighbours = {r: sorted({(r - 1) % world, (r + 1) % world}) for r in range(world)}
         expected = sum(len(n) for n in neighbours.values()) * d * 4
-        base = baseline(student, world, device)
+        base = baseline(student, world, "cpu")
         msg = None
         if reply.loopback_bytes is not None and base is not None:
             sent = reply.loopback_bytes - base

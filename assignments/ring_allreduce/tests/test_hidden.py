@@ -149,7 +149,7 @@ def run(student, world, cases, device, what, inputs_after: list | None = None, e
 def case_failure(result: dict) -> str | None:
     if result is None:
         return "no result from this rank"
-    if not result.get("ok"):
+    if not result.get("returned"):
         where = "; ".join(result.get("where") or [])
         return f"raised {result.get('error')}" + (f" (in {where})" if where else "")
     return None

@@ -22,7 +22,7 @@ def _run(student, device, world, op, inputs):
         raise GradingFailure(f"{op} on {world} ranks: {reply['error']}")
     out = []
     for rank, res in enumerate(reply["results"]):
-        if not res or not res[0].get("ok"):
+        if not res or not res[0].get("returned"):
             raise GradingFailure(f"{op} on {world} ranks, rank {rank}: {res[0].get('error') if res else 'no result'}")
         out.append(res[0]["value"])
     return out
