@@ -180,9 +180,11 @@ def run_ranks(ns, world, cases, run_case, timeout=30.0, device="cpu", allow=_nev
             results[rank] = _receive(conn)
         else:
             # What the ranks that did finish raised is usually why the others wait.
-            raised = [f"rank {r}: {c.get('error')}" for r, conn_r in enumerate(conns)
-                      if results[r] is None and conn_r.poll(0)
-                      for c in (_receive(conn_r) or []) if not c.get("returned")]
+            for r, conn_r in enumerate(conns):
+                if results[r] is None and conn_r.poll(0):
+                    results[r] = _receive(conn_r)
+            raised = [f"rank {r}: {c.get('error')}" for r, res in enumerate(results) if res
+                      for c in res if not c.get("returned")]
             error = (f"timeout: rank {rank} (and maybe others) did not finish within {timeout:.0f} s: "
                      "a deadlock? (every rank blocked in send or recv at the same time)"
                      + (f"; meanwhile {raised[0]}" if raised else ""))
