@@ -1,14 +1,10 @@
 """Harness of `ring_allreduce`: trusted code that runs in the sandboxed child.
 
-`run_ranks` forks `world` processes from the child (the student's functions are
-already loaded there), each joins a process group of its own making (gloo over
-loopback inside the sandbox's network namespace, rendezvous through a file in the
-private /tmp; NCCL when there is one GPU per rank), runs a list of cases with the
-student's functions, and sends back its results, the bytes it sent through
-send/isend/batch_isend_irecv, and any error: `autograder.child.ranks` does all of
-that, this file says what one case is. Collectives other than `barrier` raise in
-every rank; a rank that does not finish in time (a deadlock) is killed and reported.
-The judge sees only tensors and strings.
+One process per rank, each in a process group of its own making inside the sandbox (gloo
+over loopback, NCCL with one GPU per rank), all of it done by `autograder.child.ranks`:
+this file says what one case of the ring is. Every collective but `barrier` raises in the
+ranks; bytes sent are counted per rank; a deadlock is killed and reported. The judge sees
+only tensors and strings.
 """
 
 from __future__ import annotations
