@@ -33,14 +33,18 @@ def qsgd_levels(x: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor, fl
     return r, r - torch.floor(r), norm
 
 
-def qsgd_input(label_gen, d: int, s: int, seed: int, dtype, margin: float = 1e-4) -> torch.Tensor:
+def qsgd_input(label_gen, d: int, s: int, seed: int, dtype, margin: float = 1e-4, zeros: int = 0) -> torch.Tensor:
     """A random x [d] whose QSGD draw with `seed` has no u_i within `margin` of its threshold
-    and no r_i within `margin` of an integer: every correct arithmetic rounds it the same."""
+    and no r_i within `margin` of an integer: every correct arithmetic rounds it the same.
+    `zeros`: that many entries exactly 0 (level 0 whatever u_i, so exempt from the margins)."""
     u = torch.rand(d, generator=torch.Generator().manual_seed(seed), dtype=torch.float32).double()
     for _ in range(1000):
-        x = torch.randn(d, generator=label_gen, dtype=torch.float64).to(dtype)
+        x = torch.randn(d, generator=label_gen, dtype=torch.float64)
+        x[torch.randperm(d, generator=label_gen)[:zeros]] = 0.0
+        x = x.to(dtype)
         r, p, _ = qsgd_levels(x, s)
-        if (p - u).abs().min() > margin and torch.minimum(p, 1 - p).min() > margin:
+        live = x != 0
+        if (p - u)[live].abs().min() > margin and torch.minimum(p, 1 - p)[live].min() > margin:
             return x
     raise RuntimeError("no QSGD input with the margin found")
 

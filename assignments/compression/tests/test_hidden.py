@@ -209,7 +209,18 @@ def qsgd_case(student, device, x, s, seed):
 
 
 @pytest.mark.function("qsgd")
-@pytest.mark.points(8)
+@pytest.mark.points(2)
+def test_qsgd_with_zero_entries(student, device):
+    """Entries that are exactly 0 (sparse gradients have them): sign(0) = 0, level 0, x_hat_i = 0."""
+    score = CaseTally()
+    for d, s, seed in ((40, 4, 3), (64, 1, 8)):
+        x = C.qsgd_input(generator(f"qsgd-zeros/{d}/{s}/{seed}"), d, s, seed, torch.float32, zeros=d // 4)
+        score.run(qsgd_case, student, device, x, s, seed)
+    score.finish()
+
+
+@pytest.mark.function("qsgd")
+@pytest.mark.points(6)
 def test_qsgd(student, device):
     """Exactly the contract's draw, s = 1, 4, 255, float32 and float64, several seeds."""
     score = CaseTally()
