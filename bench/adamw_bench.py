@@ -3,9 +3,11 @@
 Baseline: torch.optim.AdamW(fused=True), PyTorch's fused CUDA kernel, measured in the
 same run on the same parameters and gradients. Also: foreach=True (multi-tensor) and
 foreach=False (one tensor at a time). Parameters: the tensors of a GPT-2 small (124M
-parameters, 148 tensors), float32; the Triton optimizer launches one kernel per
-tensor; "Triton, flat" updates one flat 124M buffer in one launch (the layout of
-ZeRO/FSDP flat parameters). Times: median of CUDA-event-timed steps after warm-up.
+parameters, 148 tensors), float32; the Triton optimizer updates the 148 tensors in one
+launch of the multi-tensor kernel (reference/triton_multi_tensor.py's packed index);
+"Triton, flat" updates one flat 124M buffer in one launch (the layout of ZeRO/FSDP flat
+parameters); "Triton, per tensor" launches the single-tensor kernel 148 times (the
+previous reference, for comparison). Times: median of CUDA-event-timed steps after warm-up.
 Correctness: after 10 steps, the largest difference from the fused baseline.
 Run on a GPU: `python bench/adamw_bench.py` (prints a markdown table).
 """
@@ -38,6 +40,22 @@ def make_params(shapes, device, seed=0):
     return params
 
 
+class PerTensorAdamW(TritonAdamW):
+    """The single-tensor kernel once per parameter (the reference before the multi-tensor one)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if not self.state[p]:
+                    self.state[p] = self._new_state(p)
+                st = self.state[p]
+                st["step"] += 1
+                fused_adamw_(p, p.grad, st["exp_avg"], st["exp_avg_sq"], st["step"], group["lr"], b1, b2,
+                             group["eps"], group["weight_decay"])
+
+
 def time_steps(step):
     return cuda_median_ms(step, warmup=5, iters=30)
 
@@ -52,7 +70,8 @@ def main():
         "torch fused=True (baseline)": lambda ps: torch.optim.AdamW(ps, fused=True, **hyper),
         "torch foreach=True": lambda ps: torch.optim.AdamW(ps, foreach=True, **hyper),
         "torch foreach=False": lambda ps: torch.optim.AdamW(ps, foreach=False, **hyper),
-        "Triton, per tensor": lambda ps: TritonAdamW(ps, **hyper),
+        "Triton multi-tensor (one launch)": lambda ps: TritonAdamW(ps, **hyper),
+        "Triton, per tensor (148 launches)": lambda ps: PerTensorAdamW(ps, **hyper),
     }
     finals = {}
     for name, make in variants.items():

@@ -1,7 +1,9 @@
 """The Triton unscale-and-check kernel (reference/triton_unscale.py) against PyTorch's
 CUDA kernel `torch._amp_foreach_non_finite_check_and_unscale_` (the baseline, in the
 same run), on the 148 gradients of a GPT-2 small (124M float32 values) and on one flat
-buffer of the same size. Median of 30 CUDA-event-timed calls. Run on a GPU.
+buffer of the same size; the Triton side is one launch of the multi-tensor kernel per
+list (reference/triton_multi_tensor.py). Median of 30 CUDA-event-timed calls. Run on a
+GPU.
 """
 
 from __future__ import annotations

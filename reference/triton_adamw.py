@@ -1,6 +1,9 @@
 """A fused AdamW step in Triton: one kernel reads each parameter, gradient and both
 moments once and writes parameter and moments once (torch.optim.AdamW's update, as in
-`reference.adam.adam_step(decoupled=True)`).
+`reference.adam.adam_step(decoupled=True)`). `fused_adamw_` updates one tensor;
+`fused_adamw_multi_` updates a whole list in one launch (the packed index of
+`reference.triton_multi_tensor`), as torch's fused optimizer does; `TritonAdamW` steps
+every parameter of a group through it.
 
 Arithmetic is float32 whatever the storage dtype, as PyTorch's fused kernel does. The
 kernel runs on a GPU and, with TRITON_INTERPRET=1, on the CPU (Triton's interpreter),
@@ -16,6 +19,7 @@ import math
 import torch
 
 from reference.adam import AdamW
+from reference.triton_multi_tensor import IndexCache
 
 try:
     import triton
@@ -53,6 +57,68 @@ if triton is not None:
         tl.store(v_ptr + offs, v.to(v_ptr.dtype.element_ty), mask=mask)
 
 
+    @triton.jit
+    def _adamw_math(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step_size, inv_sqrt_bc2):
+        p = p * (1.0 - lr * weight_decay)
+        m = beta1 * m + (1.0 - beta1) * g
+        v = beta2 * v + (1.0 - beta2) * g * g
+        p = p - step_size * (m / (tl.sqrt(v) * inv_sqrt_bc2 + eps))
+        return p, m, v
+
+    @triton.jit
+    def _adamw_multi_kernel(P, G, M, V, TABLE, lr, beta1, beta2, eps, weight_decay, step_size, inv_sqrt_bc2,
+                            BLOCK: tl.constexpr, ALIGN: tl.constexpr):
+        # -- this program's chunk: offsets of its tensor from each base, numel, start --
+        row = TABLE + tl.program_id(0).to(tl.int64) * 6
+        n = tl.load(row + 4)
+        start = tl.multiple_of(tl.load(row + 5), BLOCK)
+        idx = start + tl.arange(0, BLOCK)
+        p_ptrs = P + tl.multiple_of(tl.load(row), ALIGN) + idx
+        g_ptrs = G + tl.multiple_of(tl.load(row + 1), ALIGN) + idx
+        m_ptrs = M + tl.multiple_of(tl.load(row + 2), ALIGN) + idx
+        v_ptrs = V + tl.multiple_of(tl.load(row + 3), ALIGN) + idx
+        if start + BLOCK <= n:
+            # a whole chunk: no mask, so the loads stay vectorised
+            p, m, v = _adamw_math(tl.load(p_ptrs).to(tl.float32), tl.load(g_ptrs).to(tl.float32),
+                                  tl.load(m_ptrs).to(tl.float32), tl.load(v_ptrs).to(tl.float32), lr, beta1, beta2,
+                                  eps, weight_decay, step_size, inv_sqrt_bc2)
+            tl.store(p_ptrs, p.to(P.dtype.element_ty))
+            tl.store(m_ptrs, m.to(M.dtype.element_ty))
+            tl.store(v_ptrs, v.to(V.dtype.element_ty))
+        else:
+            mask = idx < n
+            p, m, v = _adamw_math(tl.load(p_ptrs, mask=mask).to(tl.float32),
+                                  tl.load(g_ptrs, mask=mask).to(tl.float32),
+                                  tl.load(m_ptrs, mask=mask).to(tl.float32),
+                                  tl.load(v_ptrs, mask=mask).to(tl.float32), lr, beta1, beta2, eps, weight_decay,
+                                  step_size, inv_sqrt_bc2)
+            tl.store(p_ptrs, p.to(P.dtype.element_ty), mask=mask)
+            tl.store(m_ptrs, m.to(M.dtype.element_ty), mask=mask)
+            tl.store(v_ptrs, v.to(V.dtype.element_ty), mask=mask)
+
+
+MULTI_BLOCK = 2048
+_INDEXES = IndexCache()
+
+
+def fused_adamw_multi_(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+                       exp_avg_sqs: list[torch.Tensor], step: int, lr: float, beta1: float = 0.9,
+                       beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 1e-2) -> None:
+    """One AdamW step, in place, on every tensor of the lists (all at the same step): one
+    launch per group of the packed index (one for a model whose tensors share device and
+    dtypes)."""
+    if triton is None:
+        raise RuntimeError("triton is not installed")
+    if not params:
+        return
+    bc1 = 1.0 - beta1**step
+    bc2 = 1.0 - beta2**step
+    index = _INDEXES.get([params, grads, exp_avgs, exp_avg_sqs], MULTI_BLOCK)
+    for (p, g, m, v), table, align in index.groups:
+        _adamw_multi_kernel[(table.shape[0],)](p, g, m, v, table, lr, beta1, beta2, eps, weight_decay, lr / bc1,
+                                               1.0 / math.sqrt(bc2), BLOCK=MULTI_BLOCK, ALIGN=align, num_warps=8)
+
+
 def fused_adamw_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
                  step: int, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  weight_decay: float = 1e-2) -> None:
@@ -71,8 +137,28 @@ def fused_adamw_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
 
 
 class TritonAdamW(AdamW):
-    """torch.optim.AdamW's interface, each parameter updated by the fused kernel."""
+    """torch.optim.AdamW's interface: each group's parameters (those with a gradient, by
+    step count) updated by one launch of the multi-tensor kernel."""
 
-    def _update(self, p, st, lr, beta1, beta2, eps, weight_decay) -> None:
-        fused_adamw_(p, p.grad.contiguous(), st["exp_avg"], st["exp_avg_sq"], st["step"], lr, beta1, beta2,
-                     eps, weight_decay)
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            by_step: dict[int, list] = {}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if not self.state[p]:
+                    self.state[p] = self._new_state(p)
+                st = self.state[p]
+                st["step"] += 1
+                by_step.setdefault(st["step"], []).append((p, st))
+            b1, b2 = group["betas"]
+            for step, entries in by_step.items():
+                fused_adamw_multi_([p for p, _ in entries], [p.grad.contiguous() for p, _ in entries],
+                                   [st["exp_avg"] for _, st in entries], [st["exp_avg_sq"] for _, st in entries],
+                                   step, group["lr"], b1, b2, group["eps"], group["weight_decay"])
+        return loss

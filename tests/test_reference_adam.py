@@ -132,6 +132,60 @@ def test_triton_fused_adamw_matches_torch_optim(dtype):
 
 
 @needs_triton_backend
+def test_triton_multi_tensor_adamw_matches_torch_optim():
+    """One launch over a list: tensors of many sizes (a masked tail, one element, an empty
+    one, sizes under and over a chunk), a bfloat16 entry and a view at an odd address
+    (their own groups of the packed index), against torch.optim.AdamW(fused=True), 5
+    steps. float32 storage: a few ulps (rtol 1e-5); bfloat16 one bf16 ulp (see above)."""
+    from reference.triton_adamw import MULTI_BLOCK, fused_adamw_multi_
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    g = generator("triton-multi")
+    sizes = [3000, 1, 0, MULTI_BLOCK, MULTI_BLOCK + 5, 77]
+    params = [randn(g, n).to(device) for n in sizes]
+    params.append(randn(g, 300).to(torch.bfloat16).to(device))
+    odd = randn(g, 1001).to(device)[1:]  # 4 bytes past an aligned address: a group without the alignment hint
+    params.append(odd)
+    leaves = [torch.nn.Parameter(p.clone()) for p in params]
+    opt = torch.optim.AdamW(leaves, lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, fused=True)
+    ms, vs = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
+    for t in range(1, 6):
+        grads = [randn(g, p.numel()).to(p.dtype).to(device) for p in params]
+        for leaf, gr in zip(leaves, grads):
+            leaf.grad = gr.clone()
+        opt.step()
+        fused_adamw_multi_(params, grads, ms, vs, t, 1e-2, 0.9, 0.99, 1e-8, 0.1)
+        for i, leaf in enumerate(leaves):
+            tol = dict(rtol=1e-5, atol=1e-6) if params[i].dtype == torch.float32 else dict(rtol=2**-7, atol=1e-6)
+            torch.testing.assert_close(params[i], leaf.detach(), **tol)
+            if params[i].dtype == torch.bfloat16:  # trajectories fork by half-ulp steps: restart from torch's
+                params[i].copy_(leaf.detach()), ms[i].copy_(opt.state[leaf]["exp_avg"])
+                vs[i].copy_(opt.state[leaf]["exp_avg_sq"])
+    assert odd.data_ptr() % 16 != 0
+
+
+def test_packed_index_rows_and_groups():
+    """The packed index: one row per chunk, offsets from each role's base in elements,
+    groups split by dtype and by address modulo 16 bytes."""
+    from reference.triton_multi_tensor import PackedIndex
+
+    buf = torch.zeros(10_000)
+    a, b, c = buf[0:100], buf[200:300], buf[1001:1301]  # c: 4 bytes off the 16-byte grid
+    h = torch.zeros(50, dtype=torch.float16)
+    index = PackedIndex([[a, b, c, h], [b, a, c, h]], block=64)
+    groups = {tuple(int(t.data_ptr() % 16) for t in bases) + (bases[0].dtype,): (table, align)
+              for bases, table, align in index.groups}
+    assert len(groups) == 3
+    table, align = groups[(0, 0, torch.float32)]
+    assert align == 4  # 16 bytes of float32
+    # a: 2 chunks, b: 2 chunks; columns: offset in role 0, offset in role 1, numel, start
+    assert table.tolist() == [[0, 0, 100, 0], [0, 0, 100, 64], [200, -200, 100, 0], [200, -200, 100, 64]]
+    assert groups[(4, 4, torch.float32)][1] == 1
+    with pytest.raises(ValueError, match="contiguous"):
+        PackedIndex([[buf[::2]]], block=64)
+
+
+@needs_triton_backend
 def test_triton_adamw_optimizer_trains_like_torch():
     from reference.triton_adamw import TritonAdamW
 

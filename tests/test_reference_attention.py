@@ -59,14 +59,21 @@ needs_triton_backend = pytest.mark.skipif(
     not GPU and __import__("os").environ.get("TRITON_INTERPRET") != "1",
     reason="no GPU and TRITON_INTERPRET is not 1: Triton has no backend to run on")
 # The interpreter runs small blocks and sizes on the CPU; a GPU runs the sizes of the course.
-TRITON_CASES = ([(1, 2, 37, 37, 16, True, torch.float32), (1, 2, 20, 53, 32, False, torch.float32)] if not GPU else
-                [(2, 4, 1000, 1000, 64, True, torch.float16), (2, 4, 333, 777, 128, False, torch.bfloat16),
-                 (1, 2, 257, 257, 128, True, torch.bfloat16), (2, 2, 130, 130, 64, False, torch.float32)])
+# On the CPU: ragged tails (37, 53), whole blocks only (32), one short block (5, 7), and
+# blocks of two sizes (the diagonal split into inner blocks).
+TRITON_CASES = ([(1, 2, 37, 37, 16, True, torch.float32, None), (1, 2, 20, 53, 32, False, torch.float32, None),
+                 (1, 1, 64, 64, 16, True, torch.float32, (32, 16)), (1, 1, 5, 5, 16, True, torch.float32, None),
+                 (1, 2, 16, 7, 16, False, torch.float32, None), (1, 1, 45, 45, 16, True, torch.float32, (16, 32))]
+                if not GPU else
+                [(2, 4, 1000, 1000, 64, True, torch.float16, None), (2, 4, 333, 777, 128, False, torch.bfloat16, None),
+                 (1, 2, 257, 257, 128, True, torch.bfloat16, None), (2, 2, 130, 130, 64, False, torch.float32, None),
+                 (1, 2, 1024, 1024, 128, True, torch.float16, None), (1, 2, 512, 512, 64, False, torch.bfloat16, "tune"),
+                 (1, 2, 300, 300, 32, True, torch.float16, (64, 32))])
 
 
 @needs_triton_backend
-@pytest.mark.parametrize("b,h,n,m,d,causal,dtype", TRITON_CASES)
-def test_triton_flash_attention_matches_sdpa_and_autograd(b, h, n, m, d, causal, dtype):
+@pytest.mark.parametrize("b,h,n,m,d,causal,dtype,blocks", TRITON_CASES)
+def test_triton_flash_attention_matches_sdpa_and_autograd(b, h, n, m, d, causal, dtype, blocks):
     """Against SDPA and autograd computed in float32 from the same (rounded) inputs.
     Tolerance: float32 inputs 1e-5 in the interpreter (accumulation order only) and 4e-3 on
     a GPU, where tl.dot takes float32 operands as TF32 (10 mantissa bits: 2**-11 relative
@@ -85,7 +92,8 @@ def test_triton_flash_attention_matches_sdpa_and_autograd(b, h, n, m, d, causal,
     s = (leaves[0].detach() @ leaves[1].detach().transpose(-2, -1)) / d**0.5
     if causal:
         s = s.masked_fill(~torch.ones(n, m, dtype=torch.bool, device=device).tril(), float("-inf"))
-    blocks = {} if GPU else dict(block_m=16, block_n=16)
+    blocks = (dict(autotune=True) if blocks == "tune" else dict(block_m=blocks[0], block_n=blocks[1]) if blocks else
+              {} if GPU else dict(block_m=16, block_n=16))
     o, lse = flash_attention_forward(q, k, v, causal, **blocks)
     f32 = dict(rtol=4e-3, atol=4e-3) if GPU else dict(rtol=1e-5, atol=1e-5)
     tol = {torch.float32: f32, torch.float16: dict(rtol=4e-3, atol=4e-3),

@@ -137,8 +137,11 @@ def test_triton_unscale_matches_torchs_kernel(bad):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     g = generator(f"tri-unscale-{bad}")
     # float32 and float16: torch's CUDA kernel has no bfloat16 version (ours does).
+    # one launch per dtype: chunks of 4096 whole and ragged, one element, a view at an odd address
     grads = [(randn(g, n) * 2**14).to(dt).to(device) for n, dt in
-             [(5000, torch.float32), (1, torch.float32), (777, torch.float16), (3000, torch.float16)]]
+             [(5000, torch.float32), (1, torch.float32), (777, torch.float16), (3000, torch.float16),
+              (8192, torch.float32), (4096, torch.float16)]]
+    grads.append((randn(g, 301) * 2**14).to(device)[1:])
     if bad:
         grads[2][500] = float(bad)
     theirs = [x.clone() for x in grads]
