@@ -72,7 +72,6 @@ def bench_one(n, d, causal, dtype, tune):
         tb, tt = cuda_median_ms(base, iters=20), cuda_median_ms(ours, iters=20)
         rows.append((name, tb, f / tb / 1e9, tt, f / tt / 1e9, tb / tt))
     backend = sdpa_backend(q, k, v, causal)
-    del q, k, v, do
     torch.cuda.empty_cache()
     return rows, diff, backend
 

@@ -114,12 +114,12 @@ if triton is not None:
         tl.store(LSE + bh * N + rows, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=rows < N)
 
     @triton.jit
-    def _bwd_preprocess(O, DO, DELTA, N, D: tl.constexpr, BLOCK: tl.constexpr):
+    def _bwd_preprocess(OUT, DO, DELTA, N, D: tl.constexpr, BLOCK: tl.constexpr):
         rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         bh = tl.program_id(1).to(tl.int64)
         offs_d = tl.arange(0, D)
         ptrs = bh * N * D + rows[:, None] * D + offs_d[None, :]
-        o = tl.load(O + ptrs, mask=rows[:, None] < N, other=0.0).to(tl.float32)
+        o = tl.load(OUT + ptrs, mask=rows[:, None] < N, other=0.0).to(tl.float32)
         do = tl.load(DO + ptrs, mask=rows[:, None] < N, other=0.0).to(tl.float32)
         tl.store(DELTA + bh * N + rows, tl.sum(o * do, 1), mask=rows < N)
 

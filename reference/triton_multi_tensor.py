@@ -49,7 +49,7 @@ class PackedIndex:
             groups[key].append(i)
         self.block = block
         self.groups = []
-        for key, idx in groups.items():
+        for idx in groups.values():
             bases = [r[idx[0]] for r in roles]
             cols = []
             for role, base in zip(roles, bases):
