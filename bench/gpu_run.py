@@ -36,6 +36,10 @@ def main() -> int:
                         "(x * 2).sum().item()]\n", assignments.load("adam").limits, device="cuda", gpu=True)
     print("child on the GPU:", probe.call("probe", torch.ones(4)).value, "sandbox:", probe.sandbox)
     probe.close()
+    from reference import cuda_ext
+
+    t0 = time.time()
+    print(cuda_ext.prebuild(), f"({time.time() - t0:.0f} s)")
     from autograder.sandbox.memwatch import MemoryWatch
 
     watch = MemoryWatch()

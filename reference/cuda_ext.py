@@ -60,6 +60,18 @@ def _load(stem: str):
     return load(name=f"dlopt_{stem}_{digest[:16]}", sources=[str(source)], extra_cuda_cflags=["-O3"], verbose=False)
 
 
+def prebuild() -> str:
+    """Build (or load from the cache) every CUDA reference now, as a GPU worker does before
+    its first grade; returns what happened, in words."""
+    reason = why_unavailable()
+    if reason:
+        return f"CUDA references not built: {reason}"
+    names = sorted(p.stem for p in SOURCES.glob("*.cu"))
+    for stem in names:
+        _load(stem)
+    return f"CUDA references ready: {', '.join(names)}"
+
+
 def fp8_quantize(x: torch.Tensor, fmt: str = "e4m3") -> tuple[torch.Tensor, torch.Tensor]:
     """(q in float8 of x's shape, scale float32 []) computed by the CUDA kernel, on x's GPU
     (x moved there from the CPU if need be)."""

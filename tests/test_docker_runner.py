@@ -13,7 +13,8 @@ import torch
 docker = pytest.importorskip("docker", reason="the Docker SDK is not installed (pip install docker)")
 
 from autograder.sandbox import Limits, SandboxSpec  # noqa: E402
-from autograder.sandbox.docker import DockerRunner, gpu_device_requests, parse_mounts, parse_ulimits  # noqa: E402
+from autograder.sandbox.docker import (DockerRunner, gpu_attach, gpu_device_requests, parse_mounts,  # noqa: E402
+                                      parse_ulimits, podman_version)
 
 
 class FakeClient:
@@ -58,6 +59,31 @@ def test_gpu_device_requests_per_worker_slot(monkeypatch, tmp_path):
     (every,) = gpu_device_requests(True)
     assert every["Count"] == -1 and every["Capabilities"] == [["gpu"]]
     assert gpu_device_requests(False) == []
+
+
+def test_gpu_attach_by_engine(tmp_path):
+    """Docker: NVIDIA device requests; Podman 5.4+: a CDI request; older Podman (its
+    compatible API drops device requests silently): the device nodes, and a clear error
+    where there are none rather than a container without its GPU."""
+    (req,) = gpu_attach(True, ["1"], None)["device_requests"]
+    assert req["Capabilities"] == [["gpu"]] and req["DeviceIDs"] == ["1"]
+    (cdi,) = gpu_attach(True, None, (5, 4, 0))["device_requests"]
+    assert cdi["Driver"] == "cdi" and cdi["DeviceIDs"] == ["nvidia.com/gpu=all"]
+    assert gpu_attach(True, ["0", "2"], (5, 6, 1))["device_requests"][0]["DeviceIDs"] == ["nvidia.com/gpu=0",
+                                                                                        "nvidia.com/gpu=2"]
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "nvidia-caps").mkdir()
+    devices = gpu_attach(True, ["1"], (4, 3, 1), dev=tmp_path)["devices"]
+    names = sorted(d.split(":")[0].rsplit("/", 1)[1] for d in devices)
+    assert names == ["nvidia-uvm", "nvidia-uvm-tools", "nvidia1", "nvidiactl"]  # not nvidia0: another slot's
+    assert all(d.endswith(":rwm") for d in devices)
+    assert len(gpu_attach(True, None, (4, 3, 1), dev=tmp_path)["devices"]) == 5
+    with pytest.raises(RuntimeError, match="no GPU device node"):
+        gpu_attach(True, ["7"], (4, 3, 1), dev=tmp_path)
+    assert gpu_attach(False, None, (4, 3, 1)) == {}
+    assert podman_version({"Components": [{"Name": "Podman Engine", "Version": "4.3.1"}]}) == (4, 3, 1)
+    assert podman_version({"Components": [{"Name": "Engine", "Version": "27.1.0"}]}) is None
 
 
 def test_mount_and_ulimit_specs():

@@ -6,8 +6,10 @@ private tmpfs at /tmp, no capabilities, no new privileges and a non-root uid; th
 child's runtime (the protocol and child packages, the assignment's harness) is mounted
 read-only at /sandbox, and nothing else of the project. The judge talks to the child
 through a Unix socket in a folder mounted at /io: the same frames as the local
-runner's pipes. On a GPU worker the assignment's GPUs are passed with a device request
-(`DLOPT_GPU_DEVICES`, one worker slot's devices). The container is killed and removed
+runner's pipes. On a GPU worker the assignment's GPUs (`DLOPT_GPU_DEVICES`, one worker
+slot's devices) are passed as the engine understands them (`gpu_attach`): NVIDIA device
+requests to Docker, a CDI device request to Podman 5.4+, the device nodes to older
+Podman, whose compatible API ignores device requests. The container is killed and removed
 after the submission, with everything it started.
 
 Configuration (environment, read where the judge runs):
@@ -64,7 +66,8 @@ def parse_ulimits(spec: list[str]):
 
 
 def gpu_device_requests(gpu: bool, device_ids: list[str] | None = None):
-    """The SDK's request for the GPUs of this worker slot (all of them when none named)."""
+    """The SDK's request for the GPUs of this worker slot (all of them when none named):
+    Docker with NVIDIA's container toolkit."""
     if not gpu:
         return []
     import docker
@@ -72,6 +75,46 @@ def gpu_device_requests(gpu: bool, device_ids: list[str] | None = None):
     if device_ids:
         return [docker.types.DeviceRequest(device_ids=list(device_ids), capabilities=[["gpu"]])]
     return [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+
+
+def podman_version(version: dict) -> tuple[int, ...] | None:
+    """Podman's own version from the engine's /version answer (None for Docker)."""
+    for comp in version.get("Components") or []:
+        if "podman" in str(comp.get("Name", "")).lower():
+            try:
+                return tuple(int(x) for x in str(comp.get("Version", "")).split("-")[0].split(".")[:3])
+            except ValueError:
+                return (0,)
+    return (0,) if "podman" in json.dumps(version).lower() else None
+
+
+def gpu_attach(gpu: bool, device_ids: list[str] | None, podman: tuple[int, ...] | None,
+               dev: Path = Path("/dev")) -> dict:
+    """How a container gets the slot's GPUs, by engine, as create() options:
+    - Docker: NVIDIA device requests (the container toolkit);
+    - Podman 5.4 and later: a CDI device request (`nvidia.com/gpu=ID`, or `=all`), read
+      from the CDI specification on its host (/etc/cdi or /var/run/cdi);
+    - older Podman: its Docker-compatible API ignores device requests of either kind
+      (containers/podman#25171), so the device nodes themselves: the GPUs' /dev/nvidiaN and
+      the driver's control nodes (the driver's libraries come with the image or its mounts).
+    """
+    if not gpu:
+        return {}
+    if podman is None:
+        return {"device_requests": gpu_device_requests(True, device_ids)}
+    if podman >= (5, 4):
+        import docker
+
+        ids = [f"nvidia.com/gpu={i}" for i in device_ids] if device_ids else ["nvidia.com/gpu=all"]
+        return {"device_requests": [docker.types.DeviceRequest(driver="cdi", device_ids=ids)]}
+    gpus = ([f"nvidia{i}" for i in device_ids] if device_ids else
+            sorted(p.name for p in dev.glob("nvidia[0-9]*")))
+    control = [p.name for p in sorted(dev.glob("nvidia*")) if not p.name[len("nvidia"):].isdigit()]
+    nodes = [str(dev / n) for n in gpus + control if (dev / n).exists() and not (dev / n).is_dir()]
+    if not any(str(dev / g) in nodes for g in gpus):
+        raise RuntimeError(f"no GPU device node under {dev} for GPUs {gpus or 'all'}: this Podman "
+                           f"({'.'.join(map(str, podman))}) can only pass device nodes")
+    return {"devices": [f"{n}:{n}:rwm" for n in nodes]}
 
 
 class _ContainerProcess:
@@ -158,9 +201,10 @@ class DockerRunner(LocalRunner):
         self.gpu_ids = list(config.gpu_devices) or None
         self.cpus = config.docker_cpus
         try:
-            self.podman = "podman" in json.dumps(self.client.version()).lower()
+            self.podman_version = podman_version(self.client.version())
         except Exception:  # noqa: BLE001 - no engine to ask (unit tests): assume Docker
-            self.podman = False
+            self.podman_version = None
+        self.podman = self.podman_version is not None
         self.report = {"kind": "docker", "strong": True, "image": self.image, "network": "none",
                        "read_only_root": True, "capabilities": "none", "unprivileged_uid": True}
 
@@ -193,11 +237,11 @@ class DockerRunner(LocalRunner):
             mem_limit=f"{lim.memory_mb}m", memswap_limit=f"{lim.memory_mb}m",
             nano_cpus=int(self.cpus * 1e9),
             pids_limit=lim.processes + 32, ulimits=self.ulimits or None,
-            device_requests=gpu_device_requests(self.gpu, self.gpu_ids) or None,
             # NCCL (ranks of a multi-GPU assignment) keeps buffers in /dev/shm: Docker's
             # 64 MiB is too little for several ranks; it counts against the memory limit.
             shm_size=f"{lim.tmp_bytes() >> 20}m" if self.gpu else None,
-            labels={"dlopt.role": "sandbox", **self.labels}, stdin_open=False, tty=False)
+            labels={"dlopt.role": "sandbox", **self.labels}, stdin_open=False, tty=False,
+            **({"device_requests": None} | gpu_attach(self.gpu, self.gpu_ids, self.podman_version)))
 
     # -- starting a container: launch (the engine starts it), then connect (its child,
     # with torch imported, connects to the judge's socket) --------------------------

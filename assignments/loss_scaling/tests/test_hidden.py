@@ -10,7 +10,11 @@ differently (w - lr*g or w + (-lr)*g): masters must agree to 4 float32 ulps.
 FP8: e4m3 keeps 3 mantissa bits, e5m2 2: a round trip is within half an ulp of the
 format, relative 2**-4 (e4m3) or 2**-3 (e5m2), for normal values, and within half the
 smallest subnormal times the scale below that; we allow exactly those bounds plus one
-float32 rounding of x / scale.
+float32 rounding of x / scale. On a GPU worker the scale the student's must equal comes
+from the CUDA C++ reference (reference/cuda/fp8_cast.cu, built once per worker by
+reference/cuda_ext.py; tests/test_reference_cuda.py checks it bit for bit against the
+Python reference and the Triton one); where it cannot be built (no nvcc), and on CPUs,
+from the Python reference.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from autograder.judge.compare import GradingFailure, describe_call, expect_close
 from autograder.judge.suite import generator, load_module, randn
 from autograder.protocol.specs import build_mlp, mlp_spec
+from reference import cuda_ext
 from reference import loss_scaling as ref
 
 HARNESS = load_module(Path(__file__).resolve().parents[1] / "harness.py")
@@ -294,7 +299,18 @@ _MANT = {"e4m3": 3, "e5m2": 2}
 _MIN_SUB = {"e4m3": 2.0**-9, "e5m2": 2.0**-16}
 
 
-def _check_fp8(student, x, fmt, label):
+def _fp8_truth(x, fmt, device):
+    """(codes, scale): the CUDA C++ reference on a GPU worker, else the Python one."""
+    if device != "cpu":
+        try:
+            q, scale = cuda_ext.fp8_quantize(x.to(device), fmt)
+            return q.cpu(), scale.cpu()
+        except cuda_ext.CudaUnavailable:
+            pass
+    return ref.fp8_quantize(x, fmt)
+
+
+def _check_fp8(student, x, fmt, label, device="cpu"):
     call = describe_call("fp8_quantize", x, fmt=fmt)
     got = student.call("fp8_quantize", x, fmt=fmt).value
     if not isinstance(got, tuple | list) or len(got) != 2:
@@ -306,7 +322,7 @@ def _check_fp8(student, x, fmt, label):
                              f"{getattr(q, 'dtype', type(q).__name__)} {list(getattr(q, 'shape', []))}")
     if not isinstance(scale, torch.Tensor) or scale.dtype != torch.float32 or scale.numel() != 1:
         raise GradingFailure(f"{call}: scale must be a float32 scalar tensor, got {scale!r}"[:300])
-    want_scale = ref.fp8_quantize(x, fmt)[1]
+    want_scale = _fp8_truth(x, fmt, device)[1]
     expect_close(scale.reshape(()), want_scale.reshape(()), call=call, what="scale", rtol=2**-22, atol=0,
                  why=f"scale = amax(|x|) / {_MAX[fmt]} (1 for an all-zero tensor)")
     back = student.call("fp8_dequantize", q, scale).value
@@ -326,19 +342,19 @@ def _check_fp8(student, x, fmt, label):
 @FP8Q
 @pytest.mark.points(7)
 @pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
-def test_fp8_round_trip_error_bounds(student, fmt):
+def test_fp8_round_trip_error_bounds(student, fmt, device):
     g = generator(f"fp8-{fmt}")
-    _check_fp8(student, randn(g, 64, 33, scale=3.0), fmt, "gaussian")
+    _check_fp8(student, randn(g, 64, 33, scale=3.0), fmt, "gaussian", device)
 
 
 @FP8Q
 @pytest.mark.points(5)
 @pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
-def test_fp8_wide_dynamic_range(student, fmt):
+def test_fp8_wide_dynamic_range(student, fmt, device):
     """Entries from 1e-6 to 1e4 (outliers, as activations have): small ones fall to subnormals."""
     g = generator(f"fp8-range-{fmt}")
     x = randn(g, 500) * 10 ** torch.empty(500, dtype=torch.float64).uniform_(-6, 4, generator=g).float()
-    _check_fp8(student, x, fmt, "wide range")
+    _check_fp8(student, x, fmt, "wide range", device)
 
 
 @FP8Q
