@@ -13,8 +13,14 @@ import torch
 docker = pytest.importorskip("docker", reason="the Docker SDK is not installed (pip install docker)")
 
 from autograder.sandbox import Limits, SandboxSpec  # noqa: E402
-from autograder.sandbox.docker import (DockerRunner, gpu_attach, gpu_device_requests, parse_mounts,  # noqa: E402
-                                      parse_ulimits, podman_version)
+from autograder.sandbox.docker import (  # noqa: E402
+    DockerRunner,
+    gpu_attach,
+    gpu_device_requests,
+    parse_mounts,
+    parse_ulimits,
+    podman_version,
+)
 
 
 class FakeClient:
