@@ -271,3 +271,26 @@ def test_a_child_that_dies_loading_the_code_is_not_started_over_and_over():
         assert code.restarts == 2
     finally:
         code.close()
+
+
+def test_a_gpu_job_whose_sandbox_sees_no_gpu_is_a_grader_error(monkeypatch):
+    """Where the judge's host has a GPU but the runner did not pass it (a container engine
+    that dropped the device request), student code must not run on the CPU unnoticed: the
+    load fails as a grader error. On a host without one (here, or the CPU tests of GPU
+    sandboxes) the child runs on the CPU as before."""
+    import autograder.judge.student as student_mod
+
+    source = "def probe():\n    return 1\n"
+    monkeypatch.setattr(student_mod, "_judge_sees_a_gpu", lambda: True)
+    code = StudentCode(source, Limits(call_seconds=10, submission_seconds=60), device="cuda")
+    try:
+        with pytest.raises(RuntimeError, match="the sandbox has no GPU"):
+            code.call("probe")
+    finally:
+        code.close()
+    monkeypatch.setattr(student_mod, "_judge_sees_a_gpu", lambda: False)
+    code = StudentCode(source, Limits(call_seconds=10, submission_seconds=60), device="cuda")
+    try:
+        assert code.call("probe").value == 1
+    finally:
+        code.close()

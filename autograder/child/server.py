@@ -182,7 +182,7 @@ class Child:
         names = sorted(k for k, v in self.namespace.items()
                        if not k.startswith("__") and (callable(v) or isinstance(v, type)))
         return Reply(ok=self.load_error is None, error=self.load_error, names=names, guard=guard,
-                     exec_lock=exec_lock, problems=self.load_problems[:20],
+                     exec_lock=exec_lock, problems=self.load_problems[:20], device=self.device,
                      seconds=time.perf_counter() - started, forbidden=self.tracer.take())
 
     def specs(self, name: str, params: Any) -> Any:

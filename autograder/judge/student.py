@@ -145,6 +145,12 @@ def _describe_exit(code: int | None) -> str:
     return f"it exited with code {code}"
 
 
+def _judge_sees_a_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 @dataclass
 class StudentCode:
     source: str
@@ -263,6 +269,13 @@ class StudentCode:
             # and this child is not used (the next call starts another, which says so again).
             self.close()
             raise RuntimeError(f"the child could not install its guard: {reply.error.message}")
+        if self.device != "cpu" and reply.device == "cpu" and _judge_sees_a_gpu():
+            # The runner did not give the sandbox the GPU this host has (a container engine
+            # that dropped the device request): student code would run on the CPU unseen.
+            self.close()
+            raise RuntimeError(f"the sandbox has no GPU although this host has one and the job runs student code on "
+                               f"{self.device}: the {self.runner_kind or settings.current().runner} runner did not "
+                               "pass the GPU (docker runner: see gpu_attach)")
         self.guard_report = reply.guard
         # Whether the kernel refuses new programs in this child (child/execlock.py): said by
         # trusted code that ran before the student's, so a note, never a source of points.

@@ -179,7 +179,7 @@ class Request:
 
 
 _REPLY_KEYS = {"ok", "value", "error", "seconds", "forbidden", "watch", "args_after",
-               "names", "guard", "exec_lock", "problems"}
+               "names", "guard", "exec_lock", "problems", "device"}
 
 
 @dataclass
@@ -196,6 +196,7 @@ class Reply:
     guard: dict | None = None          # what the guard made raise (a summary)
     exec_lock: dict | None = None      # how new programs are refused (child/execlock.py)
     problems: list[Failure] = field(default_factory=list)
+    device: str | None = None          # where the child runs student code ("cpu" without a GPU)
 
     def to_wire(self) -> dict:
         out: dict[str, Any] = {"ok": self.ok, "seconds": self.seconds, "forbidden": self.forbidden}
@@ -203,7 +204,7 @@ class Reply:
             out["value"] = self.value
         if self.error is not None:
             out["error"] = self.error.to_wire()
-        for key in ("watch", "args_after", "guard", "exec_lock"):
+        for key in ("watch", "args_after", "guard", "exec_lock", "device"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.names:
@@ -233,11 +234,14 @@ class Reply:
         if args_after is not None and not isinstance(args_after, list):
             _bad("args_after")
         error = v.get("error")
+        device = v.get("device")
+        if device is not None and not (isinstance(device, str) and len(device) <= 32):
+            _bad("device")
         return cls(ok=ok, value=v.get("value"), error=Failure.from_wire(error) if error is not None else None,
                    seconds=float(seconds), forbidden=_findings(v.get("forbidden", [])),
                    watch=_watch(v.get("watch")), args_after=args_after, names=names,
                    guard=_report(v.get("guard"), "guard"), exec_lock=_report(v.get("exec_lock"), "exec_lock"),
-                   problems=[Failure.from_wire(p) for p in problems])
+                   problems=[Failure.from_wire(p) for p in problems], device=device)
 
     def lock_summary(self) -> str:
         """How the load's child refuses new programs ("seccomp", "landlock"...), or why
