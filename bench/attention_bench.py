@@ -45,7 +45,7 @@ def sdpa_backend(q, k, v, causal) -> str:
     return "MATH"
 
 
-def bench_one(n, d, causal, dtype, tune):
+def bench_one(n, d, causal, dtype, tune, tma):
     b, h = max(16384 // n, 1), 2048 // d
     gen = torch.Generator(device="cuda").manual_seed(n + d)
     q, k, v, do = (torch.randn(b, h, n, d, device="cuda", dtype=dtype, generator=gen) for _ in range(4))
@@ -59,10 +59,10 @@ def bench_one(n, d, causal, dtype, tune):
         F.scaled_dot_product_attention(*leaves, is_causal=causal).backward(do)
 
     def tri_fwd():
-        return tfa.flash_attention_forward(q, k, v, causal=causal, autotune=tune)
+        return tfa.flash_attention_forward(q, k, v, causal=causal, autotune=tune, tma=tma)
 
     def tri_fwd_bwd():
-        o, lse = tfa.flash_attention_forward(q, k, v, causal=causal, autotune=tune)
+        o, lse = tfa.flash_attention_forward(q, k, v, causal=causal, autotune=tune, tma=tma)
         tfa.flash_attention_backward(do, q, k, v, o, lse, causal=causal, autotune=tune)
 
     # agreement with SDPA on this very input (bf16/fp16 output: a few ulps)
@@ -83,10 +83,14 @@ def main():
     ap.add_argument("--dims", nargs="+", type=int, default=[64, 128])
     ap.add_argument("--lengths", nargs="+", type=int, default=[1024, 2048, 4096, 8192, 16384])
     ap.add_argument("--causal", nargs="+", default=["yes", "no"], choices=["yes", "no"])
+    ap.add_argument("--tma", choices=["auto", "on", "off"], default="auto",
+                    help="the forward's K/V tiles by TMA descriptors (auto: the module's default on this GPU)")
     args = ap.parse_args()
     assert torch.cuda.is_available(), "this benchmark needs a GPU"
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {tfa.triton.__version__}, "
-          f"{'autotuned live' if args.tune else 'TUNED table'}")
+          f"{'autotuned live' if args.tune else 'TUNED table'}, forward tiles by "
+          f"{dict(auto='the default path', on='TMA', off='pointers')[args.tma]}")
+    tma = None if args.tma == "auto" else args.tma == "on"
     print()
     print("| dtype | D | causal | N | pass | SDPA backend | SDPA (ms) | SDPA TFLOP/s | Triton (ms) | Triton TFLOP/s "
           "| Triton / SDPA | max abs diff of o |")
@@ -96,7 +100,7 @@ def main():
         for d in args.dims:
             for causal in args.causal:
                 for n in args.lengths:
-                    rows, diff, backend = bench_one(n, d, causal == "yes", DTYPES[dt], args.tune)
+                    rows, diff, backend = bench_one(n, d, causal == "yes", DTYPES[dt], args.tune, tma)
                     for name, tb, fb, tt, ft, ratio in rows:
                         worst[name] = min(worst[name], ratio)
                         print(f"| {dt} | {d} | {causal} | {n} | {name} | {backend} | {tb:.3f} | {fb:.0f} | {tt:.3f} | "

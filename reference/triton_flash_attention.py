@@ -114,6 +114,58 @@ if triton is not None:
         tl.store(LSE + bh * N + rows, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=rows < N)
 
     @triton.jit
+    def _fwd_steps_tma(acc, l_i, m_i, q, desc_k, desc_v, bh, rows, lo, hi, M, qk_scale, BLOCK_N: tl.constexpr,
+                       D: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr):
+        """_fwd_steps with K and V brought by the tensor memory accelerator (Hopper's bulk
+        copies, which zero-fill rows past M)."""
+        offs_n = tl.arange(0, BLOCK_N)
+        for start_n in range(lo, hi, BLOCK_N):
+            start_n = tl.multiple_of(start_n, BLOCK_N)
+            k = tl.reshape(desc_k.load([bh, start_n, 0]), [BLOCK_N, D])
+            s = tl.dot(q, tl.trans(k)) * qk_scale
+            if MASKED:
+                cols = start_n + offs_n
+                valid = cols[None, :] < M
+                if CAUSAL:
+                    valid = valid & (cols[None, :] <= rows[:, None])
+                s = tl.where(valid, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            p = tl.math.exp2(s - m_new[:, None])
+            alpha = tl.math.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.reshape(desc_v.load([bh, start_n, 0]), [BLOCK_N, D])
+            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+            m_i = m_new
+        return acc, l_i, m_i
+
+    @triton.jit
+    def _fwd_tma_kernel(desc_q, desc_k, desc_v, desc_o, LSE, qk_scale, N, M, CAUSAL: tl.constexpr, D: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """The forward with every tile moved by TMA descriptors over [B*H, N, D]."""
+        start_m = tl.num_programs(0) - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
+        bh = tl.program_id(1)
+        rows = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        q = tl.reshape(desc_q.load([bh, start_m * BLOCK_M, 0]), [BLOCK_M, D])
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, D], tl.float32)
+        if CAUSAL:
+            diag = start_m * BLOCK_M
+            acc, l_i, m_i = _fwd_steps_tma(acc, l_i, m_i, q, desc_k, desc_v, bh, rows, 0, diag, M, qk_scale, BLOCK_N,
+                                           D, False, True)
+            acc, l_i, m_i = _fwd_steps_tma(acc, l_i, m_i, q, desc_k, desc_v, bh, rows, diag,
+                                           tl.minimum(diag + BLOCK_M, M), M, qk_scale, BLOCK_N, D, True, True)
+        else:
+            full = (M // BLOCK_N) * BLOCK_N
+            acc, l_i, m_i = _fwd_steps_tma(acc, l_i, m_i, q, desc_k, desc_v, bh, rows, 0, full, M, qk_scale, BLOCK_N,
+                                           D, False, False)
+            acc, l_i, m_i = _fwd_steps_tma(acc, l_i, m_i, q, desc_k, desc_v, bh, rows, full, M, M, qk_scale, BLOCK_N,
+                                           D, True, False)
+        o = acc / l_i[:, None]
+        desc_o.store([bh, start_m * BLOCK_M, 0], tl.reshape(o.to(desc_o.dtype), [1, BLOCK_M, D]))
+        tl.store(LSE + bh.to(tl.int64) * N + rows, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=rows < N)
+
+    @triton.jit
     def _bwd_preprocess(OUT, DO, DELTA, N, D: tl.constexpr, BLOCK: tl.constexpr):
         rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         bh = tl.program_id(1).to(tl.int64)
@@ -272,6 +324,8 @@ TUNED = {
     ("dq", 128, 2): (128, 32, 8, 3), ("dq", 64, 2): (128, 32, 4, 5),
 }
 SMALL = {"fwd": (64, 32, 4, 2), "dkdv": (32, 64, 4, 2), "dq": (64, 32, 4, 2)}
+TUNED.update({("fwd_tma", 128, 2): (128, 64, 8, 3), ("fwd_tma", 64, 2): (128, 64, 4, 3)})
+TMA_DEFAULT = False  # set from bench/attention_bench.py's comparison of both paths
 
 
 def _interpreted() -> bool:
@@ -318,14 +372,47 @@ def _blocks(block_m, block_n):
     return None if block_m is None and block_n is None else (block_m or 64, block_n or 64)
 
 
-def flash_attention_forward(q, k, v, causal=False, scale=None, block_m=None, block_n=None, autotune=False):
+def _tma_forward(q, k, v, o, lse, scale, causal, d, blocks):
+    """The forward through TMA descriptors: fixed blocks (the TUNED table's TMA row)."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    block_m, block_n, warps, stages = blocks
+    descs = [TensorDescriptor(t, shape=list(t.shape), strides=list(t.stride()), block_shape=[1, bs, d])
+             for t, bs in ((q, block_m), (k, block_n), (v, block_n), (o, block_m))]
+    extra = {} if _interpreted() else dict(num_warps=warps, num_stages=stages)
+    _fwd_tma_kernel[(triton.cdiv(q.shape[1], block_m), q.shape[0])](*descs, lse, scale * LOG2E, q.shape[1],
+                                                                   k.shape[1], CAUSAL=causal, D=d, BLOCK_M=block_m,
+                                                                   BLOCK_N=block_n, **extra)
+
+
+def _use_tma(tma, device) -> bool:
+    """TMA by default on Hopper and later (compute capability 9+) when the TUNED table
+    says it wins there; tma=True/False forces either path."""
+    if tma is not None:
+        return bool(tma)
+    if _interpreted() or device.type != "cuda":
+        return False
+    return TMA_DEFAULT and torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def flash_attention_forward(q, k, v, causal=False, scale=None, block_m=None, block_n=None, autotune=False,
+                            tma=None):
     """(o [B, H, N, D] in q's dtype, lse [B, H, N] float32). block_m/block_n fix the
     blocks; else the TUNED table on a GPU (autotune=True: Triton's autotuner, live),
-    16 x 16 under the interpreter."""
+    16 x 16 under the interpreter. tma: K/V tiles by TMA descriptors (default: on
+    Hopper when TMA_DEFAULT)."""
     b, h, n, m, d, scale = _prep(q, k, v, causal, scale)
     q, k, v = (t.contiguous().reshape(b * h, t.shape[-2], d) for t in (q, k, v))
     o = torch.empty_like(q)
     lse = torch.empty(b * h, n, device=q.device, dtype=torch.float32)
+    if not autotune and _use_tma(tma, q.device):
+        if block_m is not None or block_n is not None or _interpreted():
+            small, big = sorted(_blocks(block_m, block_n) or (16, 16))
+            blocks = (big, small, 4, 2)
+        else:
+            blocks = TUNED.get(("fwd_tma", d, q.element_size()), SMALL["fwd"])
+        _tma_forward(q, k, v, o, lse, scale, causal, d, blocks)
+        return o.reshape(b, h, n, d), lse.reshape(b, h, n)
     args = (q, k, v, o, lse, scale * LOG2E, n, m, q.stride(0), k.stride(0))
     _launch("fwd", _fwd_kernel, n, d, q.element_size(), args, dict(CAUSAL=causal, D=d), _blocks(block_m, block_n),
             autotune)

@@ -63,12 +63,14 @@ needs_triton_backend = pytest.mark.skipif(
 # blocks of two sizes (the diagonal split into inner blocks).
 TRITON_CASES = ([(1, 2, 37, 37, 16, True, torch.float32, None), (1, 2, 20, 53, 32, False, torch.float32, None),
                  (1, 1, 64, 64, 16, True, torch.float32, (32, 16)), (1, 1, 5, 5, 16, True, torch.float32, None),
-                 (1, 2, 16, 7, 16, False, torch.float32, None), (1, 1, 45, 45, 16, True, torch.float32, (16, 32))]
+                 (1, 2, 16, 7, 16, False, torch.float32, None), (1, 1, 45, 45, 16, True, torch.float32, (16, 32)),
+                 (1, 2, 37, 37, 16, True, torch.float32, "tma"), (1, 2, 20, 53, 32, False, torch.float32, "tma")]
                 if not GPU else
                 [(2, 4, 1000, 1000, 64, True, torch.float16, None), (2, 4, 333, 777, 128, False, torch.bfloat16, None),
                  (1, 2, 257, 257, 128, True, torch.bfloat16, None), (2, 2, 130, 130, 64, False, torch.float32, None),
                  (1, 2, 1024, 1024, 128, True, torch.float16, None), (1, 2, 512, 512, 64, False, torch.bfloat16, "tune"),
-                 (1, 2, 300, 300, 32, True, torch.float16, (64, 32))])
+                 (1, 2, 300, 300, 32, True, torch.float16, (64, 32)), (2, 4, 1000, 1000, 64, True, torch.bfloat16, "tma"),
+                 (2, 4, 333, 777, 128, False, torch.float16, "tma")])
 
 
 @needs_triton_backend
@@ -92,9 +94,10 @@ def test_triton_flash_attention_matches_sdpa_and_autograd(b, h, n, m, d, causal,
     s = (leaves[0].detach() @ leaves[1].detach().transpose(-2, -1)) / d**0.5
     if causal:
         s = s.masked_fill(~torch.ones(n, m, dtype=torch.bool, device=device).tril(), float("-inf"))
-    blocks = (dict(autotune=True) if blocks == "tune" else dict(block_m=blocks[0], block_n=blocks[1]) if blocks else
-              {} if GPU else dict(block_m=16, block_n=16))
-    o, lse = flash_attention_forward(q, k, v, causal, **blocks)
+    blocks = (dict(autotune=True) if blocks == "tune" else dict(tma=True) if blocks == "tma" else
+              dict(block_m=blocks[0], block_n=blocks[1]) if blocks else {} if GPU else dict(block_m=16, block_n=16))
+    tma = blocks.pop("tma", None)
+    o, lse = flash_attention_forward(q, k, v, causal, tma=tma, **blocks)
     f32 = dict(rtol=4e-3, atol=4e-3) if GPU else dict(rtol=1e-5, atol=1e-5)
     tol = {torch.float32: f32, torch.float16: dict(rtol=4e-3, atol=4e-3),
            torch.bfloat16: dict(rtol=3e-2, atol=3e-2)}[dtype]
