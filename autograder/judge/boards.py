@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from autograder.child import timed
 from autograder.protocol.fingerprint import fingerprint
 
 # Peak figures of the devices boards run on (dense tensor-core FLOP/s for 2-byte types,
@@ -159,8 +160,6 @@ def _verify(board: Board, harness: Harness, shape: dict, device: str, seeds: lis
 
 def _null_loop(harness: Harness, shape: dict, seeds: list[int], device: str, l2_bytes: int) -> float:
     """Seconds per iteration of the loop with a call that does nothing, in this process."""
-    from autograder.child import timed
-
     out = harness.null_output(shape, harness.make_inputs(shape, seeds[0], device))
     started = time.perf_counter()
     timed.run(lambda inputs: out, lambda s: harness.make_inputs(shape, s, device), seeds, device, l2_bytes)
