@@ -41,6 +41,7 @@ SCHEMA: dict = {
     "late_policy": {"grace_minutes": NUMBER, "penalty_per_day": NUMBER, "max_days_late": int},
     "forbidden": {"apis": STRINGS, "runtime": STRINGS, "block_autograd": bool, "flags_cost_points": bool,
                   "allow_imports": STRINGS, "functions": TableOf(FUNCTION_RULES)},
+    "boards": list,
     "limits": {name: (NUMBER if f.type in ("float", float) else bool if f.type in ("bool", bool) else int)
                for name, f in Limits.__dataclass_fields__.items()},
 }
@@ -54,7 +55,7 @@ def _kind(expected) -> str:
         return "one of " + ", ".join(repr(x) for x in expected)
     if isinstance(expected, dict):
         return "a table"
-    names = {str: "a string", int: "an integer", bool: "true or false", datetime: "a date"}
+    names = {str: "a string", int: "an integer", bool: "true or false", datetime: "a date", list: "a list of tables"}
     kinds = expected if isinstance(expected, tuple) else (expected,)
     return " or ".join(names.get(k, "a number" if k in (int, float) else k.__name__) for k in kinds
                        if k is not float or int not in kinds) if kinds != NUMBER else "a number"
@@ -132,6 +133,8 @@ class Assignment:
     # "runtime", "block_autograd"}}: its static scan finds them in that function (and the
     # helpers it calls) only, and the judge calls it in a child whose guard adds them.
     function_rules: dict = field(default_factory=dict)
+    # [[boards]]: kernel leaderboards (autograder/judge/boards.py): each a Board's fields
+    boards: list[dict] = field(default_factory=list)
 
     @property
     def guard(self) -> dict | None:
@@ -214,7 +217,29 @@ def load(slug_or_path: str | Path) -> Assignment:
         finished=bool(cfg.get("finished", True)),
         score_policy=cfg.get("score_policy", "best"),
         feedback_after_deadline=bool(cfg.get("feedback_after_deadline", False)),
+        boards=_boards(cfg.get("boards", []), cfg_path),
     )
+
+
+BOARD_KEYS = {"name": str, "function": str, "shapes": list, "dtype": str, "timed": str, "run_task": str,
+              "reveal_task": str, "baselines": STRINGS, "rtol": NUMBER, "atol": NUMBER, "loops": int, "reveal": int,
+              "seconds_per_loop": NUMBER, "max_iterations": int}
+
+
+def _boards(boards: list, cfg_path) -> list[dict]:
+    """[[boards]] checked key by key (the fields of autograder.judge.boards.Board)."""
+    out = []
+    for i, b in enumerate(boards):
+        if not isinstance(b, dict):
+            raise AssignmentError(f"{cfg_path}: boards[{i}] must be a table")
+        validate_config(b, cfg_path, BOARD_KEYS, f"boards[{i}].")
+        for key in ("name", "function", "shapes"):
+            if key not in b:
+                raise AssignmentError(f"{cfg_path}: boards[{i}] needs {key!r}")
+        if not b["shapes"] or not all(isinstance(x, dict) for x in b["shapes"]):
+            raise AssignmentError(f"{cfg_path}: boards[{i}].shapes must be a non-empty list of tables")
+        out.append(dict(b))
+    return out
 
 
 def all_slugs(finished_only: bool = False) -> list[str]:

@@ -111,3 +111,28 @@ def test_no_correct_submission_is_flagged(folder, cfg, path):
     src = extract(path, cfg.get("extraction", "definitions")).source
     flags = scan_flags(src, cfg.get("forbidden", {}).get("allow_imports", []))
     assert flags == [], [f.as_dict() for f in flags]
+
+
+TIMING_CHEATS = {
+    "side stream": "import torch\ndef f(q):\n    s = torch.cuda.Stream()\n    with torch.cuda.stream(s):\n"
+                   "        return q * 2\n",
+    "events": "import torch\ndef f(q):\n    e = torch.cuda.Event(enable_timing=True)\n    return q\n",
+    "graphs": "import torch\ng = torch.cuda.CUDAGraph()\ndef f(q):\n    g.replay()\n    return q\n",
+    "clock": "import time\ndef f(q):\n    time.sleep(0)\n    return q\n",
+    "triton timers": "from triton.testing import do_bench\ndef f(q):\n    return q\n",
+    "threads": "import threading\ndef f(q):\n    threading.Thread(target=print).start()\n    return q\n",
+    "the harness": "from autograder.child import timed\ndef f(q):\n    return q\n",
+    "profiler": "import torch\ndef f(q):\n    with torch.profiler.profile():\n        return q\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TIMING_CHEATS))
+def test_the_timing_precheck_flags_what_timing_cheats_need(name):
+    """In an assignment with leaderboards: streams, events, CUDA graphs, clocks, timers,
+    threads, the harness's modules are flagged for review (threads and the harness are
+    off the allow-list everywhere); elsewhere streams, events and time stay unflagged."""
+    src = TIMING_CHEATS[name]
+    assert scan_flags(src, timing=True), name
+    if name in ("side stream", "events", "graphs", "clock", "profiler"):
+        assert scan_flags(src) == [], name
+    assert scan_flags("import torch\ndef f(q):\n    return torch.cuda.synchronize() or q @ q\n", timing=True) == []

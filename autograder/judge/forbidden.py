@@ -226,6 +226,28 @@ DENIED_PATHS = {
     "numpy.memmap": "sharing memory through files (numpy.memmap)",
     "numpy.fromfile": "reading files (numpy.fromfile)",
 }
+# In an assignment with leaderboards (autograder/judge/boards.py), the constructs the known
+# timing cheats need: flagged for the staff's review wherever they are (a submission with
+# such a flag ranks only once a TA has cleared it). Streams and events (work or clocks
+# outside the harness's), CUDA graphs (work replayed outside the window), clocks and
+# benchmark timers.
+TIMING_PATHS = {
+    "torch.cuda.Stream": "a CUDA stream of its own (work outside the timed stream)",
+    "torch.cuda.ExternalStream": "a CUDA stream of its own (work outside the timed stream)",
+    "torch.cuda.stream": "switching CUDA streams (work outside the timed stream)",
+    "torch.cuda.set_stream": "switching CUDA streams (work outside the timed stream)",
+    "torch.cuda.streams": "CUDA streams and events (torch.cuda.streams)",
+    "torch.cuda.Event": "a CUDA event (a timer object)",
+    "torch.cuda.graph": "a CUDA graph (work captured and replayed)",
+    "torch.cuda.graphs": "a CUDA graph (work captured and replayed)",
+    "torch.cuda.CUDAGraph": "a CUDA graph (work captured and replayed)",
+    "torch.cuda.make_graphed_callables": "a CUDA graph (work captured and replayed)",
+    "time": "the clock (time)",
+    "triton.testing": "Triton's benchmarking timers (triton.testing)",
+    "torch.utils.benchmark": "torch's benchmarking timers (torch.utils.benchmark)",
+    "torch.profiler": "the profiler (its timers and hooks)",
+    "torch.autograd.profiler": "the profiler (its timers and hooks)",
+}
 # Builtins a solution may call; every other builtin (eval, exec, compile, __import__,
 # globals, locals, vars, open, input, breakpoint, help, __build_class__...) is a flag
 # unless the name is a function's own local or parameter.
@@ -355,8 +377,9 @@ def _function_locals(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) ->
 
 
 class _FlagScanner(ast.NodeVisitor):
-    def __init__(self, allowed: tuple[str, ...]):
+    def __init__(self, allowed: tuple[str, ...], timing: bool = False):
         self.allowed = allowed
+        self.denied = {**DENIED_PATHS, **(TIMING_PATHS if timing else {})}
         self.aliases: dict[str, str] = {}  # local name -> module path it stands for
         self.flags: list[Flag] = []
         self.owner = "<module>"
@@ -379,9 +402,9 @@ class _FlagScanner(ast.NodeVisitor):
             else:
                 self.flag(f"{path} (the module {root} is not on this assignment's list)", node)
             return True
-        for denied, why in DENIED_PATHS.items():
+        for denied, why in self.denied.items():
             if path == denied or path.startswith(denied + "."):
-                if not _allowed_module(denied, self.allowed[len(ALLOWED_MODULES):]):
+                if denied in TIMING_PATHS or not _allowed_module(denied, self.allowed[len(ALLOWED_MODULES):]):
                     self.flag(why, node)
                     return True
         parts = path.split(".")
@@ -543,14 +566,15 @@ def _leaves_package(parts: list[str]) -> tuple[int, str] | None:
     return None
 
 
-def scan_flags(source: str, allow_imports: list[str] | tuple[str, ...] = ()) -> list[Flag]:
+def scan_flags(source: str, allow_imports: list[str] | tuple[str, ...] = (), timing: bool = False) -> list[Flag]:
     """Everything `source` imports or reaches that is not on the allow-lists above (and
-    the assignment's `allow_imports`), attributed to top-level definitions."""
+    the assignment's `allow_imports`), attributed to top-level definitions; with
+    `timing` (an assignment with leaderboards), the TIMING_PATHS too."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, RecursionError, MemoryError, ValueError):
         return []
-    scanner = _FlagScanner(tuple(ALLOWED_MODULES) + tuple(allow_imports))
+    scanner = _FlagScanner(tuple(ALLOWED_MODULES) + tuple(allow_imports), timing)
     scanner.module_names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
                             and n.id in ("input", "help", "exit", "quit")}  # a notebook's own variable
     for node in ast.walk(tree):  # aliases first, so uses anywhere resolve

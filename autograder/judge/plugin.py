@@ -74,7 +74,7 @@ class GradingPlugin:
                                 [*scan(job.source, list(job.forbidden)),
                                  *scan_functions(job.source, job.function_rules or {})]]
         self.result.flags = [located(f.as_dict(), line_map)
-                             for f in scan_flags(job.source, list(job.allow_imports))]
+                             for f in scan_flags(job.source, list(job.allow_imports), timing=job.timed)]
         self._student = None
         self._outcomes: list[tuple[TestResult, scoring.Outcome, bool]] = []
         self._group = "hidden"
