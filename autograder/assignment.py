@@ -221,7 +221,7 @@ def load(slug_or_path: str | Path) -> Assignment:
     )
 
 
-BOARD_KEYS = {"name": str, "function": str, "shapes": list, "dtype": str, "timed": str, "run_task": str,
+BOARD_KEYS = {"name": str, "function": str, "shapes": list, "cpu_shapes": list, "requires": STRINGS, "dtype": str, "timed": str, "run_task": str,
               "reveal_task": str, "baselines": STRINGS, "rtol": NUMBER, "atol": NUMBER, "loops": int, "reveal": int,
               "seconds_per_loop": NUMBER, "max_iterations": int}
 

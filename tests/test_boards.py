@@ -40,7 +40,7 @@ class FakeStudent:
     def __init__(self, fn, run=None, reveal=None):
         self.fn, self._run, self._reveal = fn, run or timed.run, reveal or timed.reveal
 
-    def task(self, name, *args, what=None):
+    def task(self, name, *args, what=None, l2_bytes=0):
         class R:
             pass
 

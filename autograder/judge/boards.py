@@ -53,8 +53,10 @@ class Board:
     name: str
     function: str                      # the student function the board times (its tests gate it)
     shapes: list[dict]                 # harness parameters of each timed shape
+    cpu_shapes: list[dict] = field(default_factory=list)  # the checks only, on CPUs (interpreter)
     dtype: str = "bfloat16"
     timed: str = "forward"             # what one call does, in words (shown on the board)
+    requires: list[str] = field(default_factory=list)  # functions whose tests gate it (default: function)
     run_task: str = "board_run"        # harness task: (names, shape, seeds) -> {"commits": ...}
     reveal_task: str = "board_reveal"  # harness task: (names, indices) -> outputs
     baselines: list[str] = field(default_factory=lambda: ["reference", "sdpa"])
@@ -181,7 +183,7 @@ def time_board(student, board: Board, harness: Harness, device: str, public_seed
     def loop(shape: dict, count: int) -> tuple[float, list[int], list]:
         seeds = derive_seeds(public_seed, secrets.randbits(62), count)
         started = time.perf_counter()
-        reply = student.task(board.run_task, shape, seeds, what=f"the timed loop of {board.function}").value
+        reply = student.task(board.run_task, shape, seeds, l2_bytes=l2, what=f"the timed loop of {board.function}").value
         wall = time.perf_counter() - started
         commits = reply.get("commits") if isinstance(reply, dict) else None
         if not isinstance(commits, list) or len(commits) != count:

@@ -69,7 +69,8 @@ _CHECKS = {
     "guard": _opt_dict, "function_rules": _opt_dict, "harness": _opt_str,
     "device": lambda v: v == "cpu" or (isinstance(v, str) and v.startswith("cuda")),
     "suite": lambda v: v in SUITES, "keyword": _opt_str,
-    "runner": lambda v: v in RUNNERS, "weak": _bool, "timed": _bool,
+    "runner": lambda v: v in RUNNERS, "weak": _bool,
+    "boards": lambda v: isinstance(v, list) and all(isinstance(b, dict) for b in v),
 }
 
 
@@ -96,7 +97,7 @@ class GradingJob:
     keyword: str | None = None  # pytest -k: a subset of the suite (the audit's mutants)
     runner: str = "local"
     weak: bool = False          # the weak sandbox by request (tests of the engine)
-    timed: bool = False         # the assignment has leaderboards: the timing precheck's flags apply
+    boards: tuple = ()          # [[boards]] (judge/boards.py): timed after the suite; the timing precheck applies
 
     @classmethod
     def build(cls, a: Assignment, extracted: dict, *, label: str, out: str, device: str, suite: str,
@@ -114,7 +115,12 @@ class GradingJob:
             limits=a.limits, forbidden=tuple(a.forbidden), allow_imports=tuple(a.allow_imports),
             flags_cost_points=a.flags_cost_points, guard=a.guard, function_rules=dict(a.function_rules) or None,
             harness=str(a.harness) if a.harness else None,
-            device=device, suite=suite, keyword=keyword, runner=runner, weak=weak, timed=bool(a.boards))
+            device=device, suite=suite, keyword=keyword, runner=runner, weak=weak,
+            boards=tuple(a.boards))
+
+    @property
+    def timed(self) -> bool:
+        return bool(self.boards)
 
     @property
     def gpu(self) -> bool:

@@ -187,19 +187,8 @@ class GradingPlugin:
     def pytest_sessionfinish(self, session, exitstatus):
         student = self._student
         dynamic = list(getattr(student, "forbidden_found", []) or [])
-        if student is not None:
-            self.result.sandbox = dict(getattr(student, "sandbox", {}) or {})
-            if isinstance(getattr(student, "waited", None), float):
-                # Time its processes slept or blocked (charged against limits.wait_seconds).
-                self.result.sandbox["waited_seconds"] = round(student.waited, 2)
-            events = getattr(student, "events", None)
-            if events:
-                self.result.sandbox["events"] = list(events)[:50]
-            for prob in getattr(student, "load_problems", []) or []:
-                note = f"while loading your code, {prob}"
-                if note not in self.result.notes:
-                    self.result.notes.append(note)
-            student.close()
+        if student is not None and not self.cfg.timed:
+            self._close_student(student)
         findings = self._forbidden_findings(self.static_findings + dynamic)
         for test, outcome, overloaded in self._outcomes:
             verdict = scoring.decide(outcome, scoring.Evidence(
@@ -208,10 +197,65 @@ class GradingPlugin:
             test.status, test.points = verdict.status, verdict.points
             if verdict.reasons:
                 test.feedback = _shorten("\n".join([*verdict.reasons, outcome.feedback]))
+        if self.cfg.timed and self.cfg.suite == "hidden":
+            self._time_boards(findings)
+            if student is not None:
+                self._close_student(student)
         if self._forbids_anything:
             self.result.tests.insert(0, self._forbidden_check(findings))
         self.result.total()
         self.result.duration = round(time.perf_counter() - self._started, 3)
+
+    def _close_student(self, student) -> None:
+        self.result.sandbox = dict(getattr(student, "sandbox", {}) or {})
+        if isinstance(getattr(student, "waited", None), float):
+            # Time its processes slept or blocked (charged against limits.wait_seconds).
+            self.result.sandbox["waited_seconds"] = round(student.waited, 2)
+        events = getattr(student, "events", None)
+        if events:
+            self.result.sandbox["events"] = list(events)[:50]
+        for prob in getattr(student, "load_problems", []) or []:
+            note = f"while loading your code, {prob}"
+            if note not in self.result.notes:
+                self.result.notes.append(note)
+        student.close()
+
+    def _time_boards(self, findings: list[dict]) -> None:
+        """Each board of the assignment: timed (judge/boards.py) when every test of the
+        functions it needs passed in full and none of them used a forbidden routine; else
+        a result that says why not. On CPUs only the board's cpu_shapes, checks only."""
+        from autograder.judge import boards
+        from autograder.judge.suite import load_module
+
+        harness = load_module(self.cfg.harness, "board_harness") if self.cfg.harness else None
+        for cfg in self.cfg.boards:
+            board = boards.Board.from_config(cfg)
+            out = boards.BoardResult(board.name, "cpu" if self.cfg.device == "cpu" else self.cfg.device)
+            needs = set(board.requires or [board.function])
+            tests = [t for t in self.result.tests if needs & set(t.function)]
+            covered = {f for t in tests for f in t.function} >= needs
+            bad = [t.name for t in tests if t.status != "passed"]
+            used = sorted({f["function"] for f in findings if f.get("function") in needs})
+            if self.result.error or not covered or bad or used:
+                out.reason = (self.result.error or ("its tests did not run" if not covered else
+                              f"its tests did not all pass ({', '.join(bad[:3])})" if bad else
+                              f"a forbidden routine in {', '.join(used)}"))
+            elif harness is None or not hasattr(harness, "board_harness"):
+                out.reason = "the assignment's harness has no board_harness (staff have been told)"
+                self.result.grader_errors.append(out.reason)
+            elif self.cfg.device == "cpu" and not board.cpu_shapes:
+                out.reason = "timed on GPU workers only"
+            else:
+                if self.cfg.device == "cpu":
+                    board.shapes, board.loops, board.reveal = list(board.cpu_shapes), 2, 1
+                    board.max_iterations, board.seconds_per_loop = 2, 0.0
+                student = self._student
+                if student is None:
+                    student = self._student = StudentCode.for_job(self.cfg)
+                student.current_functions = [board.function]
+                out = boards.time_board(student, board, boards.Harness(**harness.board_harness(board.name)),
+                                        self.cfg.device)
+            self.result.boards.append(out.to_dict())
 
     @property
     def _forbids_anything(self) -> bool:

@@ -56,6 +56,9 @@ class SubmissionResult:
     # modules...), each {"construct", "function", "cell", "line" (as the student sees it),
     # "source_line", "where"}: flagged for a TA's review.
     flags: list[dict] = field(default_factory=list)
+    # Kernel leaderboards (judge/boards.py): one BoardResult.to_dict() per board; a time
+    # only where every check held (`reason` says why not).
+    boards: list[dict] = field(default_factory=list)
     duration: float = 0.0
     engine_version: str = ""
     suite: str = "hidden"

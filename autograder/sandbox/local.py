@@ -450,6 +450,9 @@ class LocalRunner(Runner):
         env.update(settings.passthrough(("CUDA_VISIBLE_DEVICES", "TRITON_INTERPRET", "NCCL_NVLS_ENABLE",
                                          "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS",
                                          "LD_LIBRARY_PATH") if self.gpu else ("TRITON_INTERPRET",)))
+        if self.spec.device == "cpu":
+            # Triton has no CPU backend: student kernels run in its interpreter there.
+            env["TRITON_INTERPRET"] = "1"
         if self.gpu:
             # torch.cuda.is_available() asks NVML instead of initialising CUDA, so the
             # child may still fork processes that use the GPU (NCCL ranks).

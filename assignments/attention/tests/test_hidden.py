@@ -47,6 +47,9 @@ BWD = pytest.mark.function("attention_backward")
 FFWD = pytest.mark.function("flash_attention_forward")
 FBWD = pytest.mark.function("flash_attention_backward")
 
+TRITON_FNS = ("flash_attention_triton", "flash_attention_triton_backward")
+TRI = pytest.mark.function("flash_attention_triton")
+TRIB = pytest.mark.function("flash_attention_triton_backward")
 MASK_HINT = "causal: query i sees keys j <= i (its own position included), nothing after it"
 SCALE_HINT = "scores are scale * q @ k^T, with scale = 1/sqrt(D) only when scale is None"
 
@@ -60,7 +63,7 @@ def forward_case(student, fn, device, label, shape, *, causal=False, scale=None,
                  spread=1.0, shift=0.0, read=("o",), block_size=None, hint=""):
     b, h, n, m, d = shape
     q, k, v, _ = C.make_qkv(label, b, h, n, m, d, dtype, spread=spread, shift=shift)
-    kwargs = {"causal": causal, "scale": scale}
+    kwargs = {"causal": causal} if fn in TRITON_FNS else {"causal": causal, "scale": scale}
     if block_size is not None:
         kwargs["block_size"] = block_size
     call = C.call_text(fn, q, k, v, **kwargs)
@@ -79,7 +82,7 @@ def backward_case(student, fn, device, label, shape, *, causal=False, scale=None
     b, h, n, m, d = shape
     q, k, v, do = C.make_qkv(label, b, h, n, m, d, dtype, spread=spread, shift=shift)
     (o, lse), truth, allowed = C.expected_backward(do, q, k, v, causal, scale, device)
-    kwargs = {"causal": causal, "scale": scale}
+    kwargs = {"causal": causal} if fn in TRITON_FNS else {"causal": causal, "scale": scale}
     if block_size is not None:
         kwargs["block_size"] = block_size
     call = C.call_text(fn, do, q, k, v, o, lse, **kwargs)
@@ -342,6 +345,44 @@ def test_flash_backward_half_precision(student, device):
     for i, (dtype, causal, shape) in enumerate(HALF_CASES):
         cases.run(backward_case, student, "flash_attention_backward", device, f"fbwd-half/{i}", shape,
                   dtype=dtype, causal=causal, block_size=16)
+    cases.finish()
+
+
+# -- the leaderboard's Triton kernels (0 points: they gate the boards, harness.py) -----------
+# Small on CPUs, where Triton runs in its interpreter; on a GPU also bf16/fp16 and a long case.
+TRITON_CASES = [((1, 2, 37, 37, 16), True), ((1, 2, 20, 45, 32), False), ((2, 1, 16, 16, 16), True),
+                ((1, 1, 1, 9, 16), False)]
+TRITON_GPU = [((2, 4, 1000, 1000, 64), True), ((1, 4, 333, 777, 128), False)]
+TRITON_HALF = [(torch.bfloat16, True, (1, 2, 300, 300, 64)), (torch.float16, False, (2, 2, 130, 257, 128))]
+
+
+@TRI
+@pytest.mark.points(0)
+def test_triton_forward_matches_reference(student, device):
+    """flash_attention_triton: o and lse, causal and not, ragged lengths, N != M (no points: it gates the boards)."""
+    cases = C.Cases()
+    for i, (shape, causal) in enumerate(TRITON_CASES + (TRITON_GPU if device != "cpu" else [])):
+        cases.run(forward_case, student, "flash_attention_triton", device, f"tri/{i}", shape, causal=causal,
+                  read=("o", "lse"), hint=MASK_HINT if causal else "")
+    if device != "cpu":
+        for i, (dtype, causal, shape) in enumerate(TRITON_HALF):
+            cases.run(forward_case, student, "flash_attention_triton", device, f"tri-half/{i}", shape, dtype=dtype,
+                      causal=causal, read=("o", "lse"))
+    cases.finish()
+
+
+@TRIB
+@pytest.mark.points(0)
+def test_triton_backward_matches_reference(student, device):
+    """flash_attention_triton_backward: dq, dk, dv, causal and not, ragged lengths (no points: it gates a board)."""
+    cases = C.Cases()
+    for i, (shape, causal) in enumerate(TRITON_CASES + (TRITON_GPU if device != "cpu" else [])):
+        cases.run(backward_case, student, "flash_attention_triton_backward", device, f"trib/{i}", shape,
+                  causal=causal, hint=MASK_HINT if causal else "")
+    if device != "cpu":
+        for i, (dtype, causal, shape) in enumerate(TRITON_HALF):
+            cases.run(backward_case, student, "flash_attention_triton_backward", device, f"trib-half/{i}", shape,
+                      dtype=dtype, causal=causal)
     cases.finish()
 
 
