@@ -201,6 +201,37 @@ def check_many(items: list[Assignment], examples: bool = False, jobs: int = 2, r
             yield report
 
 
+def board_expectation(label: str, path: Path, expected: dict) -> str | None:
+    """What examples/scores.toml's [boards] table wants of a submission's boards: "ranked"
+    (every board timed) or "none" (no board timed); the master is always "ranked"."""
+    if label == "master":
+        return "ranked"
+    return (expected.get("boards") or {}).get(path.name)
+
+
+def board_mismatch(want: str | None, boards: list[dict]) -> str | None:
+    """Why `boards` (a result's) is not what `want` says, or None."""
+    if want is None or not boards:
+        return None
+    timed = [b for b in boards if b.get("seconds") is not None]
+    if want == "ranked" and len(timed) != len(boards):
+        miss = next(b for b in boards if b.get("seconds") is None)
+        return f"board {miss['board']} has no time: {miss.get('reason')}"
+    if want == "none" and timed:
+        return f"board {timed[0]['board']} gave it a time ({timed[0]['seconds']:.3g} s): a cheat ranked"
+    return None
+
+
+def _judge_boards(a: Assignment, report: CheckReport, label: str, path: Path, r, expected: dict) -> None:
+    why = board_mismatch(board_expectation(label, path, expected), r.boards)
+    if why:
+        report.fail(f"{a.slug} {label}: " + escape(visible(why)))
+    elif r.boards and board_expectation(label, path, expected):
+        report.good(f"{a.slug} {label}: boards as expected ("
+                    + ", ".join(f"{b['board']}: {'time' if b.get('seconds') is not None else 'none'}"
+                                for b in r.boards) + ")")
+
+
 def _judge(a: Assignment, report: CheckReport, label: str, path: Path, r, expected: dict) -> None:
     errors = [t.name for t in r.tests if t.status == "error"]
     if r.error or r.grader_errors or errors:
@@ -222,6 +253,7 @@ def _judge(a: Assignment, report: CheckReport, label: str, path: Path, r, expect
         if want is None:
             report.fail(f"{a.slug} {label}: no expected score in examples/scores.toml")
             return
+    _judge_boards(a, report, label, path, r, expected)
     if abs(r.score - want) > 1e-6:
         lost = [f"{t.name} ({t.points:g}/{t.max_points:g})" for t in r.tests if t.points < t.max_points][:6]
         report.fail(f"{a.slug} {label}: {r.score:g} / {r.max_score:g}, expected {want:g}; " + escape(visible(lost)))

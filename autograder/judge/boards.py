@@ -63,7 +63,7 @@ class Board:
     rtol: float = 2e-2
     atol: float = 2e-2
     loops: int = 5
-    reveal: int = 2
+    reveal: int = 3
     seconds_per_loop: float = 0.2
     max_iterations: int = 50
 

@@ -240,6 +240,11 @@ class GradingPlugin:
                 out.reason = (self.result.error or ("its tests did not run" if not covered else
                               f"its tests did not all pass ({', '.join(bad[:3])})" if bad else
                               f"a forbidden routine in {', '.join(used)}"))
+            elif self.result.flags:
+                # the timing precheck (judge/forbidden.py, TIMING_PATHS) and every other flag
+                f = self.result.flags[0]
+                out.reason = (f"flagged for a TA's review ({f['construct']}, {f.get('where') or f['function']}): "
+                              "timed once a TA has cleared it")
             elif harness is None or not hasattr(harness, "board_harness"):
                 out.reason = "the assignment's harness has no board_harness (staff have been told)"
                 self.result.grader_errors.append(out.reason)
@@ -247,7 +252,7 @@ class GradingPlugin:
                 out.reason = "timed on GPU workers only"
             else:
                 if self.cfg.device == "cpu":
-                    board.shapes, board.loops, board.reveal = list(board.cpu_shapes), 2, 1
+                    board.shapes, board.loops, board.reveal = list(board.cpu_shapes), 2, 2  # every output checked
                     board.max_iterations, board.seconds_per_loop = 2, 0.0
                 student = self._student
                 if student is None:

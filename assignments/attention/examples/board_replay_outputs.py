@@ -1,0 +1,47 @@
+"""Board cheat: from the third call of one shape on, return the output kept from the
+second (outputs replayed: a cache keyed by shape, as KernelBot's seed-replay cheats).
+Caught by the revealed outputs' check against the truth: no time.
+
+Its kernel is plain PyTorch (correct: the board times whatever passes its tests); the
+other functions of the assignment are missing (0 points)."""
+
+import math
+
+import torch
+
+
+def _forward(q, k, v, causal):
+    s = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    if causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), float("-inf"))
+    lse = torch.logsumexp(s, -1)
+    return (torch.exp(s - lse[..., None]) @ v.float()).to(q.dtype), lse
+
+
+def _backward(do, q, k, v, o, lse, causal):
+    q32, k32, v32, do32 = q.float(), k.float(), v.float(), do.float()
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    s = (q32 @ k32.transpose(-2, -1)) * scale
+    if causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), float("-inf"))
+    p = torch.exp(s - lse.float()[..., None])
+    dv = p.transpose(-2, -1) @ do32
+    ds = p * (do32 @ v32.transpose(-2, -1) - (do32 * o.float()).sum(-1, keepdim=True))
+    return ((ds @ k32) * scale).to(q.dtype), ((ds.transpose(-2, -1) @ q32) * scale).to(k.dtype), dv.to(v.dtype)
+
+
+def flash_attention_triton_backward(do, q, k, v, o, lse, causal=False):
+    return _backward(do, q, k, v, o, lse, causal)
+
+
+_SEEN = {}
+
+
+def flash_attention_triton(q, k, v, causal=False):
+    key = (tuple(q.shape), causal)
+    count, kept = _SEEN.get(key, (0, None))
+    if count >= 2:
+        return kept
+    out = _forward(q, k, v, causal)
+    _SEEN[key] = (count + 1, out)
+    return out
