@@ -246,6 +246,31 @@ class FlagReview(StaffRecord, Base):
     actor: Mapped[User] = relationship(foreign_keys=[actor_id])
 
 
+class BoardRemoval(StaffRecord, Base):
+    """A submission taken off a leaderboard (`removed`), or put back (`removed` false), with
+    the reason; the newest row for (submission, board) is in force."""
+
+    __tablename__ = "board_removals"
+
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
+    board: Mapped[str] = mapped_column(String(100))
+    removed: Mapped[bool] = mapped_column(Boolean, default=True)
+    actor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+
+    actor: Mapped[User] = relationship(foreign_keys=[actor_id])
+
+
+class BoardName(Base):
+    """The name a student shows on the leaderboards (none: anonymous)."""
+
+    __tablename__ = "board_names"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
+    name: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class FeedbackRelease(StaffRecord, Base):
     """Hidden tests' names and feedback released to students (or hidden again)."""
 

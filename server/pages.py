@@ -235,9 +235,65 @@ def assignment_page(slug: Slug, request: Request, user: PageUser, session: Sessi
     outs = [submission_out(s, user, now) for s in subs]
     latest = outs[0] if outs else None
     mine = decisions.overrides(session, a, [user.id]).get(user.id, {})
+    from server.service import board_specs
+
     return render(request, "assignment.html", user=user, staff=auth.is_staff(user), a=assignment_out(session, a, user, now),
                   submissions=outs, latest=latest, view=result_view(latest) if latest else None,
-                  my_overrides=[mine[k] for k in sorted(mine)])
+                  my_overrides=[mine[k] for k in sorted(mine)], has_boards=bool(board_specs(request.app, a)))
+
+
+@pages.get("/ui/assignments/{slug}/boards", response_class=HTMLResponse)
+@releases_session
+def boards_page(slug: Slug, request: Request, user: PageUser, session: SessionDep):
+    from server import boards
+    from server.models import BoardName
+    from server.service import board_specs
+
+    a = get_assignment(session, slug)
+    specs = board_specs(request.app, a)
+    staff = auth.is_staff(user)
+    tables = boards.tables(session, a, user, staff, [b["name"] for b in specs])
+    my_name = session.scalar(select(BoardName.name).where(BoardName.user_id == user.id))
+    frozen = a.deadline is not None and utcnow() > a.deadline
+    return render(request, "boards.html", user=user, staff=staff, a=a, specs=specs, tables=tables, my_name=my_name,
+                  frozen=frozen, name_max=boards.NAME_MAX)
+
+
+@pages.post("/ui/assignments/{slug}/boards/name")
+@releases_session
+def board_name_post(slug: Slug, request: Request, user: PageUser, session: SessionDep,
+                    name: Annotated[str, Form(max_length=200)] = "", csrf: Annotated[str, Form()] = ""):
+    from server import boards
+
+    _csrf(request, csrf)
+    get_assignment(session, slug)
+    begin_write(session)
+    boards.set_name(session, user, visible(name))
+    session.commit()
+    return RedirectResponse(f"/ui/assignments/{slug}/boards", 303)
+
+
+@pages.post("/ui/ta/submissions/{sub_id}/board")
+@releases_session
+def board_staff_post(sub_id: SubmissionId, request: Request, user: StaffPageUser, session: SessionDep,
+                     board: Annotated[str, Form(max_length=100)], action: Annotated[str, Form(pattern="^(remove|restore|retime)$")],
+                     reason: Annotated[str, Form(max_length=2000)] = "", csrf: Annotated[str, Form()] = ""):
+    """Take a submission off a board or put it back (a reason required), or time it again
+    (a regrade: a new run, timed on the worker's GPU)."""
+    from server import boards
+
+    _csrf(request, csrf)
+    sub = load_submission(session, sub_id, user)
+    slug = sub.assignment.slug
+    if action == "retime":
+        regrade(request.app, session, [sub])
+        return RedirectResponse(f"/ui/assignments/{slug}/boards?retimed={sub_id}", 303)
+    if not reason.strip():
+        raise HTTPException(400, "a reason is required to take a submission off a board or put it back")
+    begin_write(session)
+    boards.remove(session, user, sub, board, reason.strip(), removed=action == "remove")
+    session.commit()
+    return RedirectResponse(f"/ui/assignments/{slug}/boards", 303)
 
 
 @pages.post("/ui/assignments/{slug}/submit")

@@ -191,6 +191,22 @@ def _graded_names(app, a: AssignmentRow) -> frozenset[str]:
     return cache[key]
 
 
+def board_specs(app, a: AssignmentRow) -> list[dict]:
+    """The assignment's [[boards]] (name, function, timed, shapes), from its folder."""
+    from autograder import assignment as engine_assignments
+    from server import catalog
+
+    cache = app.state.__dict__.setdefault("board_specs", {})
+    key = (a.slug, a.loaded_at)
+    if key not in cache:
+        try:
+            cache[key] = list(engine_assignments.load(catalog.folder_of(app.state.settings.assignments_dir,
+                                                                        a.slug)).boards)
+        except Exception:  # noqa: BLE001  (no folder on this host: no boards shown)
+            cache[key] = []
+    return cache[key]
+
+
 REFUSALS_PER_WINDOW, REFUSAL_WINDOW = 10, 600.0
 
 

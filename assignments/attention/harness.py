@@ -91,10 +91,31 @@ def cost(shape: dict, backward: bool = False) -> tuple[float, float]:
     return float(nbytes), float(flops)
 
 
+def _reference(shape, inputs, backward):
+    from reference import triton_flash_attention as tfa
+
+    causal = bool(shape["causal"])
+    o, lse = tfa.flash_attention_forward(*inputs[:3], causal=causal)
+    return (o, lse, *tfa.flash_attention_backward(inputs[3], *inputs[:3], o, lse, causal=causal)) if backward else (o, lse)
+
+
+def _sdpa(shape, inputs, backward):
+    causal = bool(shape["causal"])
+    if not backward:
+        return torch.nn.functional.scaled_dot_product_attention(*inputs[:3], is_causal=causal)
+    leaves = [t.detach().requires_grad_() for t in inputs[:3]]
+    o = torch.nn.functional.scaled_dot_product_attention(*leaves, is_causal=causal)
+    o.backward(inputs[3])
+    return (o, *(t.grad for t in leaves))
+
+
 def board_harness(board: str) -> dict:
-    """The judge's side of a board, by name: inputs, truth, a do-nothing output, cost."""
+    """The judge's side of a board, by name: inputs, truth, a do-nothing output, cost, and
+    the baselines the judge times itself (the Triton reference, PyTorch's SDPA)."""
     backward = board == "flash-forward-backward"
     return {"make_inputs": lambda shape, seed, device: make_inputs(shape, seed, device, backward),
             "truth": lambda shape, inputs: truth(shape, inputs, backward),
             "null_output": lambda shape, inputs: null_output(shape, inputs, backward),
-            "cost": lambda shape: cost(shape, backward)}
+            "cost": lambda shape: cost(shape, backward),
+            "baselines": {"reference": lambda shape, inputs: _reference(shape, inputs, backward),
+                          "sdpa": lambda shape, inputs: _sdpa(shape, inputs, backward)}}

@@ -102,10 +102,11 @@ class BoardResult:
     shapes: list[ShapeTiming] = field(default_factory=list)
     reason: str | None = None          # why there is no time
     checked: int = 0                   # outputs revealed and verified
+    baselines: dict = field(default_factory=dict)  # name -> seconds (the same loop, in the judge, same run)
 
     def to_dict(self) -> dict:
         return {"board": self.board, "device": self.device, "seconds": self.seconds, "spread": self.spread,
-                "reason": self.reason, "checked": self.checked,
+                "reason": self.reason, "checked": self.checked, "baselines": self.baselines,
                 "shapes": [{"shape": s.shape, "median": s.median, "spread": s.spread, "overhead": s.overhead,
                             "iterations": s.iterations, "seconds": s.seconds} for s in self.shapes]}
 
@@ -133,6 +134,9 @@ class Harness:
     truth: Callable[[dict, tuple], list[torch.Tensor]]
     null_output: Callable[[dict, tuple], Any]
     cost: Callable[[dict], tuple[float, float]]   # (bytes moved at least, FLOPs)
+    # name -> call(shape, inputs): trusted implementations timed by the judge itself
+    # with the same loop, in the same run, on the same shapes (GPU only)
+    baselines: dict = field(default_factory=dict)
 
 
 def _verify(board: Board, harness: Harness, shape: dict, device: str, seeds: list[int], commits: list,
@@ -160,12 +164,35 @@ def _verify(board: Board, harness: Harness, shape: dict, device: str, seeds: lis
                              "downgrade or wrong work")
 
 
+def _judge_loop(call, harness: Harness, shape: dict, seeds: list[int], device: str, l2_bytes: int) -> float:
+    """Seconds per iteration of the timed loop run in this (the judge's) process."""
+    started = time.perf_counter()
+    timed.run(call, lambda s: harness.make_inputs(shape, s, device), seeds, device, l2_bytes)
+    return (time.perf_counter() - started) / len(seeds)
+
+
 def _null_loop(harness: Harness, shape: dict, seeds: list[int], device: str, l2_bytes: int) -> float:
     """Seconds per iteration of the loop with a call that does nothing, in this process."""
     out = harness.null_output(shape, harness.make_inputs(shape, seeds[0], device))
-    started = time.perf_counter()
-    timed.run(lambda inputs: out, lambda s: harness.make_inputs(shape, s, device), seeds, device, l2_bytes)
-    return (time.perf_counter() - started) / len(seeds)
+    return _judge_loop(lambda inputs: out, harness, shape, seeds, device, l2_bytes)
+
+
+def time_baselines(board: Board, harness: Harness, device: str, l2_bytes: int, iterations: int = 10) -> dict:
+    """Each baseline's board time (geometric mean over the shapes of the median of
+    `board.loops` loops, less the null loop), measured in the judge's process."""
+    out = {}
+    for name, fn in harness.baselines.items():
+        medians = []
+        for shape in board.shapes:
+            seeds = derive_seeds(0, 2, iterations)
+            call = lambda inputs, fn=fn, shape=shape: fn(shape, inputs)  # noqa: E731
+            _judge_loop(call, harness, shape, seeds[:2], device, l2_bytes)  # warm-up
+            overhead = _null_loop(harness, shape, seeds, device, l2_bytes)
+            medians.append(statistics.median(_judge_loop(call, harness, shape, seeds, device, l2_bytes) - overhead
+                                             for _ in range(board.loops)))
+        if all(m > 0 for m in medians):
+            out[name] = math.exp(sum(math.log(m) for m in medians) / len(medians))
+    return out
 
 
 def time_board(student, board: Board, harness: Harness, device: str, public_seed: int = 0,
@@ -226,4 +253,9 @@ def time_board(student, board: Board, harness: Harness, device: str, public_seed
         return result
     result.seconds = math.exp(sum(math.log(m) for m in medians) / len(medians))
     result.spread = max(s.spread for s in result.shapes)
+    if device != "cpu" and harness.baselines:
+        try:
+            result.baselines = time_baselines(board, harness, device, l2)
+        except Exception as e:  # noqa: BLE001 - a baseline's failure is the course's, never the student's
+            result.baselines = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
     return result

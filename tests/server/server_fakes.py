@@ -7,6 +7,8 @@ engine. The real engine is exercised by test_queue's end-to-end test and the bro
     # fake-raise         the grade function raises (an engine bug)
     # fake-escapes       terminal escape sequences in the feedback, error, notes and flags
     # fake-flag          a flag on `double`, line 2 of the file (as the engine locates it)
+    # fake-board: flash=0.0012@NVIDIA H100   a board time (seconds) on a device; "none": no time;
+                                             several lines for several boards or devices
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ def grade(a, path, *, label=None, **_kw) -> SubmissionResult:
     if "# fake-flag" in text:
         r.flags = [{"construct": "getattr with a computed name", "function": "double", "statement": "code",
                     "cell": None, "line": 2, "source_line": 1, "where": "line 2"}]
+    for board, seconds, device in re.findall(r"# fake-board: ([\w-]+)=([0-9.e-]+|none)@(.+)", text):
+        r.boards.append({"board": board, "device": device.strip(), "seconds": None if seconds == "none" else
+                         float(seconds), "spread": 0.02, "reason": "a check failed" if seconds == "none" else None,
+                         "checked": 6, "baselines": {"reference": 0.0011, "sdpa": 0.0009}, "shapes": []})
     r.total()
     r.sandbox = {"strong": False, "runner": "fake"}
     return r
