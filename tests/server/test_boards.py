@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from conftest import write_assignment
 
 BOARDS = '''[[boards]]
