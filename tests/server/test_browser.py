@@ -33,9 +33,13 @@ def free_port() -> int:
 
 @pytest.fixture
 def live_server(tmp_path, course):
+    yield from _serve(tmp_path, course)
+
+
+def _serve(tmp_path, course, **extra_env):
     port = free_port()
     env = dict(os.environ, DLOPT_DATA_DIR=str(tmp_path / "data"), DLOPT_ASSIGNMENTS_DIR=str(course),
-               DLOPT_WORKERS="1", DLOPT_POLL_SECONDS="0.2")
+               DLOPT_WORKERS="1", DLOPT_POLL_SECONDS="0.2", **extra_env)
     env.pop("DLOPT_BROKER_URL", None)
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "autograder.cli", "serve", "--port", str(port)], env=env,
@@ -354,3 +358,45 @@ def test_a_ta_runs_the_class_from_the_pages(live_server, browser, shots, tmp_pat
     assert alice.locator("#late-warning").is_visible() and alice.locator("#accept-late").count() == 1
     shots(alice, "11-late-upload-warning")
     assert not csp, csp
+
+
+@pytest.fixture
+def board_server(tmp_path, course):
+    """A course with a kernel board, graded by the scripted grader (its board times are
+    written in the submissions: the GPU timing itself is the engine's, tests/test_boards.py)."""
+    from datetime import UTC, datetime, timedelta
+
+    from test_boards import BOARDS
+
+    from conftest import write_assignment
+
+    write_assignment(course, "kernels", deadline=datetime.now(UTC) + timedelta(days=3), extra=BOARDS)
+    yield from _serve(tmp_path, course, DLOPT_GRADE_FUNCTION="server_fakes:grade",
+                      PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+
+
+def test_the_kernel_board(board_server, browser, shots, tmp_path):
+    """The board page of issue 31: a student's rank among anonymous others and the
+    baselines, their chosen name; a TA's view with logins, removal with a reason."""
+    base, tokens = board_server
+    for who, lines in (("alice", ["flash=0.00091@NVIDIA H100 80GB HBM3"]),
+                       ("bob", ["flash=0.00120@NVIDIA H100 80GB HBM3", "flash=0.00070@NVIDIA H200"])):
+        path = tmp_path / f"{who}.py"
+        path.write_text("".join(f"# fake-board: {x}\n" for x in lines) + "def double(x):\n    return 2 * x\n")
+        _api_wait(base, tokens["admin"], _api_submit(base, tokens[who], "kernels", path))
+    page = sign_in(browser, base, tokens["alice"])
+    csp = watch_csp(page)
+    page.goto(base + "/ui/assignments/kernels")
+    page.click("#boards-link")
+    page.wait_for_selector("#table-flash-1")
+    text = page.inner_text("#table-flash-1")
+    assert "(you)" in text and "course reference (Triton)" in text and "PyTorch SDPA" in text and "bob" not in text
+    page.fill("#board-name input[name=name]", "Tri Dao fan")
+    page.click("#board-name button")
+    page.wait_for_selector("text=Tri Dao fan")
+    shots(page, "student")
+    ta = sign_in(browser, base, tokens["ta1"])
+    ta.goto(base + "/ui/assignments/kernels/boards")
+    assert "bob" in ta.inner_text("#table-flash-1") and "NVIDIA H200" in ta.inner_text("body")
+    shots(ta, "ta")
+    assert csp == []
