@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from autograder import assignment as assignments  # noqa: E402
+from autograder.authoring.release import board_expectation, board_mismatch  # noqa: E402
 from autograder.grading import find_submissions, grade  # noqa: E402
 from autograder.judge.student import StudentCode  # noqa: E402
 
@@ -62,12 +63,28 @@ def main() -> int:
         with ThreadPoolExecutor(JOBS) as pool:
             results = list(pool.map(lambda s, a=a: grade(a, s[0], device="cuda"), subs))
         for (path, want), r in zip(subs, results):
-            good = want is not None and abs(r.score - want) < 1e-6 and not r.grader_errors
+            board_why = board_mismatch(board_expectation("master" if path == a.master else "example", path, expected),
+                                       r.boards)
+            good = want is not None and abs(r.score - want) < 1e-6 and not r.grader_errors and board_why is None
             ok &= good
+            boards = "; ".join(f"{b['board']}: " + (f"{b['seconds'] * 1e3:.3f} ms" if b.get("seconds") is not None
+                                                     else f"none ({(b.get('reason') or '')[:90]})") for b in r.boards)
             print(f"| {slug} | {path.name} | cuda | {r.score:g} / {r.max_score:g} | {want} | {r.duration:.1f} |"
-                  + ("" if good else f" MISMATCH {r.error} {r.grader_errors[:1]} "
+                  + (f" boards: {boards}" if boards else "")
+                  + ("" if good else f" MISMATCH {board_why or ''} {r.error} {r.grader_errors[:1]} "
                      f"{[(t.name, t.feedback[:150]) for t in r.tests if t.points < t.max_points][:3]}"))
         print(f"\n{slug}: {len(subs)} submissions in {time.time() - started:.0f} s ({JOBS} in parallel)")
+        if a.boards:
+            # the boards' figures with nothing else on the GPU (the pass above ran JOBS at once)
+            alone = grade(a, a.master, device="cuda")
+            for b in alone.boards:
+                base = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in (b.get("baselines") or {}).items()
+                                 if isinstance(v, int | float))
+                shapes = "; ".join(f"{s['shape']} {s['median'] * 1e3:.3f} ms (spread {s['spread']:.0%}, "
+                                   f"{s['iterations']} per loop)" for s in b.get("shapes", []))
+                print(f"{slug} master alone, board {b['board']} on {b['device']}: "
+                      + (f"{b['seconds'] * 1e3:.3f} ms" if b.get("seconds") else f"none ({b.get('reason')})")
+                      + f", {b.get('checked')} outputs checked; baselines: {base}; shapes: {shapes}")
         slow = sorted(results[0].tests, key=lambda t: -t.duration)[:6]
         print(f"{slug} master, slowest tests: " + ", ".join(f"{t.name} {t.duration:.1f} s" for t in slow))
     return 0 if ok else 1
