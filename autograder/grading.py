@@ -59,15 +59,16 @@ def find_submissions(paths: list[str | Path]) -> list[Path]:
 
 def grade(a: Assignment, path: str | Path, *, suite: str = "hidden", device: str | None = None,
           force_weak: bool = False, label: str | None = None, source_path: Path | None = None,
-          keyword: str | None = None, runner: str | None = None) -> SubmissionResult:
+          keyword: str | None = None, runner: str | None = None, flags_cleared: bool = False) -> SubmissionResult:
     """Grade one submission file against `suite` ("hidden": everything, "public").
-    `runner`: local or docker (None: the engine's setting, DLOPT_RUNNER).
+    `runner`: local or docker (None: the engine's setting, DLOPT_RUNNER). `flags_cleared`:
+    a TA cleared this submission's flags, so its boards are timed despite them.
     Never raises: whatever goes wrong ends as the result's `error`."""
     started = time.perf_counter()
     try:
         for attempt in range(1, OVERLOAD_ATTEMPTS + 1):
             result = _grade(a, Path(path), suite=suite, device=device, force_weak=force_weak, label=label,
-                            source_path=source_path, keyword=keyword, runner=runner)
+                            source_path=source_path, keyword=keyword, runner=runner, flags_cleared=flags_cleared)
             if attempt > 1:
                 # Each regrade after a starved run is on the record (at most OVERLOAD_ATTEMPTS).
                 result.sandbox["overload_retries"] = attempt - 1
@@ -127,7 +128,8 @@ def _spawn_judge(cmd: list[str], env: dict, timeout: float) -> tuple[int | None,
 
 
 def _grade(a: Assignment, path: Path, *, suite: str, device: str | None, force_weak: bool, label: str | None,
-           source_path: Path | None, keyword: str | None, runner: str | None) -> SubmissionResult:
+           source_path: Path | None, keyword: str | None, runner: str | None,
+           flags_cleared: bool = False) -> SubmissionResult:
     result = SubmissionResult(assignment=a.slug, submission=label or str(path), engine_version=__version__,
                               suite=suite)
     config = settings.current()
@@ -145,7 +147,7 @@ def _grade(a: Assignment, path: Path, *, suite: str, device: str | None, force_w
         os.chmod(tmp / "scratch", 0o711)
         job = GradingJob.build(a, extracted.as_dict(), label=result.submission, out=str(tmp / "result.json"),
                                device=dev, suite=suite, runner=runner or config.runner, weak=force_weak,
-                               keyword=keyword)
+                               keyword=keyword, flags_cleared=flags_cleared)
         (tmp / "job.json").write_text(job.dumps())
         # Small tensors: one thread each keeps parallel judges and their children from
         # oversubscribing the cores (OpenMP spin-waits made a 2-job run 4x slower).

@@ -40,7 +40,7 @@ from autograder import assignment as engine_assignments
 from autograder.judge.results import SubmissionResult
 from server.config import Settings
 from server.db import Database, begin_write, serialize_on
-from server.models import AssignmentRow, GradingRun, Submission, TestResultRow, utcnow
+from server.models import AssignmentRow, FlagReview, GradingRun, Submission, TestResultRow, utcnow
 from server.storage import Store
 
 log = logging.getLogger("dlopt.queue")
@@ -250,6 +250,10 @@ class GradingQueue:
             sub = run.submission
             slug, digest, kind = sub.assignment.slug, sub.content_hash, sub.kind
             label = f"submission {sub.id} ({sub.user.login})"
+            # a TA cleared its flags (the newest review says so): its kernel boards are timed
+            review = s.scalar(select(FlagReview).where(FlagReview.submission_id == sub.id, FlagReview.action != "note")
+                              .order_by(FlagReview.id.desc()).limit(1))
+            cleared = review is not None and review.action == "cleared"
         try:
             a = engine_assignments.load(Path(self.settings.assignments_dir) / slug)
             data = self.store.get(digest)
@@ -262,7 +266,8 @@ class GradingQueue:
             path = Path(tmp) / f"submission.{kind}"
             path.write_bytes(data)
             try:
-                return self._grade(a, path, label=label, runner=self.settings.runner)
+                kw = {"flags_cleared": True} if cleared else {}
+                return self._grade(a, path, label=label, runner=self.settings.runner, **kw)
             except Exception as e:  # noqa: BLE001 - the engine promises not to raise; if it does, say so
                 r = SubmissionResult(assignment=slug, submission=label)
                 r.error = "the grader failed on this submission (staff have been told)"

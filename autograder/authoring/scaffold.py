@@ -65,6 +65,12 @@ runtime = ["torch.optim.SGD"]        # made to raise in the child, whatever name
 # apis = ["torch.autograd"]          #   guarded for its calls (the other functions keep what it loses)
 # runtime = []
 # block_autograd = false
+# [[boards]]                         # a kernel leaderboard (autograder/judge/boards.py; README, "Kernel boards")
+# name = "fast-kernel"               # the board's name on the page
+# function = "my_kernel"             # the timed student function; its tests gate the board
+# shapes = [{{n = 4096}}]              # harness parameters of each timed shape (all timed)
+# cpu_shapes = [{{n = 32}}]            # CPU workers and `dlopt check`: the checks only
+# run_task = "board_run"             # the harness's timed loop (autograder.child.timed.run)
 '''
 
 INTRO = """# {title}

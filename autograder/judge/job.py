@@ -70,7 +70,7 @@ _CHECKS = {
     "device": lambda v: v == "cpu" or (isinstance(v, str) and v.startswith("cuda")),
     "suite": lambda v: v in SUITES, "keyword": _opt_str,
     "runner": lambda v: v in RUNNERS, "weak": _bool,
-    "boards": lambda v: isinstance(v, list) and all(isinstance(b, dict) for b in v),
+    "boards": lambda v: isinstance(v, list) and all(isinstance(b, dict) for b in v), "flags_cleared": _bool,
 }
 
 
@@ -98,10 +98,11 @@ class GradingJob:
     runner: str = "local"
     weak: bool = False          # the weak sandbox by request (tests of the engine)
     boards: tuple = ()          # [[boards]] (judge/boards.py): timed after the suite; the timing precheck applies
+    flags_cleared: bool = False  # a TA cleared the submission's flags: its boards are timed despite them
 
     @classmethod
     def build(cls, a: Assignment, extracted: dict, *, label: str, out: str, device: str, suite: str,
-              runner: str, weak: bool, keyword: str | None = None) -> GradingJob:
+              runner: str, weak: bool, keyword: str | None = None, flags_cleared: bool = False) -> GradingJob:
         """The one place a job is made. Checks the assignment's forbidden lists name
         something (a misspelt entry would forbid nothing, silently)."""
         key = (str(a.root), tuple(a.forbidden), tuple(a.runtime_forbidden), repr(sorted(a.function_rules.items())))
@@ -116,7 +117,7 @@ class GradingJob:
             flags_cost_points=a.flags_cost_points, guard=a.guard, function_rules=dict(a.function_rules) or None,
             harness=str(a.harness) if a.harness else None,
             device=device, suite=suite, keyword=keyword, runner=runner, weak=weak,
-            boards=tuple(a.boards))
+            boards=tuple(a.boards), flags_cleared=flags_cleared)
 
     @property
     def timed(self) -> bool:

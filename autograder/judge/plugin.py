@@ -20,6 +20,7 @@ import traceback
 import pytest
 
 from autograder import __version__, scoring
+from autograder.judge import boards
 from autograder.judge.compare import GradingFailure, PartialCredit
 from autograder.judge.forbidden import scan, scan_flags, scan_functions
 from autograder.judge.job import GradingJob
@@ -32,6 +33,7 @@ from autograder.judge.student import (
     located,
     where_in,
 )
+from autograder.judge.suite import load_module
 from autograder.protocol.messages import Failure
 
 MAX_FEEDBACK_LINES = 12
@@ -224,9 +226,6 @@ class GradingPlugin:
         """Each board of the assignment: timed (judge/boards.py) when every test of the
         functions it needs passed in full and none of them used a forbidden routine; else
         a result that says why not. On CPUs only the board's cpu_shapes, checks only."""
-        from autograder.judge import boards
-        from autograder.judge.suite import load_module
-
         harness = load_module(self.cfg.harness, "board_harness") if self.cfg.harness else None
         for cfg in self.cfg.boards:
             board = boards.Board.from_config(cfg)
@@ -240,7 +239,7 @@ class GradingPlugin:
                 out.reason = (self.result.error or ("its tests did not run" if not covered else
                               f"its tests did not all pass ({', '.join(bad[:3])})" if bad else
                               f"a forbidden routine in {', '.join(used)}"))
-            elif self.result.flags:
+            elif self.result.flags and not self.cfg.flags_cleared:
                 # the timing precheck (judge/forbidden.py, TIMING_PATHS) and every other flag
                 f = self.result.flags[0]
                 out.reason = (f"flagged for a TA's review ({f['construct']}, {f.get('where') or f['function']}): "

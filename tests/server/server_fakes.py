@@ -27,7 +27,7 @@ ESCAPES = ("\x1b[2J\x1b[H SCORE 100 / 100 \x1b]0;pwned\x07 \x1b]52;c;ZWNobyBoaQ=
            "\rall tests passed \x9b31m \u202edesrever")
 
 
-def grade(a, path, *, label=None, **_kw) -> SubmissionResult:
+def grade(a, path, *, label=None, flags_cleared=False, **_kw) -> SubmissionResult:
     text = Path(path).read_text()
     if CALLS_FILE:
         with open(CALLS_FILE, "a") as f:
@@ -62,6 +62,8 @@ def grade(a, path, *, label=None, **_kw) -> SubmissionResult:
         r.boards.append({"board": board, "device": device.strip(), "seconds": None if seconds == "none" else
                          float(seconds), "spread": 0.02, "reason": "a check failed" if seconds == "none" else None,
                          "checked": 6, "baselines": {"reference": 0.0011, "sdpa": 0.0009}, "shapes": []})
+    if flags_cleared:
+        r.notes.append("graded with its flags cleared by a TA")
     r.total()
     r.sandbox = {"strong": False, "runner": "fake"}
     return r

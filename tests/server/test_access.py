@@ -170,6 +170,9 @@ PAGES = [  # (method, path, least role) of the web pages; forms also need the CS
     ("POST", "/ui/ta/open/students/alice/override", "ta"),
     ("POST", "/ui/ta/open/release", "ta"),
     ("POST", "/ui/ta/open/extensions.csv", "ta"),
+    ("GET", "/ui/assignments/open/boards", "student"),
+    ("POST", "/ui/assignments/open/boards/name", "student"),
+    ("POST", "/ui/ta/submissions/{sub_id}/board", "ta"),
 ]
 # the fields each form posts besides its CSRF value
 FORMS = {
@@ -177,6 +180,8 @@ FORMS = {
     "/extension": {"late_days": "2", "reason": "a letter"},
     "/override": {"score": "1", "reason": "graded by hand"},
     "/release": {"released": "1"},
+    "/board": {"board": "flash", "action": "remove", "reason": "checked by hand"},
+    "/boards/name": {"name": "Ada"},
 }
 
 

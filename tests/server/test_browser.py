@@ -366,7 +366,7 @@ def board_server(tmp_path, course):
     written in the submissions: the GPU timing itself is the engine's, tests/test_boards.py)."""
     from datetime import UTC, datetime, timedelta
 
-    from test_boards import BOARDS
+    from test_board_pages import BOARDS
 
     from conftest import write_assignment
 

@@ -117,3 +117,17 @@ def test_retime_queues_a_new_run(kernels):
     r = form(c, "ta1", f"/ui/ta/submissions/{sub}/board", board="flash", action="retime")
     assert r.status_code == 303 and "retimed" in r.headers["location"]
     assert c.get("ta1", f"/api/v1/submissions/{sub}").json()["run"]["id"] > before
+
+
+def test_a_cleared_flag_lets_the_next_run_time_the_boards(kernels):
+    """The engine withholds a flagged submission's boards; once a TA clears the flags, the
+    re-time asks the engine to time them (flags_cleared); a note does not."""
+    c = kernels
+    sub = submit(c, "alice", "kernels", "flash=0.001@NVIDIA H100")
+    form(c, "ta1", f"/ui/ta/submissions/{sub}/board", board="flash", action="retime")
+    assert "flags cleared" not in str(c.wait_graded(sub))
+    assert form(c, "ta1", f"/ui/ta/submissions/{sub}/review", action="cleared",
+                reason="its stream is a legitimate overlap").status_code == 303
+    form(c, "ta1", f"/ui/ta/submissions/{sub}/review", action="note", reason="looked again")
+    form(c, "ta1", f"/ui/ta/submissions/{sub}/board", board="flash", action="retime")
+    assert "graded with its flags cleared by a TA" in str(c.wait_graded(sub))
